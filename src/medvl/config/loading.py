@@ -1,0 +1,135 @@
+"""YAML loading, ``--set a.b.c=value`` overrides and error messages that name the key.
+
+Usage::
+
+    cfg = load_config("configs/train.yaml", TrainConfig, overrides=["optim.lr=3e-4"])
+    save_resolved_config(cfg, run_dir)   # run_dir/config.yaml, the fully resolved config
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from medvl.utils.io import atomic_write_text
+
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "load_yaml",
+    "save_resolved_config",
+]
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key path."""
+
+
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping from ``path`` (an empty file is an empty mapping)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {file}")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key path")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``a.b.c=value`` applied (value parsed as YAML).
+
+    Intermediate mappings are created when missing; the schema later rejects keys it does
+    not know, naming them. Setting a key below a non-mapping value is an error.
+    """
+    result: dict[str, Any] = _deep_copy(data)
+    for item in overrides:
+        path, value = _parse_override(item)
+        node: dict[str, Any] = result
+        for depth, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+                node[part] = child
+            if not isinstance(child, dict):
+                where = ".".join(path[: depth + 1])
+                raise ConfigError(f"override {item!r}: {where} is a {type(child).__name__}, not a mapping")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - {loc}: unknown key")
+        elif err["type"] == "missing":
+            lines.append(f"  - {loc}: required key is missing")
+        else:
+            got = err.get("input")
+            shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+            lines.append(f"  - {loc}: {err['msg']} (got {shown})")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: Mapping[str, Any], schema: type[SchemaT], source: str = "<dict>") -> SchemaT:
+    """Validate ``data`` against ``schema``; errors name ``source`` and every bad key path."""
+    try:
+        return schema.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None,
+    schema: type[SchemaT],
+    overrides: Sequence[str] = (),
+) -> SchemaT:
+    """Load ``path`` (or start from the schema defaults when ``None``), apply overrides, validate."""
+    data = load_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    if overrides:
+        source += " with --set " + " ".join(overrides)
+    return config_from_dict(apply_overrides(data, overrides), schema, source)
+
+
+def save_resolved_config(config: BaseModel, run_dir: str | os.PathLike[str], name: str = "config.yaml") -> Path:
+    """Write the fully resolved config (every default filled in) to ``run_dir/name``."""
+    target = Path(run_dir) / name
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    atomic_write_text(target, text)
+    return target
