@@ -1,0 +1,1 @@
+"""medvl benchmarks: each module prints ratios against a baseline run in the same process."""
