@@ -33,10 +33,10 @@ def save_figure(fig: Figure, out_base: str | os.PathLike[str]) -> list[Path]:
     base = Path(out_base)
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for suffix, kwargs in ((".png", {"dpi": 150}), (".svg", {})):
+    for suffix, dpi in ((".png", 150), (".svg", 72)):
         path = base.with_suffix(suffix)
         tmp = path.with_name(f".{path.name}.tmp{suffix}")
-        fig.savefig(tmp, bbox_inches="tight", **kwargs)
+        fig.savefig(tmp, bbox_inches="tight", dpi=dpi)
         os.replace(tmp, path)
         paths.append(path)
     plt.close(fig)
