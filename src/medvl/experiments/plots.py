@@ -48,8 +48,8 @@ def _lambda_label(value: float) -> str:
 
 
 def _colors(n: int) -> list[tuple[float, float, float, float]]:
-    cmap = plt.get_cmap("viridis")
-    return [cmap(i / max(n - 1, 1)) for i in range(n)]
+    cmap = plt.get_cmap("viridis")  # the pale top end is skipped: it vanishes on white
+    return [cmap(0.85 * i / max(n - 1, 1)) for i in range(n)]
 
 
 def plot_trajectories(
@@ -78,6 +78,7 @@ def plot_trajectories(
             ax.plot(rows["epoch"], rows["median"], color=color, label=_lambda_label(lam), marker="o", ms=3)
             ax.fill_between(rows["epoch"], rows["q1"], rows["q3"], color=color, alpha=0.2, linewidth=0)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="best")
