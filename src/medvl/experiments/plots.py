@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from medvl.experiments.aggregate import pareto_front, summarise
 from medvl.experiments.grid import format_lambda
