@@ -1,0 +1,308 @@
+"""Cross-modal retrieval, image→text and text→image, computed exactly in query chunks.
+
+Definitions (recorded in every result under ``options``):
+
+* Similarity: dot product of the embeddings, L2-normalised first when ``normalize=True``
+  (cosine; the default). Computed in float32.
+* Positives: for image→text, every caption whose ``caption_to_image`` is the query image (all
+  captions of an image are in the gallery); for text→image, the caption's own image.
+* Rank of a query: 1-based position of its *best-ranked* positive in the gallery sorted by
+  decreasing similarity. **Ties are broken by gallery index** (lower index ranks first), as a
+  stable sort of ``-similarity`` would do; the best positive among equal-scored positives is the
+  one with the lowest index.
+* Recall@K: fraction of queries whose rank is ≤ K (any positive in the top K, the CLIP and
+  CLIP_benchmark definition). MRR = mean(1/rank); median and mean rank over queries.
+  Queries without any positive (images without captions) are left out and counted.
+* Label-aware metrics (``label_task`` given): a gallery item's label is its image's label.
+  precision@K = fraction of the top-K retrieved items whose label matches the query's
+  (multiclass/ordinal: equal; multilabel: identical label vector, or sharing at least one
+  positive class with ``multilabel_relevance="overlap"``). Retrieval κ (quadratic) compares the
+  query's label with the label of the top-1 retrieved item (the Balancing Act's "retrieval κ²"),
+  for multiclass/ordinal tasks. With ``exclude_own=True`` the query's own paired items (its
+  positives) are removed from the gallery for these label-aware metrics; by default they stay
+  in, as in the Balancing Act. Instance recall always uses the full gallery.
+
+The full N_q × N_g matrix is never built: queries are processed in chunks whose similarity
+block stays under ``max_chunk_bytes``. The ranking logic does not depend on the chunk size;
+the only chunk dependence left is BLAS rounding of a dot product, which can differ in the last
+bit between matrix shapes (exactly representable similarities give identical results).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from medvl.evaluation.classification import quadratic_kappa
+from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError
+
+__all__ = ["RetrievalScan", "evaluate_retrieval", "positives_from_groups", "retrieval_scan"]
+
+DIRECTIONS = ("i2t", "t2i")
+DEFAULT_MAX_CHUNK_BYTES = 256 * 1024**2
+
+
+def positives_from_groups(query_to_group: np.ndarray, gallery_to_group: np.ndarray) -> torch.Tensor:
+    """Padded (N_q, P) int64 matrix of gallery indices sharing the query's group, ascending, -1 padded."""
+    q = np.asarray(query_to_group, dtype=np.int64)
+    g = np.asarray(gallery_to_group, dtype=np.int64)
+    order = np.argsort(g, kind="stable")
+    sorted_groups = g[order]
+    start = np.searchsorted(sorted_groups, q, side="left")
+    stop = np.searchsorted(sorted_groups, q, side="right")
+    counts = stop - start
+    width = max(int(counts.max(initial=0)), 1)
+    out = np.full((len(q), width), -1, dtype=np.int64)
+    for j in range(width):
+        has = counts > j
+        out[has, j] = order[start[has] + j]
+    out.sort(axis=1)  # ascending gallery index, -1 first ...
+    out = np.where(out < 0, np.iinfo(np.int64).max, out)
+    out.sort(axis=1)  # ... so move the padding to the end
+    out[out == np.iinfo(np.int64).max] = -1
+    return torch.from_numpy(out)
+
+
+class RetrievalScan:
+    """Per-query outputs of one chunked pass: ranks, top-1 index, relevant counts at each K."""
+
+    def __init__(self, ranks: torch.Tensor, top1: torch.Tensor | None, relevant: dict[int, torch.Tensor]):
+        self.ranks = ranks  # (N_q,) int64, 0 where the query has no positive
+        self.top1 = top1  # (N_q,) int64 or None
+        self.relevant = relevant  # K -> (N_q,) int64 count of relevant items in the top K
+
+
+def _auto_chunk(n_gallery: int, max_chunk_bytes: int) -> int:
+    # float32 similarities + a bool scratch row + headroom for top-k work
+    per_row = max(n_gallery, 1) * (4 + 1 + 4)
+    return max(1, int(max_chunk_bytes // per_row))
+
+
+def _topk_set_indices(s: torch.Tensor, k: int, vals: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Indices of the top-``k`` set of each row, ties at the boundary resolved by lower index.
+
+    ``vals``/``idx`` are ``torch.topk(s, kmax)`` outputs with kmax ≥ k.
+    """
+    vk = vals[:, k - 1 : k]
+    n_eq_total = (s == vk).sum(1)
+    n_eq_inside = (vals[:, :k] == vk).sum(1)
+    chosen = idx[:, :k].clone()
+    # Rows whose boundary tie group extends beyond the top-k, or whose tied items inside the
+    # top-k might not be the lowest-indexed ones: recompute exactly with a mask.
+    # (When every tied item is inside the top-k the set itself is unambiguous.)
+    tie_rows = torch.nonzero(n_eq_total > n_eq_inside).flatten()
+    if len(tie_rows):
+        sr = s[tie_rows]
+        v = vk[tie_rows]
+        gt = sr > v
+        eq = sr == v
+        need = k - gt.sum(1, keepdim=True)
+        sel = gt | (eq & (eq.cumsum(1) <= need))
+        chosen[tie_rows] = torch.nonzero(sel)[:, 1].view(len(tie_rows), k)
+    return chosen
+
+
+@torch.no_grad()
+def retrieval_scan(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    positives: torch.Tensor,
+    *,
+    precision_ks: Sequence[int] = (),
+    query_labels: torch.Tensor | None = None,
+    gallery_labels: torch.Tensor | None = None,
+    multilabel_relevance: str = "exact",
+    want_top1: bool = False,
+    exclude_own: bool = False,
+    chunk_size: int | None = None,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+) -> RetrievalScan:
+    """One exact pass over ``queries @ gallery.T`` in chunks (inputs already normalised if wanted).
+
+    ``positives`` is a (N_q, P) int64 matrix of gallery indices (ascending, -1 padded).
+    Label-aware outputs (top-1 index and relevant counts) honour ``exclude_own``.
+    """
+    n_q, n_g = queries.shape[0], gallery.shape[0]
+    device = queries.device
+    chunk = chunk_size or _auto_chunk(n_g, max_chunk_bytes)
+    gallery_t = gallery.t().contiguous()
+    positives = positives.to(device)
+    ar = torch.arange(n_g, device=device)
+    ranks = torch.zeros(n_q, dtype=torch.int64, device=device)
+    top1 = torch.zeros(n_q, dtype=torch.int64, device=device) if want_top1 else None
+    ks = sorted({int(k) for k in precision_ks})
+    relevant = {k: torch.zeros(n_q, dtype=torch.int64, device=device) for k in ks}
+    if ks and (query_labels is None or gallery_labels is None):
+        raise ValueError("precision@K needs query_labels and gallery_labels")
+    n_excluded_max = int((positives >= 0).sum(1).max().item()) if exclude_own and n_q else 0
+    if ks and max(ks) > n_g - n_excluded_max:
+        raise ValueError(f"precision@{max(ks)} needs a gallery of at least {max(ks)} items (have {n_g - n_excluded_max})")
+    buf = torch.empty((min(chunk, n_q), n_g), dtype=torch.float32, device=device)
+    for start in range(0, n_q, chunk):
+        stop = min(start + chunk, n_q)
+        rows = stop - start
+        s = buf[:rows]
+        torch.mm(queries[start:stop], gallery_t, out=s)
+        pos = positives[start:stop]
+        valid = pos >= 0
+        pos_scores = s.gather(1, pos.clamp(min=0)).masked_fill(~valid, float("-inf"))
+        which = pos_scores.argmax(1, keepdim=True)  # first max -> lowest gallery index among ties
+        best = pos_scores.gather(1, which)
+        best_j = pos.gather(1, which)
+        n_gt = (s > best).sum(1)
+        n_eq = (s == best).sum(1)
+        r = n_gt + 1
+        tie_rows = torch.nonzero(n_eq > 1).flatten()
+        if len(tie_rows):
+            earlier = (s[tie_rows] == best[tie_rows]) & (ar[None, :] < best_j[tie_rows])
+            r[tie_rows] += earlier.sum(1)
+        has_pos = valid.any(1)
+        ranks[start:stop] = torch.where(has_pos, r, torch.zeros_like(r))
+        if top1 is None and not ks:
+            continue
+        if exclude_own:
+            r_idx, c_idx = torch.nonzero(valid, as_tuple=True)
+            s[r_idx, pos[r_idx, c_idx]] = float("-inf")
+        if top1 is not None:
+            top1[start:stop] = s.argmax(1)
+        if ks:
+            assert query_labels is not None and gallery_labels is not None
+            vals, idx = torch.topk(s, max(ks), dim=1, largest=True, sorted=True)
+            ql = query_labels[start:stop]
+            for k in ks:
+                chosen = _topk_set_indices(s, k, vals, idx)
+                gl = gallery_labels[chosen]  # (rows, k[, C])
+                if gl.ndim == 3:
+                    q3 = ql[:, None, :]
+                    if multilabel_relevance == "exact":
+                        match = (gl == q3).all(-1)
+                    else:
+                        match = ((gl > 0) & (q3 > 0)).any(-1)
+                else:
+                    match = gl == ql[:, None]
+                relevant[k][start:stop] = match.sum(1)
+    return RetrievalScan(ranks=ranks.cpu(), top1=None if top1 is None else top1.cpu(), relevant={k: v.cpu() for k, v in relevant.items()})
+
+
+def _summaries(prefix: str, ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"{prefix}/recall@{k}"] = float(np.mean(ranks <= k)) if len(ranks) else float("nan")
+    out[f"{prefix}/mrr"] = float(np.mean(1.0 / ranks)) if len(ranks) else float("nan")
+    out[f"{prefix}/median_rank"] = float(np.median(ranks)) if len(ranks) else float("nan")
+    out[f"{prefix}/mean_rank"] = float(np.mean(ranks)) if len(ranks) else float("nan")
+    return out
+
+
+def evaluate_retrieval(
+    embeddings: EmbeddingSet,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    directions: Sequence[str] = DIRECTIONS,
+    normalize: bool = True,
+    label_tasks: Sequence[str] = (),
+    precision_ks: Sequence[int] = (1, 5, 10),
+    multilabel_relevance: str = "exact",
+    exclude_own: bool = False,
+    chunk_size: int | None = None,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Recall@K, MRR, median/mean rank both ways; label precision@K and retrieval κ per label task.
+
+    Returns ``{"metrics": {name: value}, "options": {...}, "info": {...}}`` with metric names like
+    ``i2t/recall@5``, ``t2i/mrr``, ``i2t/<task>/precision@5``, ``i2t/<task>/kappa_quadratic``.
+    """
+    for d in directions:
+        if d not in DIRECTIONS:
+            raise ValueError(f"unknown retrieval direction {d!r}; choose from {DIRECTIONS}")
+    if multilabel_relevance not in ("exact", "overlap"):
+        raise ValueError("multilabel_relevance must be 'exact' or 'overlap'")
+    if any(int(k) < 1 for k in (*ks, *precision_ks)):
+        raise ValueError("every K must be ≥ 1")
+    if embeddings.num_texts == 0 or embeddings.num_images == 0:
+        raise EmbeddingSetError("retrieval needs at least one image and one caption")
+    dev = torch.device(device)
+    img = torch.from_numpy(embeddings.image_emb).to(dev)
+    txt = torch.from_numpy(embeddings.text_emb).to(dev)
+    if normalize:
+        img = torch.nn.functional.normalize(img, dim=1)
+        txt = torch.nn.functional.normalize(txt, dim=1)
+    c2i = embeddings.caption_to_image
+    n_img = embeddings.num_images
+    metrics: dict[str, float] = {}
+    info: dict[str, Any] = {"n_images": n_img, "n_captions": embeddings.num_texts}
+    for name in label_tasks:
+        if name not in embeddings.labels:
+            raise EmbeddingSetError(f"label task {name!r} not in the EmbeddingSet labels ({sorted(embeddings.labels)})")
+    for direction in directions:
+        if direction == "i2t":
+            queries, gallery = img, txt
+            positives = positives_from_groups(np.arange(n_img), c2i)
+            q_img, g_img = np.arange(n_img), c2i
+        else:
+            queries, gallery = txt, img
+            positives = torch.from_numpy(c2i.astype(np.int64)[:, None].copy())
+            q_img, g_img = c2i, np.arange(n_img)
+        tasks: list[str | None] = [*label_tasks] or [None]
+        for t_i, task in enumerate(tasks):
+            kw: dict[str, Any] = {}
+            single_label = False
+            if task is not None:
+                lab = np.asarray(embeddings.labels[task])
+                if lab.ndim == 2:
+                    lab_t = torch.from_numpy(np.nan_to_num(lab.astype(np.float32), nan=-1.0))
+                else:
+                    if np.issubdtype(lab.dtype, np.floating) and not np.all(np.isfinite(lab)):
+                        raise EmbeddingSetError(f"labels[{task!r}] has missing values; retrieval needs complete labels")
+                    lab_t = torch.from_numpy(lab.astype(np.int64))
+                    single_label = True
+                kw = {
+                    "precision_ks": precision_ks,
+                    "query_labels": lab_t[torch.from_numpy(q_img)].to(dev),
+                    "gallery_labels": lab_t[torch.from_numpy(g_img)].to(dev),
+                    "want_top1": single_label,
+                }
+            scan = retrieval_scan(
+                queries,
+                gallery,
+                positives,
+                multilabel_relevance=multilabel_relevance,
+                exclude_own=exclude_own,
+                chunk_size=chunk_size,
+                max_chunk_bytes=max_chunk_bytes,
+                **kw,
+            )
+            if t_i == 0:
+                ranks = scan.ranks.numpy()
+                has = ranks > 0
+                metrics.update(_summaries(direction, ranks[has].astype(np.float64), ks))
+                info[f"{direction}/n_queries"] = int(has.sum())
+                info[f"{direction}/n_queries_without_positive"] = int((~has).sum())
+            if task is None:
+                continue
+            for k in sorted({int(k) for k in precision_ks}):
+                metrics[f"{direction}/{task}/precision@{k}"] = float(scan.relevant[k].numpy().mean() / k)
+            if scan.top1 is not None:
+                lab = np.asarray(embeddings.labels[task]).astype(np.int64)
+                q_lab = lab[q_img]
+                r_lab = lab[g_img[scan.top1.numpy()]]
+                metrics[f"{direction}/{task}/top1_label_accuracy"] = float(np.mean(q_lab == r_lab))
+                metrics[f"{direction}/{task}/kappa_quadratic"] = quadratic_kappa(q_lab, r_lab)
+    options = {
+        "ks": [int(k) for k in ks],
+        "directions": list(directions),
+        "normalize": normalize,
+        "similarity": "cosine" if normalize else "dot",
+        "recall_definition": "fraction of queries with any positive in the top K",
+        "tie_breaking": "lower gallery index ranks first",
+        "label_tasks": list(label_tasks),
+        "precision_ks": [int(k) for k in precision_ks],
+        "multilabel_relevance": multilabel_relevance,
+        "exclude_own": exclude_own,
+        "exclude_own_applies_to": "label-aware metrics (precision@K, retrieval kappa)",
+    }
+    return {"metrics": metrics, "options": options, "info": info}

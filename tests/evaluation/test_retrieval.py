@@ -1,0 +1,137 @@
+"""Retrieval metrics against a brute-force full-matrix stable sort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+
+from medvl.evaluation.embeddings import EmbeddingSet
+from medvl.evaluation.retrieval import evaluate_retrieval
+
+
+def _brute(emb: EmbeddingSet, direction: str, exclude_own: bool, labels: np.ndarray | None, ks=(1, 2, 5)):
+    img, txt, c2i = emb.image_emb.astype(np.float64), emb.text_emb.astype(np.float64), emb.caption_to_image
+    if direction == "i2t":
+        q, g, q_img, g_img = img, txt, np.arange(len(img)), c2i
+    else:
+        q, g, q_img, g_img = txt, img, c2i, np.arange(len(img))
+    sims = q @ g.T
+    ranks, prec, top1 = [], {k: [] for k in ks}, []
+    for i in range(len(q)):
+        order = np.argsort(-sims[i], kind="stable")  # ties: lower index first
+        pos = g_img[order] == q_img[i]
+        if pos.any():
+            ranks.append(int(np.flatnonzero(pos)[0]) + 1)
+        if labels is not None:
+            kept = order[g_img[order] != q_img[i]] if exclude_own else order
+            top1.append(labels[g_img[kept[0]]])
+            for k in ks:
+                prec[k].append(np.mean(labels[g_img[kept[:k]]] == labels[q_img[i]]))
+    return np.array(ranks), prec, np.array(top1), labels[q_img] if labels is not None else None
+
+
+def _multi_caption_set(rng: np.random.Generator, n_img=13, dim=6, integer=False) -> EmbeddingSet:
+    n_caps = rng.integers(0, 4, size=n_img)  # 0..3 captions per image (some images without any)
+    n_caps[0] = 2
+    c2i = np.repeat(np.arange(n_img), n_caps)
+    rng.shuffle(c2i)
+    if integer:  # small integers: exact float math and many ties
+        img = rng.integers(-1, 2, size=(n_img, dim)).astype(np.float32)
+        txt = rng.integers(-1, 2, size=(len(c2i), dim)).astype(np.float32)
+    else:
+        img = rng.normal(size=(n_img, dim)).astype(np.float32)
+        txt = (img[c2i] + rng.normal(scale=1.0, size=(len(c2i), dim))).astype(np.float32)
+    labels = rng.integers(0, 3, size=n_img)
+    return EmbeddingSet.from_arrays(img, txt, c2i, labels={"grade": labels}, tasks={"grade": {"kind": "ordinal", "classes": ["a", "b", "c"]}})
+
+
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("exclude_own", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_brute_force(integer: bool, exclude_own: bool, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    emb = _multi_caption_set(rng, integer=integer)
+    res = evaluate_retrieval(
+        emb, ks=(1, 2, 5), normalize=False, label_tasks=["grade"], precision_ks=(1, 2, 5), exclude_own=exclude_own, chunk_size=4
+    )
+    m = res["metrics"]
+    labels = emb.labels["grade"]
+    for d in ("i2t", "t2i"):
+        ranks, prec, top1, qlab = _brute(emb, d, exclude_own, labels)
+        for k in (1, 2, 5):
+            assert m[f"{d}/recall@{k}"] == pytest.approx(np.mean(ranks <= k))
+            assert m[f"{d}/grade/precision@{k}"] == pytest.approx(np.mean(prec[k]))
+        assert m[f"{d}/mrr"] == pytest.approx(np.mean(1 / ranks))
+        assert m[f"{d}/median_rank"] == pytest.approx(np.median(ranks))
+        assert m[f"{d}/mean_rank"] == pytest.approx(np.mean(ranks))
+        assert m[f"{d}/grade/top1_label_accuracy"] == pytest.approx(np.mean(top1 == qlab))
+        expected_kappa = cohen_kappa_score(qlab, top1, weights="quadratic")
+        assert m[f"{d}/grade/kappa_quadratic"] == pytest.approx(expected_kappa, nan_ok=True)
+    assert res["info"]["i2t/n_queries_without_positive"] == int((np.bincount(emb.caption_to_image, minlength=13) == 0).sum())
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_invariant_to_chunk_size(integer: bool) -> None:
+    # Integer embeddings (exact dot products, many ties) without normalisation; random floats
+    # with normalisation. BLAS may round a dot product differently for different chunk shapes,
+    # so exact invariance is promised for exactly representable similarities.
+    rng = np.random.default_rng(5)
+    emb = _multi_caption_set(rng, n_img=40, integer=integer)
+    results = [
+        evaluate_retrieval(
+            emb, ks=(1, 3, 10, 200), normalize=not integer, label_tasks=["grade"], precision_ks=(1, 3), chunk_size=c
+        )["metrics"]
+        for c in (1, 3, 7, 1000)
+    ]
+    for other in results[1:]:
+        assert other == results[0]
+
+
+def test_ties_rank_lower_index_first() -> None:
+    # every caption identical: the rank of a query's caption is its gallery index + 1
+    img = np.ones((4, 2), np.float32)
+    txt = np.ones((4, 2), np.float32)
+    res = evaluate_retrieval(EmbeddingSet.from_arrays(img, txt), ks=(1, 2), normalize=False)
+    m = res["metrics"]
+    assert m["i2t/mean_rank"] == pytest.approx(np.mean([1, 2, 3, 4]))
+    assert m["t2i/recall@1"] == pytest.approx(0.25)
+    assert m["t2i/recall@2"] == pytest.approx(0.5)
+
+
+def test_perfect_and_large_k() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(30, 8)).astype(np.float32)
+    res = evaluate_retrieval(EmbeddingSet.from_arrays(img, img.copy()), ks=(1, 200))
+    assert res["metrics"]["i2t/recall@1"] == 1.0
+    assert res["metrics"]["t2i/recall@200"] == 1.0
+    assert res["metrics"]["t2i/mrr"] == 1.0
+
+
+def test_multilabel_relevance_modes() -> None:
+    img = np.eye(3, dtype=np.float32)
+    labels = np.array([[1, 0], [1, 1], [0, 1]], dtype=np.float32)
+    emb = EmbeddingSet.from_arrays(img, img.copy(), labels={"f": labels}, tasks={"f": {"kind": "multilabel", "classes": ["x", "y"]}})
+    exact = evaluate_retrieval(emb, label_tasks=["f"], precision_ks=(1, 2), ks=(1,))["metrics"]
+    overlap = evaluate_retrieval(emb, label_tasks=["f"], precision_ks=(1, 2), ks=(1,), multilabel_relevance="overlap")["metrics"]
+    assert exact["i2t/f/precision@1"] == 1.0  # own caption retrieved first
+    # top-2 = own + lowest-index tied other item (all others score 0)
+    assert exact["i2t/f/precision@2"] == pytest.approx(0.5)
+    # brute: image0 gets {0,1}: overlap 2/2; image1 gets {1,0}: 2/2; image2 gets {2,0}: 1/2
+    assert overlap["i2t/f/precision@2"] == pytest.approx((1 + 1 + 0.5) / 3)
+
+
+def test_errors() -> None:
+    emb = EmbeddingSet.from_arrays(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="direction"):
+        evaluate_retrieval(emb, directions=("x2y",))
+    labelled = EmbeddingSet.from_arrays(
+        np.eye(3, dtype=np.float32),
+        np.eye(3, dtype=np.float32),
+        labels={"a": np.arange(3)},
+        tasks={"a": {"kind": "multiclass", "classes": ["0", "1", "2"]}},
+    )
+    with pytest.raises(ValueError, match="gallery of at least"):
+        evaluate_retrieval(labelled, label_tasks=["a"], precision_ks=(5,))
+    with pytest.raises(Exception, match="not in the EmbeddingSet labels"):
+        evaluate_retrieval(emb, label_tasks=["nope"])
