@@ -1,0 +1,373 @@
+"""Model configuration: vision/text towers, heads, temperature, freezing, frozen-tower caching.
+
+``ModelConfig`` is consumed by :func:`medvl.models.build_model`. Tower configs are a union
+discriminated by ``kind`` (the key of the encoder registry in :mod:`medvl.models.registry`),
+so an unknown option of a tower is an error that names ``vision.<kind>.<key>``.
+
+Example (YAML)::
+
+    model:
+      embed_dim: 64
+      vision: {kind: tiny_vit, image_size: 32, patch_size: 8, width: 64, depth: 2,
+               patch_keep_ratio: 0.5}
+      text:   {kind: hf, name_or_path: sentence-transformers/all-MiniLM-L6-v2,
+               freeze: {mode: full}}
+      vision_projection: {kind: linear}
+      classifiers: {disease: {kind: multilabel, num_classes: 14}}
+      logit_scale: {init_temperature: 0.07, learnable: true, max_scale: 100}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from medvl.config.base import StrictModel
+
+__all__ = [
+    "ClassifierHeadConfig",
+    "FreezeConfig",
+    "HFTextConfig",
+    "HFVisionConfig",
+    "LogitBiasConfig",
+    "LogitScaleConfig",
+    "ModelConfig",
+    "ProjectionConfig",
+    "PrototypeHeadConfig",
+    "SlideEncoderConfig",
+    "TextEncoderConfig",
+    "TinyCNNConfig",
+    "TinyTextConfig",
+    "TinyViTConfig",
+    "VisionEncoderConfig",
+]
+
+
+class FreezeConfig(StrictModel):
+    """Which parameters of one tower are trainable.
+
+    A tower lists its *layer groups* from input to output (e.g. ViT: patch/position embeddings,
+    block 0, ..., block L-1, final norm). ``mode``:
+
+    - ``none``: everything trainable;
+    - ``full``: every parameter of the tower frozen and the tower kept in eval mode (dropout off,
+      BatchNorm statistics fixed), so its outputs are deterministic and cacheable;
+    - ``partial``: the first ``groups`` layer groups (or the first ``ceil(fraction · n_groups)``)
+      counted **from the input side** are frozen; the rest stays trainable.
+
+    ``train_norms`` keeps normalisation layers (LayerNorm, BatchNorm, GroupNorm, RMSNorm) inside
+    the frozen groups trainable. ``freeze_bn_stats`` keeps BatchNorm layers of frozen groups in
+    eval mode (running statistics not updated). Projection and classifier heads are never part
+    of a tower and are never frozen by this setting.
+    """
+
+    mode: Literal["none", "full", "partial"] = "none"
+    groups: int | None = Field(default=None, ge=0)
+    fraction: float | None = Field(default=None, ge=0.0, le=1.0)
+    train_norms: bool = False
+    freeze_bn_stats: bool = True
+
+    @model_validator(mode="after")
+    def _check_partial(self) -> FreezeConfig:
+        if self.mode == "partial":
+            if (self.groups is None) == (self.fraction is None):
+                raise ValueError("freeze.mode=partial needs exactly one of freeze.groups or freeze.fraction")
+        elif self.groups is not None or self.fraction is not None:
+            raise ValueError(f"freeze.groups/freeze.fraction only apply to mode=partial (mode is {self.mode!r})")
+        return self
+
+
+class _TowerConfig(StrictModel):
+    """Options every tower has: freezing and frozen-output caching.
+
+    ``cache``: ``auto`` caches a fully frozen *text* tower's features keyed by the raw text
+    (text has no random augmentation); ``on`` also allows caching a fully frozen *vision* tower
+    keyed by record id — only valid when its input is not randomly augmented (precomputed feature
+    bags, fixed evaluation transforms); ``off`` never caches. ``on`` without ``freeze.mode=full``
+    is an error. ``cache_max_entries`` bounds the cache (new keys beyond it are computed, not stored).
+    """
+
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    cache: Literal["auto", "on", "off"] = "auto"
+    cache_max_entries: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_cache(self) -> _TowerConfig:
+        if self.cache == "on" and self.freeze.mode != "full":
+            raise ValueError("cache=on needs freeze.mode=full (only a fully frozen tower gives fixed outputs)")
+        return self
+
+
+# ----------------------------------------------------------------------------------- vision
+class TinyCNNConfig(_TowerConfig):
+    """Compact CNN: conv stem, then one stage per width (stride-2 conv + BatchNorm + ReLU blocks),
+    global average pooling. ``feature_dim = widths[-1]``."""
+
+    kind: Literal["tiny_cnn"] = "tiny_cnn"
+    in_channels: int = Field(default=3, ge=1)
+    widths: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
+    blocks_per_stage: int = Field(default=1, ge=1)
+
+
+class TinyViTConfig(_TowerConfig):
+    """Small ViT (pre-norm blocks, CLS token, learned positions).
+
+    ``pooling``: ``cls`` (CLS token) or ``mean`` (mean of patch tokens, CLS excluded);
+    ``norm``: take the tokens after (``post``) or before (``pre``) the final LayerNorm.
+    ``patch_keep_ratio`` < 1 enables FLIP random patch dropout in training mode only
+    (CLS always kept; ``round(keep · n_patches)`` patches kept, at least one).
+    """
+
+    kind: Literal["tiny_vit"] = "tiny_vit"
+    image_size: int = Field(default=32, ge=1)
+    patch_size: int = Field(default=8, ge=1)
+    in_channels: int = Field(default=3, ge=1)
+    width: int = Field(default=64, ge=1)
+    depth: int = Field(default=2, ge=1)
+    heads: int = Field(default=4, ge=1)
+    mlp_ratio: float = Field(default=2.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    pooling: Literal["cls", "mean"] = "cls"
+    norm: Literal["post", "pre"] = "post"
+    patch_keep_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> TinyViTConfig:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        return self
+
+
+class HFVisionConfig(_TowerConfig):
+    """A Hugging Face vision backbone from a hub id or a local directory.
+
+    Supported config classes: ViT, CLIP / CLIP-vision, SigLIP / SigLIP-vision, ResNet, ConvNeXt,
+    Swin, DINOv2 (with registers). ``pooling``: ``default`` (the model's own pooled output:
+    ViT/DINOv2 → post-norm CLS, CLIP → post-norm CLS, SigLIP → attention-pool head when present,
+    ResNet/ConvNeXt/Swin → their pooler), ``cls``, ``mean`` (patch tokens / spatial positions,
+    prefix tokens excluded) or ``pooler`` (``pooler_output`` as the model computes it).
+    ``norm`` chooses the tokens before (``pre``) or after (``post``) the final norm for
+    ``cls``/``mean`` (A.4: the Balancing-Act ViT used the *pre*-norm CLS).
+    ``patch_keep_ratio`` < 1: FLIP patch dropout (token models only, training mode only).
+    """
+
+    kind: Literal["hf"] = "hf"
+    name_or_path: str
+    revision: str | None = None
+    pretrained: bool = True
+    pooling: Literal["default", "cls", "mean", "pooler"] = "default"
+    norm: Literal["post", "pre"] = "post"
+    patch_keep_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
+
+
+class SlideEncoderConfig(_TowerConfig):
+    """Slide-level encoder over bags of precomputed region features (B, N, input_dim) + mask.
+
+    ``phi`` = Linear(input_dim, width) + ReLU + Dropout; ``depth`` transformer layers (nhead
+    ``heads``, feed-forward ``ff_dim`` or ``width``); gated-attention pooling (Ilse et al.) over
+    the valid instances; ``rho`` = Linear(width, width) + ReLU + Dropout. Mirrors the HIPT
+    slide level (A.4: width 768 there, 2 layers, 3 heads, dropout 0.25).
+    """
+
+    kind: Literal["slide"] = "slide"
+    input_dim: int = Field(ge=1)
+    width: int = Field(default=192, ge=1)
+    depth: int = Field(default=2, ge=0)
+    heads: int = Field(default=3, ge=1)
+    ff_dim: int | None = Field(default=None, ge=1)
+    attention_dim: int | None = Field(default=None, ge=1)
+    dropout: float = Field(default=0.25, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> SlideEncoderConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        return self
+
+
+VisionEncoderConfig = Annotated[
+    TinyCNNConfig | TinyViTConfig | HFVisionConfig | SlideEncoderConfig,
+    Field(discriminator="kind"),
+]
+
+
+# ------------------------------------------------------------------------------------- text
+class TinyTextConfig(_TowerConfig):
+    """Small transformer text encoder (pre-norm blocks, learned positions).
+
+    ``tokenizer``: a ``tokenizer.json`` file (``tokenizers``), a directory holding one, a Hugging
+    Face tokenizer directory or hub id, or ``null`` — then a WordPiece tokenizer of at most
+    ``vocab_size`` tokens must be trained on the corpus with ``DualEncoder.train_tokenizer(texts)``
+    before the first forward. ``pooling``: ``mean`` (mask-aware), ``cls`` (first token) or
+    ``eos`` (last non-padding token). ``norm``: tokens after/before the final LayerNorm.
+    """
+
+    kind: Literal["tiny_text"] = "tiny_text"
+    tokenizer: str | None = None
+    vocab_size: int = Field(default=4096, ge=16)
+    lowercase: bool = True
+    max_length: int = Field(default=64, ge=2)
+    width: int = Field(default=64, ge=1)
+    depth: int = Field(default=2, ge=1)
+    heads: int = Field(default=4, ge=1)
+    mlp_ratio: float = Field(default=2.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    pooling: Literal["mean", "cls", "eos"] = "mean"
+    norm: Literal["post", "pre"] = "post"
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> TinyTextConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        return self
+
+
+class HFTextConfig(_TowerConfig):
+    """A Hugging Face text encoder (BERT family, RoBERTa, CLIP/SigLIP text, sentence-transformers).
+
+    ``pooling``: ``default`` (sentence-transformers directory → its ``1_Pooling`` config and
+    ``Normalize`` module; CLIP text → EOS token; SigLIP text → its head on the last token; other
+    models → ``cls``), ``cls``, ``mean`` (mask-aware), ``eos`` (last non-padding token) or
+    ``pooler`` (``pooler_output``). ``hidden_layers``: average these hidden states (indices into
+    ``hidden_states``, 0 = embeddings, -1 = last) before pooling, e.g. DLILP's ``[1, 2, -1]``.
+    ``normalize``: L2-normalise the pooled features (``null`` = what the model directory says).
+    """
+
+    kind: Literal["hf"] = "hf"
+    name_or_path: str
+    revision: str | None = None
+    pretrained: bool = True
+    pooling: Literal["default", "cls", "mean", "eos", "pooler"] = "default"
+    hidden_layers: list[int] | None = Field(default=None, min_length=1)
+    normalize: bool | None = None
+    max_length: int | None = Field(default=None, ge=2)
+    padding: Literal["longest", "max_length"] = "longest"
+
+
+TextEncoderConfig = Annotated[TinyTextConfig | HFTextConfig, Field(discriminator="kind")]
+
+
+# ------------------------------------------------------------------------------------ heads
+class ProjectionConfig(StrictModel):
+    """Map tower features into the joint space of ``ModelConfig.embed_dim``.
+
+    ``identity`` (no parameters; the tower's feature_dim is the joint dim), ``linear``
+    (``bias`` optional; DLILP uses no bias) or ``mlp`` (Linear → GELU → Dropout → Linear with
+    ``hidden_dim``, default = input dim).
+    """
+
+    kind: Literal["identity", "linear", "mlp"] = "linear"
+    bias: bool = False
+    hidden_dim: int | None = Field(default=None, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class ClassifierHeadConfig(StrictModel):
+    """A task head on the image side; output ``logits.<task>`` in ``DualEncoder.forward``.
+
+    ``kind``: ``multilabel`` (B, C) logits, ``multiclass`` (B, C) logits, ``ordinal`` or
+    ``regression`` → (B,) scalar (the Balancing Act regresses the ISUP grade with MSE).
+    ``input``: ``features`` (backbone, pre-projection; the Balancing Act) or ``embeds``
+    (joint-space embedding). Optional hidden layer (``hidden_dim``) and dropout.
+    """
+
+    kind: Literal["multilabel", "multiclass", "ordinal", "regression"]
+    num_classes: int | None = Field(default=None, ge=1)
+    input: Literal["features", "embeds"] = "features"
+    hidden_dim: int | None = Field(default=None, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    bias: bool = True
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> ClassifierHeadConfig:
+        if self.kind in ("multilabel", "multiclass") and self.num_classes is None:
+            raise ValueError(f"a {self.kind} head needs num_classes")
+        if self.kind in ("ordinal", "regression") and self.num_classes not in (None, 1):
+            raise ValueError(f"an {self.kind} head has one scalar output; drop num_classes")
+        return self
+
+
+class LogitScaleConfig(StrictModel):
+    """A learnable log logit scale: ``scale = exp(log_scale)``, initialised to ``1/init_temperature``.
+
+    CLIP: ``init_temperature=0.07`` (log scale ln(1/0.07) ≈ 2.659). ``clamp_()`` (called by the
+    trainer after every optimizer step) keeps ``min_scale ≤ scale ≤ max_scale`` (default
+    [1, 100] = log scale in [0, ln 100], as open_clip and DLILP). ``learnable=false`` keeps it fixed.
+    """
+
+    init_temperature: float = Field(default=0.07, gt=0.0)
+    learnable: bool = True
+    max_scale: float | None = Field(default=100.0, gt=0.0)
+    min_scale: float | None = Field(default=1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check_range(self) -> LogitScaleConfig:
+        init = 1.0 / self.init_temperature
+        if self.max_scale is not None and self.min_scale is not None and self.min_scale > self.max_scale:
+            raise ValueError(f"min_scale {self.min_scale} > max_scale {self.max_scale}")
+        if self.max_scale is not None and init > self.max_scale * (1 + 1e-9):
+            raise ValueError(f"1/init_temperature = {init:g} exceeds max_scale {self.max_scale:g}")
+        if self.min_scale is not None and init < self.min_scale * (1 - 1e-9):
+            raise ValueError(f"1/init_temperature = {init:g} is below min_scale {self.min_scale:g}")
+        return self
+
+    @property
+    def init_log_scale(self) -> float:
+        return math.log(1.0 / self.init_temperature)
+
+
+class LogitBiasConfig(StrictModel):
+    """A learnable scalar logit bias (SigLIP: init -10 with init_temperature 0.1)."""
+
+    init: float = -10.0
+    learnable: bool = True
+
+
+class PrototypeHeadConfig(StrictModel):
+    """Class prototypes: ``logits = s · normalize(x) @ normalize(P).T`` with ``P`` (C, dim).
+
+    ``input`` chooses ``x``: ``image_embeds``, ``image_embeds_2`` (DLILP: the second projection)
+    or ``image_features``. Prototypes are Kaiming-normal initialised (as DLILP) and the head owns
+    its own logit scale ``scale`` (DLILP: a second temperature, also clamped to [1, 100]).
+    Output keys: ``prototype_logits`` (B, C) and ``prototype_scale``.
+    """
+
+    num_classes: int = Field(ge=1)
+    input: Literal["image_embeds", "image_embeds_2", "image_features"] = "image_embeds"
+    scale: LogitScaleConfig = Field(default_factory=LogitScaleConfig)
+
+
+class ModelConfig(StrictModel):
+    """The dual encoder: towers, projections into ``embed_dim``, heads and temperature.
+
+    ``text: null`` builds an image-only model (unimodal prototype training, SimCLR).
+    ``vision_projection_2`` adds DLILP's second projection (output ``image_embeds_2``).
+    ``view_projection`` adds a unimodal projector for SimCLR / masked-view objectives: applied
+    to the image features of the main view (``image_view_embeds``) and of ``pixel_values_view``
+    when the batch has it (``view_embeds``).
+    """
+
+    embed_dim: int = Field(default=64, ge=1)
+    vision: VisionEncoderConfig = Field(default_factory=TinyViTConfig)
+    text: TextEncoderConfig | None = Field(default_factory=TinyTextConfig)
+    vision_projection: ProjectionConfig = Field(default_factory=ProjectionConfig)
+    text_projection: ProjectionConfig = Field(default_factory=ProjectionConfig)
+    vision_projection_2: ProjectionConfig | None = None
+    view_projection: ProjectionConfig | None = None
+    classifiers: dict[str, ClassifierHeadConfig] = Field(default_factory=dict)
+    prototype: PrototypeHeadConfig | None = None
+    logit_scale: LogitScaleConfig = Field(default_factory=LogitScaleConfig)
+    logit_bias: LogitBiasConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> ModelConfig:
+        if self.prototype is not None and self.prototype.input == "image_embeds_2" and self.vision_projection_2 is None:
+            raise ValueError("prototype.input=image_embeds_2 needs vision_projection_2")
+        for task in self.classifiers:
+            if not task or "." in task:
+                raise ValueError(f"classifier task name {task!r} must be non-empty and contain no '.'")
+        return self

@@ -1,0 +1,340 @@
+"""``DualEncoder``: a vision tower and a text tower with projections into a joint space, task
+heads, class prototypes and the learnable logit scale/bias (see docs/DESIGN.md, "Model").
+
+``forward(batch)`` returns a dict with (when applicable):
+
+============================  ==========================================================
+key                           value
+============================  ==========================================================
+``image_features``            (B, F_img) backbone features, pre-projection
+``image_embeds``              (B, D) joint-space image embedding (**not** normalised)
+``image_embeds_2``            (B, D2) second projection of ``image_features`` (DLILP)
+``image_view_embeds``         (B, Dv) ``view_projection(image_features)`` (SimCLR / masked)
+``view_embeds``               (B, Dv) ``view_projection`` of the second view
+                              (``batch["pixel_values_view"]`` / ``batch["bag_view"]``)
+``text_features``             (B, F_txt) text backbone features (when ``batch["texts"]``)
+``text_embeds``               (B, D) joint-space text embedding (**not** normalised)
+``logits.<task>``             (B, C) multilabel/multiclass logits, (B,) ordinal/regression
+``prototype_logits``          (B, C) ``s_p · cos(x, P)`` with the prototype head's own scale
+``prototype_scale``           0-d, ``exp`` of the prototype log-scale
+``logit_scale``               0-d, ``exp`` of the learnable log-scale (clamped by ``clamp_()``)
+``logit_bias``                0-d, only when configured (SigLIP)
+============================  ==========================================================
+
+The trainer calls ``model.clamp_()`` after each optimizer step. Frozen-tower caching is
+automatic (see :mod:`medvl.models.caching`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medvl.config.model import ModelConfig
+from medvl.models.caching import FeatureCache
+from medvl.models.encoders.base import ImageEncoder, TextEncoder, check_texts
+from medvl.models.freezing import FreezeState, apply_freezing, count_parameters
+from medvl.models.heads import (
+    ClassifierHead,
+    LogitBias,
+    LogitScale,
+    PrototypeHead,
+    build_projection,
+    projection_out_dim,
+)
+from medvl.models.registry import build_text_encoder, build_vision_encoder
+
+__all__ = ["FORMAT", "DualEncoder", "build_model"]
+
+FORMAT = "medvl.dual_encoder"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+Tokens = Mapping[str, torch.Tensor]
+
+
+class DualEncoder(nn.Module):
+    """Vision tower + optional text tower + heads. Build with :func:`build_model`."""
+
+    def __init__(self, cfg: ModelConfig, vision: ImageEncoder, text: TextEncoder | None) -> None:
+        super().__init__()
+        self.config = cfg
+        self.vision = vision
+        self.text = text
+        d = cfg.embed_dim
+        self.vision_projection = build_projection(cfg.vision_projection, vision.feature_dim, d)
+        self.embed_dim = projection_out_dim(cfg.vision_projection, vision.feature_dim, d)
+        self.text_projection: nn.Module | None = None
+        if text is not None:
+            self.text_projection = build_projection(cfg.text_projection, text.feature_dim, d)
+            text_dim = projection_out_dim(cfg.text_projection, text.feature_dim, d)
+            if text_dim != self.embed_dim:
+                raise ValueError(
+                    f"image embeddings have {self.embed_dim} dims but text embeddings {text_dim}: with an identity "
+                    "projection the two towers' feature_dim must match (or use a linear projection)"
+                )
+        self.vision_projection_2: nn.Module | None = None
+        dims = {"image_features": vision.feature_dim, "image_embeds": self.embed_dim}
+        if cfg.vision_projection_2 is not None:
+            self.vision_projection_2 = build_projection(cfg.vision_projection_2, vision.feature_dim, d)
+            dims["image_embeds_2"] = projection_out_dim(cfg.vision_projection_2, vision.feature_dim, d)
+        self.view_projection: nn.Module | None = None
+        if cfg.view_projection is not None:
+            self.view_projection = build_projection(cfg.view_projection, vision.feature_dim, d)
+        self.classifiers = nn.ModuleDict(
+            {
+                task: ClassifierHead(head, vision.feature_dim if head.input == "features" else self.embed_dim)
+                for task, head in cfg.classifiers.items()
+            }
+        )
+        self.prototype: PrototypeHead | None = None
+        if cfg.prototype is not None:
+            p = cfg.prototype
+            self.prototype = PrototypeHead(p.num_classes, dims[p.input], p.scale)
+        self.logit_scale = LogitScale(cfg.logit_scale)
+        self.logit_bias = LogitBias(cfg.logit_bias) if cfg.logit_bias is not None else None
+
+        self.freeze_states: dict[str, FreezeState] = {
+            "vision": apply_freezing(vision, cfg.vision.freeze, vision.layer_groups())
+        }
+        if text is not None and cfg.text is not None:
+            self.freeze_states["text"] = apply_freezing(text, cfg.text.freeze, text.layer_groups())
+        self.text_cache: FeatureCache | None = None
+        if text is not None and cfg.text is not None and cfg.text.cache != "off" and self.freeze_states["text"].fully_frozen:
+            self.text_cache = FeatureCache(cfg.text.cache_max_entries)
+        self.image_cache: FeatureCache | None = None
+        if cfg.vision.cache == "on":  # the config validator guarantees freeze.mode == full
+            self.image_cache = FeatureCache(cfg.vision.cache_max_entries)
+        self.train(True)
+
+    # ------------------------------------------------------------------ modes and housekeeping
+    def train(self, mode: bool = True) -> DualEncoder:
+        """Set training mode; fully frozen towers and frozen BatchNorm layers stay in eval mode."""
+        super().train(mode)
+        for state in self.freeze_states.values():
+            state.apply_modes()
+        return self
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Clamp every learnable logit scale in place (call after each optimizer step)."""
+        self.logit_scale.clamp_()
+        if self.prototype is not None:
+            self.prototype.clamp_()
+
+    def clear_feature_caches(self) -> None:
+        """Drop cached frozen-tower features (call after changing a frozen tower's weights)."""
+        for cache in (self.text_cache, self.image_cache):
+            if cache is not None:
+                cache.clear()
+
+    def feature_cache_stats(self) -> dict[str, dict[str, int]]:
+        """``{"text": {"hits", "misses", "entries"}, "image": {...}}`` for the enabled caches."""
+        out = {}
+        for name, cache in (("text", self.text_cache), ("image", self.image_cache)):
+            if cache is not None:
+                out[name] = {"hits": cache.stats.hits, "misses": cache.stats.misses, "entries": len(cache)}
+        return out
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        self.clear_feature_caches()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def trainable_parameter_counts(self) -> dict[str, int]:
+        """Trainable scalar parameters per part (vision, text, heads) and in total."""
+        tower_ids = {id(p) for tower in (self.vision, self.text) if tower is not None for p in tower.parameters()}
+        heads = sum(p.numel() for p in self.parameters() if p.requires_grad and id(p) not in tower_ids)
+        out = {"vision": count_parameters(self.vision, trainable_only=True), "heads": heads}
+        if self.text is not None:
+            out["text"] = count_parameters(self.text, trainable_only=True)
+        out["total"] = count_parameters(self, trainable_only=True)
+        return out
+
+    def no_weight_decay_names(self) -> set[str]:
+        """Parameter names that should get no weight decay: biases, norm weights, logit scales/bias
+        (every parameter with fewer than 2 dims) and token/position embeddings of the tiny towers."""
+        names = set()
+        for name, p in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if p.ndim < 2 or leaf in {"cls_token", "pos_embed", "positions"}:
+                names.add(name)
+        return names
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.log_scale.device
+
+    # ------------------------------------------------------------------------------- text
+    def _require_text(self) -> TextEncoder:
+        if self.text is None:
+            raise RuntimeError("this model has no text tower (model.text is null)")
+        return self.text
+
+    def needs_tokenizer_training(self) -> bool:
+        """True when the text tower's tokenizer must be trained on a corpus first."""
+        return self.text is not None and self.text.needs_tokenizer_training()
+
+    def train_tokenizer(self, texts: Iterable[str]) -> None:
+        """Train the text tower's tokenizer on the training texts (tiny text tower without a tokenizer)."""
+        self._require_text().train_tokenizer(list(texts))
+        self.clear_feature_caches()
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Raw texts → ``{"input_ids", "attention_mask"}`` LongTensors (B, T) on the CPU."""
+        return self._require_text().tokenize(check_texts(texts))
+
+    def _tokens_to_device(self, tokens: Tokens) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in tokens.items()}
+
+    def text_features(self, texts: Sequence[str] | Tokens) -> torch.Tensor:
+        """Text backbone features (B, F_txt) from raw texts (cached when the tower is frozen) or tokens."""
+        tower = self._require_text()
+        if isinstance(texts, Mapping):
+            return tower(self._tokens_to_device(texts))
+        items = check_texts(texts)
+
+        def compute() -> torch.Tensor:
+            return tower(self._tokens_to_device(tower.tokenize(items)))
+
+        if self.text_cache is not None:
+            return self.text_cache.get_or_compute(items, compute, self.device)
+        return compute()
+
+    def project_text(self, features: torch.Tensor) -> torch.Tensor:
+        assert self.text_projection is not None
+        return self.text_projection(features)
+
+    def encode_text(self, texts: Sequence[str] | Tokens) -> torch.Tensor:
+        """Joint-space text embeddings (B, D), not normalised."""
+        return self.project_text(self.text_features(texts))
+
+    # ------------------------------------------------------------------------------ image
+    def _as_batch(self, batch: Mapping[str, Any] | torch.Tensor) -> Mapping[str, Any]:
+        return {self.vision.input_key: batch} if isinstance(batch, torch.Tensor) else batch
+
+    def image_features(self, batch: Mapping[str, Any] | torch.Tensor) -> torch.Tensor:
+        """Backbone features (B, F_img) of ``batch[pixel_values]`` (or ``bag``/``bag_mask``).
+
+        With ``vision.cache: on`` the features are cached by ``batch["ids"]``.
+        """
+        batch = self._as_batch(batch)
+        if self.image_cache is not None and "ids" in batch:
+            ids = [str(i) for i in batch["ids"]]
+            return self.image_cache.get_or_compute(ids, lambda: self.vision.encode_batch(batch), self.device)
+        return self.vision.encode_batch(batch)
+
+    def encode_image(self, batch: Mapping[str, Any] | torch.Tensor) -> torch.Tensor:
+        """Joint-space image embeddings (B, D), not normalised. Accepts a batch dict or a tensor."""
+        return self.vision_projection(self.image_features(batch))
+
+    # ------------------------------------------------------------------------------ forward
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Every output the configured heads produce for ``batch`` (see the module docstring)."""
+        out: dict[str, torch.Tensor] = {}
+        feats = self.image_features(batch)
+        out["image_features"] = feats
+        out["image_embeds"] = self.vision_projection(feats)
+        if self.vision_projection_2 is not None:
+            out["image_embeds_2"] = self.vision_projection_2(feats)
+        if self.view_projection is not None:
+            out["image_view_embeds"] = self.view_projection(feats)
+            view_key = f"{self.vision.input_key}_view"
+            if view_key in batch:
+                view_batch = {self.vision.input_key: batch[view_key]}
+                if "bag_mask_view" in batch or "bag_mask" in batch:
+                    view_batch["bag_mask"] = batch.get("bag_mask_view", batch.get("bag_mask"))
+                out["view_embeds"] = self.view_projection(self.vision.encode_batch(view_batch))
+        if self.text is not None and "texts" in batch:
+            try:
+                text_feats = self.text_features(batch["texts"])
+            except (TypeError, ValueError) as exc:
+                ids = batch.get("ids")
+                raise type(exc)(f"{exc} (batch ids: {list(ids) if ids is not None else 'n/a'})") from exc
+            out["text_features"] = text_feats
+            out["text_embeds"] = self.project_text(text_feats)
+        for task, head in self.classifiers.items():
+            x = feats if self.config.classifiers[task].input == "features" else out["image_embeds"]
+            out[f"logits.{task}"] = head(x)
+        if self.prototype is not None:
+            assert self.config.prototype is not None
+            out["prototype_logits"] = self.prototype(out[self.config.prototype.input])
+            out["prototype_scale"] = self.prototype.logit_scale()
+        out["logit_scale"] = self.logit_scale()
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias()
+        return out
+
+    # ---------------------------------------------------------------------------- save/load
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``model.safetensors`` (weights), ``config.json`` (ModelConfig + format + medvl
+        version) and per-tower assets (``vision/``, ``text/``: HF configs, tokenizers). No pickles."""
+        from safetensors.torch import save_model
+
+        from medvl import __version__
+        from medvl.utils.io import atomic_write_json
+
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        self.vision.save_assets(target / "vision")
+        if self.text is not None:
+            self.text.save_assets(target / "text")
+        tmp = target / f".{WEIGHTS_FILE}.tmp"
+        save_model(self, str(tmp), metadata={"format": "pt", "medvl_format": FORMAT})
+        os.replace(tmp, target / WEIGHTS_FILE)
+        atomic_write_json(
+            target / CONFIG_FILE,
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "medvl_version": __version__,
+                "model": self.config.model_dump(mode="json"),
+            },
+        )
+        return target
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> DualEncoder:
+        """Rebuild a model written by :meth:`save_pretrained` (no network, no pickled code)."""
+        from safetensors.torch import load_model
+
+        from medvl.config.loading import ConfigError, config_from_dict
+        from medvl.utils.io import read_json
+
+        source = Path(directory)
+        cfg_path, weights = source / CONFIG_FILE, source / WEIGHTS_FILE
+        for path in (cfg_path, weights):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: not a medvl model directory")
+        meta = read_json(cfg_path)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ConfigError(f"{cfg_path}: format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r}")
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise ConfigError(f"{cfg_path}: format_version {meta['format_version']} is newer than this medvl supports")
+        cfg = config_from_dict(meta["model"], ModelConfig, source=str(cfg_path))
+        model = build_model(cfg, assets_dir=source)
+        missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+        if missing or unexpected:
+            raise ValueError(f"{weights}: weights do not match the config: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        model.to(device)
+        model.clear_feature_caches()
+        return model
+
+
+def build_model(cfg: ModelConfig, assets_dir: str | os.PathLike[str] | None = None) -> DualEncoder:
+    """Build a :class:`DualEncoder` from its config through the encoder registries.
+
+    ``assets_dir`` (used by ``from_pretrained``) holds ``vision/`` and ``text/`` tower assets so
+    that Hugging Face towers are rebuilt from their saved config instead of the hub.
+    """
+    root = Path(assets_dir) if assets_dir is not None else None
+    vision = build_vision_encoder(cfg.vision, root / "vision" if root is not None else None)
+    text = None
+    if cfg.text is not None:
+        text = build_text_encoder(cfg.text, root / "text" if root is not None else None)
+    return DualEncoder(cfg, vision, text)

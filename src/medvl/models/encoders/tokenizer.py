@@ -1,0 +1,156 @@
+"""Tokenizers for the text towers: a WordPiece tokenizer trained with ``tokenizers``, or any
+Hugging Face tokenizer. Both return ``{"input_ids", "attention_mask"}`` LongTensors (B, T) and
+save to plain JSON/text files (no pickles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import torch
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+__all__ = [
+    "HFTokenizer",
+    "TextTokenizer",
+    "WordPieceTokenizer",
+    "load_text_tokenizer",
+    "train_wordpiece",
+]
+
+TOKENIZER_FILE = "tokenizer.json"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class TextTokenizer(Protocol):
+    """What a text tower needs from a tokenizer."""
+
+    vocab_size: int
+    pad_id: int
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]: ...
+
+    def save(self, directory: Path) -> None: ...
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = True) -> Tokenizer:
+    """Train a BERT-style WordPiece ``tokenizers.Tokenizer`` on ``texts``.
+
+    Normalisation: BERT normaliser (unicode clean-up, accents stripped and lowercased when
+    ``lowercase``); pre-tokenisation on whitespace and punctuation; template ``[CLS] text [SEP]``.
+    Training is deterministic for a given corpus order.
+    """
+    from tokenizers import Tokenizer as _Tokenizer
+    from tokenizers import models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = _Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=1)
+    corpus = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not corpus:
+        raise ValueError("cannot train a tokenizer on an empty corpus")
+    tok.train_from_iterator(corpus, trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return tok
+
+
+class WordPieceTokenizer:
+    """A ``tokenizers.Tokenizer`` padded to the longest text and truncated to ``max_length``."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
+        self._tok = tokenizer
+        self.max_length = max_length
+        pad_id = tokenizer.token_to_id("[PAD]")
+        self.pad_id = int(pad_id) if pad_id is not None else 0
+        self.vocab_size = int(tokenizer.get_vocab_size())
+        self._tok.enable_truncation(max_length=max_length)
+        self._tok.enable_padding(pad_id=self.pad_id, pad_token="[PAD]")
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, max_length: int, lowercase: bool = True) -> WordPieceTokenizer:
+        return cls(train_wordpiece(texts, vocab_size, lowercase), max_length)
+
+    @classmethod
+    def from_file(cls, path: Path, max_length: int) -> WordPieceTokenizer:
+        from tokenizers import Tokenizer as _Tokenizer
+
+        return cls(_Tokenizer.from_file(str(path)), max_length)
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        encodings = self._tok.encode_batch(list(texts))
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def save(self, directory: Path) -> None:
+        from medvl.utils.io import atomic_write_text
+
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / TOKENIZER_FILE, self._tok.to_str())
+
+
+class HFTokenizer:
+    """A ``transformers`` tokenizer (``AutoTokenizer``) with fixed truncation and padding."""
+
+    def __init__(
+        self,
+        name_or_path: str | Path,
+        max_length: int | None,
+        padding: Literal["longest", "max_length"] = "longest",
+        revision: str | None = None,
+        lowercase: bool | None = None,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        kwargs: dict[str, object] = {}
+        if revision is not None:
+            kwargs["revision"] = revision
+        if lowercase is not None:
+            kwargs["do_lower_case"] = lowercase
+        self._tok = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+        model_max = getattr(self._tok, "model_max_length", None)
+        if max_length is None:
+            if not isinstance(model_max, int) or model_max > 100_000:
+                raise ValueError(
+                    f"tokenizer {name_or_path} states no usable model_max_length; set max_length in the text config"
+                )
+            max_length = model_max
+        self.max_length = int(max_length)
+        self.padding = padding
+        pad = self._tok.pad_token_id
+        self.pad_id = int(pad) if pad is not None else 0
+        self.vocab_size = len(self._tok)
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        enc = self._tok(
+            list(texts), padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        out = {"input_ids": enc["input_ids"].long()}
+        if "attention_mask" in enc:
+            out["attention_mask"] = enc["attention_mask"].long()
+        else:  # e.g. SigLIP tokenizers return no mask; every position is attended
+            out["attention_mask"] = torch.ones_like(out["input_ids"])
+        return out
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._tok.save_pretrained(str(directory))
+
+
+def load_text_tokenizer(spec: str | Path, max_length: int) -> TextTokenizer:
+    """A ``tokenizer.json`` file / a directory with only one → WordPiece-style ``tokenizers``
+    tokenizer; any other directory or hub id → ``AutoTokenizer``."""
+    path = Path(spec)
+    if path.is_file():
+        return WordPieceTokenizer.from_file(path, max_length)
+    if path.is_dir() and (path / TOKENIZER_FILE).is_file() and not (path / "tokenizer_config.json").is_file():
+        return WordPieceTokenizer.from_file(path / TOKENIZER_FILE, max_length)
+    return HFTokenizer(spec, max_length)
