@@ -1,0 +1,164 @@
+"""Callbacks, early stopping and per-epoch validation hooks.
+
+A *validation hook* is any callable ``hook(ctx: ValidationContext) -> dict[str, float]``; the
+trainer prefixes each returned name with ``val/`` (unless it already starts with ``val/``) and
+logs it in the epoch record. It runs at epoch 0 (before any update, the baseline) and every
+``val_every_n_epochs`` epochs. :class:`ObjectiveValidation` (the objective's terms on the
+validation set, no augmentation, model in eval mode) is the default; the evaluation suite
+provides retrieval/classification hooks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from medvl.training.accumulation import batch_size_of
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
+
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "ObjectiveValidation",
+    "ValidationContext",
+    "ValidationHook",
+]
+
+
+class Callback:
+    """Base class: override any hook. ``trainer`` is the running :class:`~medvl.training.Trainer`."""
+
+    def on_fit_start(self, trainer: Any) -> None:
+        """After setup and resume, before the baseline validation."""
+
+    def on_train_step_end(self, trainer: Any, record: Mapping[str, Any]) -> None:
+        """After each optimizer step; ``record`` holds the step's terms, lr and counters."""
+
+    def on_epoch_end(self, trainer: Any, record: Mapping[str, Any]) -> None:
+        """After each epoch's validation and checkpoint (also after the epoch-0 baseline)."""
+
+    def on_fit_end(self, trainer: Any, result: Any) -> None:
+        """After the run finished (completed, early-stopped or stopped on a non-finite loss)."""
+
+
+@dataclass
+class ValidationContext:
+    """What a validation hook gets."""
+
+    model: nn.Module
+    """The unwrapped model (put in eval mode by the trainer)."""
+    forward: Callable[[Any], tuple[Mapping[str, Any], Mapping[str, torch.Tensor] | None]]
+    """``forward(batch) -> (outputs, losses)`` through the Fabric wrapper (precision, DDP)."""
+    fabric: Fabric
+    epoch: int
+    global_step: int
+    loader: DataLoader[Any] | None
+    """Validation loader, this process's shard (no padding duplicates); ``None`` without val data."""
+    run_dir: Path
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class ValidationHook(Protocol):
+    """``hook(ctx) -> {metric_name: value}``."""
+
+    def __call__(self, ctx: ValidationContext) -> Mapping[str, float]: ...
+
+
+class ObjectiveValidation:
+    """Validation loss: the sample-weighted mean of every objective term over the validation set.
+
+    Terms are summed over processes, so the result is the mean over the whole validation set.
+    Names: ``loss`` (the total) and each term by its name.
+    """
+
+    def __call__(self, ctx: ValidationContext) -> dict[str, float]:
+        if ctx.loader is None:
+            return {}
+        sums: dict[str, torch.Tensor] = {}
+        count = torch.zeros((), dtype=torch.float64, device=ctx.fabric.device)
+        with torch.no_grad():
+            for batch in ctx.loader:
+                batch = ctx.fabric.to_device(batch)
+                _, losses = ctx.forward(batch)
+                assert losses is not None
+                n = batch_size_of(batch)
+                count += n
+                for name, value in losses.items():
+                    if isinstance(value, torch.Tensor) and value.numel() == 1:
+                        key = "loss" if name == "total" else name
+                        sums[key] = sums.get(key, torch.zeros_like(count)) + value.detach().double() * n
+        names = sorted(sums)
+        stacked = torch.stack([count, *(sums[k] for k in names)])
+        reduced = ctx.fabric.all_reduce(stacked, reduce_op="sum")
+        assert isinstance(reduced, torch.Tensor)
+        stacked = reduced
+        total = float(stacked[0])
+        if total == 0:
+            return {}
+        return {name: float(stacked[i + 1]) / total for i, name in enumerate(names)}
+
+
+class EarlyStopping:
+    """Stop when ``metric`` has not improved by more than ``min_delta`` for ``patience`` validations.
+
+    The epoch-0 baseline counts as the first reference value. No stop happens before
+    ``min_epochs`` training epochs. A missing or non-finite metric counts as no improvement.
+    """
+
+    def __init__(self, metric: str, mode: Literal["min", "max"] = "min", patience: int = 5,
+                 min_epochs: int = 0, min_delta: float = 0.0) -> None:
+        self.metric = metric
+        self.mode = mode
+        self.patience = patience
+        self.min_epochs = min_epochs
+        self.min_delta = min_delta
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_validations = 0
+        self.should_stop = False
+
+    def improved(self, value: float) -> bool:
+        """Whether ``value`` beats the best so far (by more than ``min_delta``)."""
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def update(self, epoch: int, metrics: Mapping[str, Any]) -> bool:
+        """Feed one validation; returns whether it improved. Sets :attr:`should_stop`."""
+        value = metrics.get(self.metric)
+        if value is None:
+            raise KeyError(
+                f"early-stopping metric {self.metric!r} is not among the logged metrics {sorted(metrics)}"
+            )
+        better = self.improved(float(value))
+        if better:
+            self.best = float(value)
+            self.best_epoch = epoch
+            self.bad_validations = 0
+        else:
+            self.bad_validations += 1
+        self.should_stop = self.bad_validations >= self.patience and epoch >= self.min_epochs
+        return better
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch,
+                "bad_validations": self.bad_validations, "should_stop": self.should_stop}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best = state["best"]
+        self.best_epoch = state["best_epoch"]
+        self.bad_validations = int(state["bad_validations"])
+        self.should_stop = bool(state["should_stop"])

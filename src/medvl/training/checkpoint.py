@@ -1,0 +1,284 @@
+"""Checkpoints without pickled code: weights and tensors as safetensors, everything else as JSON.
+
+Layout under ``RUN_DIR/checkpoints``::
+
+    step-00000120-e3/            one checkpoint (always at an optimizer-step boundary)
+        model.safetensors        model weights (shared tensors stored once)
+        objective.safetensors    objective parameters/buffers, when it has any
+        optimizer.safetensors    optimizer state tensors, keys "<param index>.<name>"
+        rng.rank<r>.safetensors  torch generator states of process r
+        state.json               epoch/step counters, sampler position, scheduler, optimizer
+                                 param groups, RNG (Python/NumPy) per process, callbacks, provenance
+    last.json                    {"dir": "step-…"} pointer to the newest checkpoint
+    best.json                    {"dir": "step-…", "metric", "value", "epoch"} pointer to the best
+
+A checkpoint directory is written under a temporary name and renamed when complete; the
+pointers are replaced atomically afterwards and only then are unreferenced directories
+deleted, so a killed process always leaves the previous ``last`` (and ``best``) loadable.
+Loading reads safetensors and JSON only; nothing from a checkpoint is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import safetensors.torch as st
+import torch
+from torch import nn
+
+from medvl import __version__
+from medvl.utils.io import atomic_write_json, read_json, to_jsonable
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CheckpointError",
+    "CheckpointManager",
+    "load_model_weights",
+    "load_optimizer_state",
+    "optimizer_state_tensors",
+    "resolve_checkpoint",
+]
+
+CHECKPOINT_DIR = "checkpoints"
+_STEP_DIR = re.compile(r"^step-\d{8}-e\d+(\.\d+)?$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or does not fit the model/optimizer."""
+
+
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Split ``optimizer.state_dict()`` into JSON (param groups, non-tensor state) and tensors."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return {"param_groups": to_jsonable(state["param_groups"]), "scalars": to_jsonable(scalars)}, tensors
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, json_part: dict[str, Any],
+                         tensors: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`optimizer_state_tensors`; tensors are moved to each parameter's device."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        index_text, key = name.split(".", 1)
+        index = int(index_text)
+        if index >= len(params):
+            raise CheckpointError(f"optimizer state names parameter {index}, the optimizer has {len(params)}")
+        # AdamW keeps "step" on the CPU unless capturable/fused; everything else sits with the parameter.
+        device = params[index].device if tensor.ndim > 0 else tensor.device
+        state.setdefault(index, {})[key] = tensor.to(device)
+    for index_text, entries in json_part.get("scalars", {}).items():
+        state.setdefault(int(index_text), {}).update(entries)
+    groups = json_part["param_groups"]
+    for group in groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"optimizer state does not fit this optimizer: {exc}") from exc
+
+
+def load_model_weights(module: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> None:
+    """Load ``path`` (safetensors) into ``module`` on its own device; errors name the file and keys."""
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"weights file not found: {file}")
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    try:
+        st.load_model(module, file, strict=strict, device=str(device))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{file}: weights do not fit {type(module).__name__}: {exc}") from exc
+
+
+def resolve_checkpoint(path: str | os.PathLike[str], which: Literal["best", "last"] = "best") -> Path:
+    """A checkpoint directory from a run directory, a ``checkpoints`` directory or a checkpoint directory.
+
+    For a run directory, ``which`` picks the pointer; ``best`` falls back to ``last`` when the run
+    never validated.
+    """
+    target = Path(path)
+    if (target / "state.json").is_file() or (target / "model.safetensors").is_file():
+        return target
+    base = target / CHECKPOINT_DIR if (target / CHECKPOINT_DIR).is_dir() else target
+    for name in ((which, "last") if which == "best" else (which,)):
+        pointer = base / f"{name}.json"
+        if pointer.is_file():
+            chosen = base / read_json(pointer)["dir"]
+            if not chosen.is_dir():
+                raise CheckpointError(f"{pointer} points at {chosen}, which does not exist")
+            return chosen
+    raise CheckpointError(f"no checkpoint found under {target} (looked for {which}.json in {base})")
+
+
+@dataclass
+class SavedCheckpoint:
+    """Where a checkpoint went."""
+
+    path: Path
+    is_best: bool
+
+
+class CheckpointManager:
+    """Writes, points at and prunes checkpoints of one run (see the module docstring).
+
+    In a multi-process run every process must call :meth:`save` (each stores its RNG state);
+    ``barrier`` synchronises them and ``rank`` 0 writes the shared files.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], *, rank: int = 0, world_size: int = 1,
+                 barrier: Callable[[], None] | None = None) -> None:
+        self.root = Path(run_dir) / CHECKPOINT_DIR
+        self.rank = rank
+        self.world_size = world_size
+        self._barrier = barrier or (lambda: None)
+        if rank == 0:
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    # -- writing ---------------------------------------------------------------------------
+    def save(
+        self,
+        *,
+        epoch: int,
+        global_step: int,
+        model: nn.Module,
+        objective: nn.Module | None,
+        optimizer: torch.optim.Optimizer,
+        state: dict[str, Any],
+        rng: tuple[dict[str, Any], dict[str, torch.Tensor]],
+        best: dict[str, Any] | None = None,
+    ) -> SavedCheckpoint:
+        """Write a checkpoint; mark it ``best`` when ``best`` (metric, value, epoch) is given.
+
+        ``state`` holds the JSON-able trainer state (counters, sampler, scheduler, callbacks);
+        ``rng`` is this process's :func:`~medvl.training.rng.capture_rng_state`; every process
+        stores its own in ``rng.rank<r>.safetensors`` (JSON part in the file's metadata).
+        """
+        name = f"step-{global_step:08d}-e{epoch}"
+        final = self.root / name
+        suffix = 0
+        while final.exists():  # e.g. re-saving after a resume: never touch an existing directory
+            suffix += 1
+            final = self.root / f"{name}.{suffix}"
+        tmp = self.root / f".tmp-{name}"
+        if self.rank == 0:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        self._barrier()
+        st.save_file(rng[1], str(tmp / f"rng.rank{self.rank}.safetensors"),
+                     metadata={"rng_json": json.dumps(rng[0])})
+        self._barrier()
+        if self.rank == 0:
+            st.save_model(model, str(tmp / "model.safetensors"), metadata={"medvl_version": __version__})
+            if objective is not None and len(objective.state_dict()) > 0:
+                st.save_model(objective, str(tmp / "objective.safetensors"))
+            opt_json, opt_tensors = optimizer_state_tensors(optimizer)
+            st.save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+            payload = {
+                "medvl_version": __version__,
+                "epoch": epoch,
+                "global_step": global_step,
+                "world_size": self.world_size,
+                "trainer": state,
+                "optimizer": opt_json,
+                "has_objective_state": (tmp / "objective.safetensors").is_file(),
+            }
+            atomic_write_json(tmp / "state.json", payload)
+            _fsync_dir(tmp)
+            os.replace(tmp, final)
+            _fsync_dir(self.root)
+            atomic_write_json(self.root / "last.json", {"dir": final.name, "epoch": epoch, "global_step": global_step})
+            if best is not None:
+                atomic_write_json(self.root / "best.json", {"dir": final.name, **best, "global_step": global_step})
+            self._prune()
+        self._barrier()
+        return SavedCheckpoint(final, best is not None)
+
+    def _referenced(self) -> set[str]:
+        names = set()
+        for pointer in ("last.json", "best.json"):
+            file = self.root / pointer
+            if file.is_file():
+                names.add(read_json(file)["dir"])
+        return names
+
+    def _prune(self) -> None:
+        keep = self._referenced()
+        for child in self.root.iterdir():
+            if child.is_dir() and (child.name.startswith(".tmp-") or _STEP_DIR.match(child.name)) \
+                    and child.name not in keep:
+                shutil.rmtree(child, ignore_errors=True)
+
+    # -- reading ---------------------------------------------------------------------------
+    def has_checkpoint(self) -> bool:
+        """Whether a ``last`` checkpoint exists."""
+        return (self.root / "last.json").is_file()
+
+    def best_info(self) -> dict[str, Any] | None:
+        """The ``best.json`` pointer, if any."""
+        file = self.root / "best.json"
+        return read_json(file) if file.is_file() else None
+
+    def load(
+        self,
+        which: Literal["best", "last"],
+        *,
+        model: nn.Module,
+        objective: nn.Module | None,
+        optimizer: torch.optim.Optimizer | None,
+    ) -> tuple[dict[str, Any], tuple[dict[str, Any], dict[str, torch.Tensor]] | None]:
+        """Load weights (and optimizer state) into the given objects.
+
+        Returns ``(state_json, rng_of_this_rank)`` (``None`` when this rank has no RNG file, e.g.
+        a different number of processes); the caller restores counters, scheduler, sampler and RNG.
+        """
+        directory = resolve_checkpoint(self.root, which)
+        state_file = directory / "state.json"
+        if not state_file.is_file():
+            raise CheckpointError(f"{directory} has no state.json (not a training checkpoint)")
+        payload: dict[str, Any] = read_json(state_file)
+        load_model_weights(model, directory / "model.safetensors")
+        if payload.get("has_objective_state"):
+            if objective is None:
+                raise CheckpointError(f"{directory} holds objective state but no objective was given")
+            load_model_weights(objective, directory / "objective.safetensors")
+        if optimizer is not None:
+            tensors = st.load_file(str(directory / "optimizer.safetensors"))
+            load_optimizer_state(optimizer, payload["optimizer"], tensors)
+        rng_file = directory / f"rng.rank{self.rank}.safetensors"
+        rng: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None
+        if rng_file.is_file():
+            with st.safe_open(str(rng_file), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+            rng = (json.loads(meta["rng_json"]), tensors)
+        payload["_path"] = str(directory)
+        return payload, rng
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,584 @@
+"""The training loop: Lightning Fabric, accumulation, validation hooks, checkpoint/resume, logs.
+
+Works with any ``nn.Module`` model whose ``forward(batch)`` returns a dict of named outputs and
+any objective whose ``forward(outputs, batch)`` returns ``{"total": …, "<term>": …}`` (DESIGN.md
+contracts), on any map-style dataset with a collate function.
+
+Counting: epochs are numbered from 1; epoch 0 is the validation before any update (the
+baseline). ``global_step`` counts optimizer steps. Checkpoints are written at optimizer-step
+boundaries (every ``checkpoint.every_n_steps`` steps and at the end of every epoch); resuming
+from one restores weights, optimizer, scheduler, the sampler's position within the epoch,
+every RNG, the running epoch sums and the early-stopping state, so the resumed run continues
+exactly as the uninterrupted one (bit-for-bit on CPU with ``deterministic: true`` and
+``num_workers: 0``; with worker processes, augmentations drawn inside workers are re-seeded
+per epoch and position, not replayed).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from medvl import __version__
+from medvl.config.training import TrainConfig
+from medvl.training.accumulation import (
+    FeatureCacheContext,
+    batch_size_of,
+    concat_batches,
+    group_bounds,
+    micro_batch_sizes,
+)
+from medvl.training.callbacks import (
+    Callback,
+    EarlyStopping,
+    ObjectiveValidation,
+    ValidationContext,
+    ValidationHook,
+)
+from medvl.training.checkpoint import CheckpointManager, load_model_weights, resolve_checkpoint
+from medvl.training.fabric_setup import build_fabric
+from medvl.training.logging import MetricsLogger, ProgressBar, read_jsonl
+from medvl.training.optim import ParamGroupSummary, build_optimizer, build_scheduler
+from medvl.training.rng import TorchRNGSnapshot, capture_rng_state, restore_rng_state
+from medvl.training.sampler import ResumableSampler, ShardSampler
+from medvl.training.task import TrainTask
+from medvl.utils.io import atomic_write_json, to_jsonable
+from medvl.utils.seeding import seed_everything, set_deterministic
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
+
+__all__ = ["FitResult", "NonFiniteLossError", "Trainer"]
+
+RESULT_FILE = "training_result.json"
+#: Model/objective methods called after every optimizer step when present (e.g. clamping the logit scale).
+POST_STEP_METHODS: tuple[str, ...] = ("after_optimizer_step", "clamp_logit_scale")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or gradient norm) became NaN/inf; the run stopped without writing a checkpoint."""
+
+    def __init__(self, message: str, *, epoch: int, step: int, terms: Mapping[str, float],
+                 last_checkpoint: str | None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
+        self.terms = dict(terms)
+        self.last_checkpoint = last_checkpoint
+
+
+@dataclass
+class FitResult:
+    """Outcome of :meth:`Trainer.fit` (also written to ``RUN_DIR/training_result.json``)."""
+
+    status: str
+    """``completed``, ``early_stopped`` or ``non_finite_loss``."""
+    epochs_completed: int
+    global_step: int
+    best: dict[str, Any] | None
+    last_checkpoint: str | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "epochs_completed": self.epochs_completed,
+            "global_step": self.global_step,
+            "best": self.best,
+            "last_checkpoint": self.last_checkpoint,
+            "message": self.message,
+        }
+
+
+@dataclass
+class _Position:
+    epoch: int = 1
+    batch: int = 0
+    global_step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    samples: float = 0.0
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed NumPy and ``random`` in a DataLoader worker from torch's per-worker seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _split_data(data: Dataset[Any] | DataLoader[Any], collate_fn: Callable[..., Any] | None
+                ) -> tuple[Dataset[Any], Callable[..., Any] | None]:
+    if isinstance(data, DataLoader):
+        return data.dataset, collate_fn or data.collate_fn
+    return data, collate_fn
+
+
+def _detach_tree(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _detach_tree(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    return value
+
+
+class Trainer:
+    """Fits a model with an objective; see the module docstring.
+
+    Args:
+        cfg: the ``training`` section.
+        run_dir: where checkpoints, logs and ``training_result.json`` go (must exist).
+        seed: the run seed (sampling order, per-process RNG).
+        fabric: an already launched Fabric; built from ``cfg`` and launched when ``None``.
+        validation_hooks: per-epoch validation; default: the objective's terms on the val set.
+        callbacks: extra :class:`~medvl.training.callbacks.Callback` objects.
+        provenance: extra JSON recorded in ``training_result.json`` (config, data hash, …).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        *,
+        seed: int = 0,
+        fabric: Fabric | None = None,
+        validation_hooks: Sequence[ValidationHook] | None = None,
+        callbacks: Sequence[Callback] = (),
+        provenance: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.seed = seed
+        self.fabric = fabric
+        self.validation_hooks: list[ValidationHook] = (
+            list(validation_hooks) if validation_hooks is not None else [ObjectiveValidation()]
+        )
+        self.callbacks = list(callbacks)
+        self.provenance = dict(provenance or {})
+        self.param_groups: ParamGroupSummary | None = None
+        self.history: list[dict[str, Any]] = []
+        self.position = _Position()
+
+    # ------------------------------------------------------------------------------------
+    def fit(
+        self,
+        model: nn.Module,
+        objective: nn.Module,
+        train_data: Dataset[Any] | DataLoader[Any],
+        val_data: Dataset[Any] | DataLoader[Any] | None = None,
+        *,
+        collate_fn: Callable[..., Any] | None = None,
+        resume: bool = False,
+    ) -> FitResult:
+        """Train ``model`` with ``objective``; resume from ``RUN_DIR/checkpoints/last`` when ``resume``.
+
+        Raises :class:`NonFiniteLossError` (after writing ``training_result.json``) when a loss
+        becomes non-finite; the last checkpoint written before it is left untouched.
+        """
+        cfg = self.cfg
+        if self.fabric is None:
+            self.fabric = build_fabric(cfg)
+        fabric = self.fabric
+        self.rank, self.world_size = fabric.global_rank, fabric.world_size
+        if cfg.deterministic:
+            set_deterministic(True)
+        seed_everything(self.seed + self.rank)
+
+        train_set, train_collate = _split_data(train_data, collate_fn)
+        self.train_set, self.train_collate = train_set, train_collate
+        self.val_set: Dataset[Any] | None = None
+        self.val_collate: Callable[..., Any] | None = None
+        if val_data is not None:
+            self.val_set, self.val_collate = _split_data(val_data, collate_fn)
+        self.model, self.objective = model, objective
+        self.task = TrainTask(model, objective)
+        optimizer, self.param_groups = build_optimizer(self.task, cfg.optimizer)
+        self.sampler = ResumableSampler(len(train_set), shuffle=True, seed=self.seed,  # type: ignore[arg-type]
+                                        num_replicas=self.world_size, rank=self.rank)
+        self.batch_sizes = micro_batch_sizes(self.sampler.samples_per_replica, cfg.batch_size, cfg.drop_last)
+        if not self.batch_sizes:
+            raise ValueError(
+                f"the training set has {self.sampler.samples_per_replica} samples per process, fewer than "
+                f"training.batch_size={cfg.batch_size} with drop_last=true: no batch to train on"
+            )
+        self.n_batches = len(self.batch_sizes)
+        self.steps_per_epoch = math.ceil(self.n_batches / cfg.accumulate_grad_batches)
+        self.scheduler, self.schedule = build_scheduler(optimizer, cfg.schedule,
+                                                        steps_per_epoch=self.steps_per_epoch, epochs=cfg.epochs)
+        self.optimizer = optimizer
+        self.task_w, self.optimizer_w = fabric.setup(self.task, optimizer)
+        self.objective_params = [p for p in objective.parameters() if p.requires_grad]
+
+        self.checkpoints = CheckpointManager(self.run_dir, rank=self.rank, world_size=self.world_size,
+                                             barrier=fabric.barrier)
+        self.logger = MetricsLogger(self.run_dir, enabled=fabric.is_global_zero,
+                                    tensorboard=cfg.logging.tensorboard)
+        self.progress = ProgressBar(cfg.logging.progress_bar and fabric.is_global_zero)
+        es = cfg.early_stopping
+        self.early_stopping = EarlyStopping(es.metric, es.mode, es.patience, es.min_epochs, es.min_delta)
+        self.best_tracker = EarlyStopping(cfg.monitor, cfg.monitor_mode, patience=1)
+        self.last_checkpoint: str | None = None
+        self.position = _Position()
+
+        resumed = False
+        if resume and self.checkpoints.has_checkpoint():
+            self._restore()
+            resumed = True
+        elif cfg.init_weights is not None:
+            init = Path(cfg.init_weights)
+            weights = init if init.is_file() else resolve_checkpoint(init, "best") / "model.safetensors"
+            load_model_weights(model, weights)
+
+        try:
+            for callback in self.callbacks:
+                callback.on_fit_start(self)
+            status = self._fit_epochs(baseline=not resumed and cfg.validate_at_start)
+        finally:
+            self.progress.close()
+        result = self._result(status)
+        self._write_result(result)
+        self.logger.close()
+        for callback in self.callbacks:
+            callback.on_fit_end(self, result)
+        return result
+
+    # ------------------------------------------------------------------------------------
+    def _fit_epochs(self, baseline: bool) -> str:
+        cfg = self.cfg
+        if baseline:
+            baseline_record: dict[str, Any] = {"epoch": 0, "step": 0, **self._validate(0)}
+            self._end_epoch(0, baseline_record, validated=True)
+            if self.early_stopping.should_stop:
+                return "early_stopped"
+        for epoch in range(self.position.epoch, cfg.epochs + 1):
+            self.position.epoch = epoch
+            started = time.perf_counter()
+            self._train_epoch(epoch)
+            pos = self.position
+            record: dict[str, Any] = {"epoch": epoch, "step": pos.global_step, "lr": self._lr()}
+            if pos.samples > 0:
+                record.update({f"train/{k}": v / pos.samples for k, v in sorted(pos.sums.items())})
+            record["train_time_s"] = time.perf_counter() - started
+            validated = epoch % cfg.val_every_n_epochs == 0 or epoch == cfg.epochs
+            if validated:
+                record.update(self._validate(epoch))
+            self._end_epoch(epoch, record, validated=validated)
+            if self.early_stopping.should_stop:
+                return "early_stopped"
+        return "completed"
+
+    def _end_epoch(self, epoch: int, record: dict[str, Any], *, validated: bool) -> None:
+        """Log the epoch record, update best / early stopping, checkpoint (with best pointer)."""
+        self.logger.log_epoch(record)
+        self.history.append(record)
+        best = None
+        monitor = self.cfg.monitor
+        if validated and monitor in record and self.cfg.checkpoint.save_best \
+                and self.best_tracker.update(epoch, record):
+            best = {"metric": monitor, "value": record[monitor], "epoch": epoch, "mode": self.cfg.monitor_mode}
+        if validated and self.cfg.early_stopping.enabled:
+            self.early_stopping.update(epoch, record)
+        self.position = _Position(epoch=epoch + 1, batch=0, global_step=self.position.global_step)
+        self._save_checkpoint(epoch, best)
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, record)
+
+    # ------------------------------------------------------------------------------------
+    def _train_loader(self, epoch: int, start_batch: int) -> DataLoader[Any]:
+        start = sum(self.batch_sizes[:start_batch])
+        self.sampler.set_epoch(epoch, start)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + start)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.cfg.batch_size,
+            sampler=self.sampler,
+            drop_last=self.cfg.drop_last,
+            collate_fn=self.train_collate,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.cfg.pin_memory,
+            generator=generator,
+            worker_init_fn=_seed_worker if self.cfg.num_workers > 0 else None,
+        )
+
+    def _train_epoch(self, epoch: int) -> None:
+        cfg, pos = self.cfg, self.position
+        self.task_w.train()
+        self.optimizer_w.zero_grad(set_to_none=True)  # never carry gradients into an epoch
+        if pos.batch >= self.n_batches:
+            return
+        loader = iter(self._train_loader(epoch, pos.batch))
+        self.progress.start(epoch, self.n_batches, pos.batch)
+        window_start, window_samples = time.perf_counter(), 0
+        while pos.batch < self.n_batches:
+            first, end = group_bounds(pos.batch, self.n_batches, cfg.accumulate_grad_batches)
+            if first != pos.batch:  # checkpoints are only written at group boundaries
+                raise RuntimeError(f"internal error: batch {pos.batch} is not the start of a group")
+            planned = self.batch_sizes[first:end]
+            if cfg.contrastive_accumulation and len(planned) > 1:
+                batches = [self.fabric_to_device(next(loader)) for _ in planned]
+                terms = self._group_feature_cache(epoch, batches)
+                group_samples = sum(batch_size_of(b) for b in batches)
+            else:
+                terms, group_samples = self._group_plain(epoch, loader, planned)
+            grad_norm = self._optimizer_step(epoch, terms)
+            pos.batch = end
+            pos.global_step += 1
+            for name, value in terms.items():
+                pos.sums[name] = pos.sums.get(name, 0.0) + value * group_samples
+            pos.samples += group_samples
+            window_samples += group_samples
+            self.progress.update(end - first, {"loss": terms["loss"]})
+            step_record: dict[str, Any] = {"epoch": epoch, "step": pos.global_step,
+                                           "lr": self._lr(offset=-1)}
+            step_record.update({f"train/{k}": v for k, v in terms.items()})
+            if grad_norm is not None:
+                step_record["grad_norm"] = grad_norm
+            if pos.global_step % cfg.logging.every_n_steps == 0 or pos.batch == self.n_batches:
+                elapsed = time.perf_counter() - window_start
+                step_record["samples_per_s"] = window_samples * self.world_size / max(elapsed, 1e-9)
+                self.logger.log_step(step_record)
+                self.progress.update(0, {"loss": terms["loss"], "samples/s": step_record["samples_per_s"]})
+                window_start, window_samples = time.perf_counter(), 0
+            for callback in self.callbacks:
+                callback.on_train_step_end(self, step_record)
+            every = cfg.checkpoint.every_n_steps
+            if every is not None and pos.global_step % every == 0 and pos.batch < self.n_batches:
+                self._save_checkpoint(epoch, None)
+        self.progress.close()
+
+    def fabric_to_device(self, batch: Any) -> Any:
+        """Move a batch to this process's device."""
+        assert self.fabric is not None
+        return self.fabric.to_device(batch)
+
+    def _no_sync(self, last: bool) -> Any:
+        assert self.fabric is not None
+        return self.fabric.no_backward_sync(self.task_w, enabled=self.world_size > 1 and not last)
+
+    def _group_plain(self, epoch: int, loader: Any, planned: Sequence[int]) -> tuple[dict[str, float], int]:
+        """Sum gradients of sample-weighted micro-batch losses; returns the group's mean terms."""
+        assert self.fabric is not None
+        total_planned = sum(planned)
+        sums: dict[str, torch.Tensor] = {}
+        seen = 0
+        zero = torch.zeros((), dtype=torch.float64, device=self.fabric.device)
+        for j in range(len(planned)):
+            batch = self.fabric.to_device(next(loader))
+            n = batch_size_of(batch)
+            weight = n / total_planned
+            with self._no_sync(last=j == len(planned) - 1):
+                _, losses = self.task_w(batch)
+                assert losses is not None
+                self._check_finite(epoch, losses, micro=(j, len(planned)))
+                self.fabric.backward(losses["total"] * weight)
+            for name, value in losses.items():
+                if isinstance(value, torch.Tensor) and value.numel() == 1:
+                    key = "loss" if name == "total" else name
+                    sums[key] = sums.get(key, zero) + value.detach().double() * n
+            seen += n
+        return {k: float(v) / max(seen, 1) for k, v in sums.items()}, seen
+
+    def _group_feature_cache(self, epoch: int, batches: list[Any]) -> dict[str, float]:
+        """Contrastive accumulation over ``batches`` (see :mod:`medvl.training.accumulation`)."""
+        assert self.fabric is not None
+        device = self.fabric.device
+        snapshots, cached = [], []
+        with torch.no_grad():
+            for batch in batches:
+                snapshots.append(TorchRNGSnapshot(device))
+                outputs, _ = self.task_w(batch, features_only=True)
+                cached.append(_detach_tree(outputs))
+        shared = frozenset(getattr(self.model, "shared_output_keys", ()))
+        cache = FeatureCacheContext(cached, [batch_size_of(b) for b in batches], concat_batches(batches), shared)
+        terms: dict[str, float] = {}
+        for j in range(len(batches)):
+            snapshots[j].restore()
+            cache.index = j
+            with self._no_sync(last=j == len(batches) - 1):
+                _, losses = self.task_w(batches[j], cache=cache)
+                assert losses is not None
+                self._check_finite(epoch, losses, micro=(j, len(batches)))
+                self.fabric.backward(losses["total"])
+            if j == 0:
+                terms = {("loss" if k == "total" else k): float(v.detach())
+                         for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+        for param in self.objective_params:  # they saw the whole group in every micro-step
+            if param.grad is not None:
+                param.grad.div_(len(batches))
+        return terms
+
+    def _check_finite(self, epoch: int, losses: Mapping[str, torch.Tensor], micro: tuple[int, int]) -> None:
+        assert self.fabric is not None
+        bad = (~torch.isfinite(losses["total"].detach())).float().sum()
+        if self.world_size > 1:
+            reduced = self.fabric.all_reduce(bad, reduce_op="sum")
+            assert isinstance(reduced, torch.Tensor)
+            bad = reduced
+        if float(bad) == 0:
+            return
+        terms = {k: float(v.detach()) for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+        shown = ", ".join(f"{k}={v:.6g}" for k, v in terms.items())
+        self._stop_non_finite(
+            f"non-finite loss at epoch {epoch}, optimizer step {self.position.global_step + 1} "
+            f"(micro-batch {micro[0] + 1} of {micro[1]}); terms: {shown}",
+            epoch, terms,
+        )
+
+    def _stop_non_finite(self, what: str, epoch: int, terms: Mapping[str, float]) -> None:
+        last = self.last_checkpoint
+        message = (f"{what}. Training stopped; no update was applied for this step and the last good "
+                   f"checkpoint is intact: {last or 'none was written yet'}")
+        result = self._result("non_finite_loss", message)
+        self._write_result(result)
+        self.progress.close()
+        self.logger.close()
+        raise NonFiniteLossError(message, epoch=epoch, step=self.position.global_step + 1, terms=terms,
+                                 last_checkpoint=last)
+
+    def _optimizer_step(self, epoch: int, terms: Mapping[str, float]) -> float | None:
+        assert self.fabric is not None
+        grad_norm: float | None = None
+        if self.cfg.grad_clip_norm is not None:
+            norm = self.fabric.clip_gradients(self.task_w, self.optimizer_w, max_norm=self.cfg.grad_clip_norm,
+                                              error_if_nonfinite=False)
+            grad_norm = float(norm) if norm is not None else None
+            if grad_norm is not None and not math.isfinite(grad_norm) and self.cfg.precision != "16-mixed":
+                self._stop_non_finite(
+                    f"non-finite gradient norm ({grad_norm}) at epoch {epoch}, optimizer step "
+                    f"{self.position.global_step + 1}; terms: "
+                    + ", ".join(f"{k}={v:.6g}" for k, v in terms.items()), epoch, terms)
+        self.optimizer_w.step()
+        self.scheduler.step()
+        self.optimizer_w.zero_grad(set_to_none=True)
+        for module in (self.model, self.objective):
+            for name in POST_STEP_METHODS:
+                method = getattr(module, name, None)
+                if callable(method):
+                    method()
+                    break
+        return grad_norm
+
+    def _lr(self, offset: int = 0) -> float:
+        """Learning rate of the first group (``offset=-1``: the one used by the step just taken)."""
+        base = self.scheduler.base_lrs[0]
+        return float(base * self.schedule(self.scheduler.last_epoch + offset))
+
+    # ------------------------------------------------------------------------------------
+    def _validate(self, epoch: int) -> dict[str, float]:
+        assert self.fabric is not None
+        loader = None
+        if self.val_set is not None:
+            loader = DataLoader(
+                self.val_set,
+                batch_size=self.cfg.batch_size,
+                sampler=ShardSampler(len(self.val_set), num_replicas=self.world_size,  # type: ignore[arg-type,unused-ignore]
+                                     rank=self.rank),
+                collate_fn=self.val_collate,
+                num_workers=self.cfg.num_workers,
+                pin_memory=self.cfg.pin_memory,
+            )
+        task_w = self.task_w
+
+        def forward(batch: Any) -> Any:
+            return task_w(batch)
+
+        ctx = ValidationContext(model=self.model, forward=forward, fabric=self.fabric, epoch=epoch,
+                                global_step=self.position.global_step, loader=loader, run_dir=self.run_dir)
+        metrics: dict[str, float] = {}
+        cpu_rng = torch.get_rng_state()  # validation must not shift the training RNG stream
+        self.task_w.eval()
+        try:
+            for hook in self.validation_hooks:
+                for name, value in hook(ctx).items():
+                    metrics[name if name.startswith("val/") else f"val/{name}"] = float(value)
+        finally:
+            self.task_w.train()
+            torch.set_rng_state(cpu_rng)
+        return metrics
+
+    # ------------------------------------------------------------------------------------
+    def _trainer_state(self) -> dict[str, Any]:
+        pos = self.position
+        return {
+            "epoch": pos.epoch,
+            "batch_in_epoch": pos.batch,
+            "global_step": pos.global_step,
+            "epoch_sums": pos.sums,
+            "epoch_samples": pos.samples,
+            "n_batches": self.n_batches,
+            "steps_per_epoch": self.steps_per_epoch,
+            "sampler": self.sampler.state_dict(),
+            "scheduler": to_jsonable(self.scheduler.state_dict()),
+            "early_stopping": self.early_stopping.state_dict(),
+            "best_tracker": self.best_tracker.state_dict(),
+            "seed": self.seed,
+        }
+
+    def _save_checkpoint(self, epoch: int, best: dict[str, Any] | None) -> None:
+        saved = self.checkpoints.save(
+            epoch=epoch,
+            global_step=self.position.global_step,
+            model=self.model,
+            objective=self.objective,
+            optimizer=self.optimizer,
+            state=self._trainer_state(),
+            rng=capture_rng_state(),
+            best=best,
+        )
+        self.last_checkpoint = str(saved.path)
+
+    def _restore(self) -> None:
+        payload, rng = self.checkpoints.load("last", model=self.model, objective=self.objective,
+                                             optimizer=self.optimizer)
+        state = payload["trainer"]
+        if state["n_batches"] != self.n_batches:
+            raise ValueError(
+                f"cannot resume from {payload['_path']}: it has {state['n_batches']} batches per epoch, "
+                f"this run {self.n_batches} (dataset, batch size or number of processes changed)"
+            )
+        self.sampler.load_state_dict(state["sampler"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.best_tracker.load_state_dict(state["best_tracker"])
+        self.position = _Position(epoch=state["epoch"], batch=state["batch_in_epoch"],
+                                  global_step=state["global_step"], sums=dict(state["epoch_sums"]),
+                                  samples=float(state["epoch_samples"]))
+        self.last_checkpoint = payload["_path"]
+        self.logger.truncate(max_step=self.position.global_step, max_epoch=self.position.epoch - 1)
+        self.history = [r for r in read_jsonl(self.logger.epochs_path) if r["epoch"] < self.position.epoch] \
+            if self.logger.enabled else []
+        if rng is not None and payload.get("world_size") == self.world_size:
+            restore_rng_state(*rng)
+
+    # ------------------------------------------------------------------------------------
+    def _result(self, status: str, message: str = "") -> FitResult:
+        best = self.checkpoints.best_info() if self.rank == 0 else None
+        return FitResult(status=status, epochs_completed=max(self.position.epoch - 1, 0),
+                         global_step=self.position.global_step, best=best,
+                         last_checkpoint=self.last_checkpoint, history=list(self.history), message=message)
+
+    def _write_result(self, result: FitResult) -> None:
+        if self.rank != 0:
+            return
+        payload = {
+            **result.to_dict(),
+            "medvl_version": __version__,
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.schedule.total_steps,
+            "param_groups": {k: len(v) for k, v in (self.param_groups.names if self.param_groups else {}).items()},
+            "frozen_params": len(self.param_groups.frozen) if self.param_groups else 0,
+            "provenance": self.provenance,
+        }
+        atomic_write_json(self.run_dir / RESULT_FILE, payload)
