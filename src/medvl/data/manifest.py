@@ -50,6 +50,7 @@ __all__ = [
     "as_list",
     "infer_image_type",
     "infer_tasks",
+    "list_column_to_matrix",
     "read_manifest",
     "sidecar_path",
     "validate_manifest",
@@ -355,7 +356,7 @@ class Manifest:
         spec = self.task(task)
         column = self._label_column(spec)
         if spec.kind == "multilabel":
-            values, present = _list_column_to_matrix(column, spec.num_classes, np.float32, spec.column)
+            values, present = list_column_to_matrix(column, spec.num_classes, np.float32, spec.column)
             values[~present] = 0.0
             return np.nan_to_num(values, nan=0.0)
         numeric = pd.to_numeric(column, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -377,10 +378,10 @@ class Manifest:
         mask_col = MASK_PREFIX + spec.name
         n = len(self)
         if spec.kind == "multilabel":
-            values, present = _list_column_to_matrix(column, spec.num_classes, np.float32, spec.column)
+            values, present = list_column_to_matrix(column, spec.num_classes, np.float32, spec.column)
             mask = present[:, None] & np.isfinite(values)
             if mask_col in self.records.columns:
-                given, given_present = _list_column_to_matrix(
+                given, given_present = list_column_to_matrix(
                     self.records[mask_col], spec.num_classes, np.bool_, mask_col
                 )
                 given[~given_present] = True
@@ -454,11 +455,15 @@ class Manifest:
 # --------------------------------------------------------------------------------------------- arrow
 
 
-def _list_column_to_matrix(
-    column: pd.Series, width: int, dtype: type[np.generic], name: str
+def list_column_to_matrix(
+    column: pd.Series | pa.Array, width: int, dtype: type[np.generic], name: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, width) array from a list column, and a (N,) bool 'cell present' vector (vectorised)."""
-    arr = _arrow_list(column, name)
+    """(N, width) array from a list column, and a (N,) bool 'cell present' vector (vectorised).
+
+    Null cells become zeros (``present`` False); a cell of another length is an error.
+    """
+    arr = column if isinstance(column, pa.Array) else _arrow_list(column, name)
+    n = len(arr)
     present = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     lengths = pc.fill_null(pc.list_value_length(arr), width).to_numpy(zero_copy_only=False)
     if (lengths != width).any():
@@ -470,7 +475,7 @@ def _list_column_to_matrix(
         raise ManifestError(f"{name}: list values are not numeric ({exc})") from None
     filled = pc.fill_null(arr, pa.scalar([0.0] * width, type=pa.list_(pa.float64())))
     flat = np.asarray(pc.list_flatten(filled).to_numpy(zero_copy_only=False), dtype=np.float64)
-    matrix = flat.reshape(len(column), width)
+    matrix = flat.reshape(n, width)
     if dtype is np.bool_:
         return matrix != 0, present
     return matrix.astype(dtype), present

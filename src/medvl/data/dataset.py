@@ -1,0 +1,521 @@
+"""Torch dataset of paired image–text–label records, its collate function and a file pre-flight.
+
+Modes are explicit (``train=True`` / ``False``):
+
+* **training** — each item carries one caption, chosen from the record's texts by
+  ``caption_mode`` (``random``: uniform, drawn from a generator seeded by
+  ``(seed, epoch, index)``; ``first``; ``join``: all texts joined). The image transform's
+  generator is seeded the same way, so an item looks the same for a given epoch whatever
+  the worker count or order. Call :meth:`ImageTextDataset.set_epoch` before each epoch.
+* **evaluation** — each item carries all of its captions; the batch lists them flat with
+  ``caption_to_image`` (dataset index of each caption's image), and
+  :meth:`ImageTextDataset.captions` gives the whole caption list with the same index.
+
+Bad records (schema errors from :func:`~medvl.data.manifest.validate_manifest`, files that
+fail :func:`preflight`, files that fail to load later) raise an error naming the record and
+file with ``on_bad_sample="error"``; with ``"skip"`` they are left out and recorded in
+``dataset.skipped`` (id, row, stage, reason). A file that fails only at load time (in a
+worker) cannot be removed from the index any more: the item is returned as a skip marker that
+:func:`collate` drops and lists under ``batch["skipped"]``, so the trainer can count it.
+
+Batch (see "Batch" in docs/DESIGN.md): ``ids``, ``index`` (B,), ``pixel_values`` (B, C, H, W)
+or ``bag`` (B, N, d) + ``bag_mask`` (B, N), ``texts``, ``labels``/``label_mask`` per task, and
+``skipped``. Training batches add ``has_text`` (B,) and, when the manifest has per-text labels,
+``text_labels`` per task for the chosen caption; evaluation batches add ``caption_to_image``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch.utils.data import Dataset
+
+from medvl.data.images import ImageLoadError, load_record
+from medvl.data.manifest import (
+    TEXT_LABEL_PREFIX,
+    Manifest,
+    ManifestError,
+    list_column_to_matrix,
+    validate_manifest,
+)
+
+if TYPE_CHECKING:
+    from medvl.config.data import DataConfig
+
+__all__ = [
+    "FileProblem",
+    "ImageTextDataset",
+    "SkippedRecord",
+    "collate",
+    "preflight",
+    "select_split",
+]
+
+OnBadSample = Literal["error", "skip"]
+CaptionMode = Literal["random", "first", "join"]
+
+
+@dataclass(frozen=True)
+class SkippedRecord:
+    """A record left out: ``stage`` is ``validation``, ``preflight`` or ``load``."""
+
+    id: str
+    row: int
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A file that is missing, outside the root or unreadable (row = position in the manifest)."""
+
+    row: int
+    id: str
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    """Returned by ``__getitem__`` in skip mode when a file fails to load; dropped by :func:`collate`."""
+
+    id: str
+    index: int
+    reason: str
+
+
+# ----------------------------------------------------------------------------------------- preflight
+
+
+def _check_file(
+    root: Path, root_resolved: Path, row: int, rid: str, image: str, image_type: str, decode: bool, kw: dict[str, Any]
+) -> FileProblem | None:
+    path = root / image
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:
+        return FileProblem(row, rid, str(path), f"cannot resolve path ({exc})")
+    if not resolved.is_relative_to(root_resolved):
+        return FileProblem(row, rid, str(path), f"resolves outside the root {root_resolved} (symlink?)")
+    if not resolved.exists():
+        return FileProblem(row, rid, str(path), "file not found")
+    if not resolved.is_file():
+        return FileProblem(row, rid, str(path), "not a regular file")
+    if not os.access(resolved, os.R_OK):
+        return FileProblem(row, rid, str(path), "file is not readable (permissions)")
+    if decode:
+        try:
+            load_record(path, image_type, rid, **kw)
+        except ImageLoadError as exc:
+            return FileProblem(row, rid, str(path), exc.reason)
+    return None
+
+
+def preflight(
+    manifest: Manifest,
+    *,
+    decode: bool = True,
+    rows: Sequence[int] | np.ndarray | None = None,
+    workers: int = 1,
+    dicom_window: Literal["header", "minmax"] = "header",
+    bag_key: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[FileProblem]:
+    """Check that every record's file exists under the root, is readable and (``decode``) loads.
+
+    Symlinks are resolved, so a link pointing outside the root is reported. Rows whose image
+    reference is not a non-empty string are skipped here (schema validation reports them).
+    ``progress`` is called with the number of files checked so far. Returns the problems,
+    sorted by row.
+    """
+    if manifest.root is None:
+        raise ManifestError("manifest has no root; pass --root / root= so files can be checked")
+    root = manifest.root
+    root_resolved = root.resolve()
+    images = manifest.records["image"].to_numpy(dtype=object)
+    ids = manifest.records["id"].to_numpy(dtype=object)
+    types = manifest.image_types()
+    selected = np.arange(len(manifest)) if rows is None else np.asarray(rows, dtype=np.int64)
+    kw: dict[str, Any] = {"dicom_window": dicom_window, "bag_key": bag_key}
+
+    def check(row: int) -> FileProblem | None:
+        image = images[row]
+        if not isinstance(image, str) or not image:
+            return None
+        return _check_file(root, root_resolved, row, str(ids[row]), image, str(types[row]), decode, kw)
+
+    problems: list[FileProblem] = []
+    done = 0
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(check, selected.tolist(), chunksize=64):
+                done += 1
+                if result is not None:
+                    problems.append(result)
+                if progress is not None and done % 256 == 0:
+                    progress(done)
+    else:
+        for row in selected.tolist():
+            result = check(row)
+            done += 1
+            if result is not None:
+                problems.append(result)
+            if progress is not None and done % 256 == 0:
+                progress(done)
+    if progress is not None:
+        progress(done)
+    return sorted(problems, key=lambda p: p.row)
+
+
+# ----------------------------------------------------------------------------------------- splits
+
+
+def select_split(manifest: Manifest, cfg: DataConfig, part: Literal["train", "val", "test"]) -> Manifest:
+    """The records for ``part`` under ``cfg``.
+
+    Without ``cfg.fold``: records whose ``split`` is ``cfg.<part>_split``. With ``cfg.fold = k``
+    (cross-validation): train = ``train_split`` records with an assigned fold other than k,
+    val = ``train_split`` records in fold k; test is unchanged.
+    """
+    split = manifest.records["split"].fillna("").astype(str).to_numpy(dtype=object)
+    folds = manifest.records["fold"].to_numpy()
+    if part == "test":
+        mask = split == cfg.test_split
+    elif cfg.fold is None:
+        mask = split == (cfg.train_split if part == "train" else cfg.val_split)
+    else:
+        in_train = split == cfg.train_split
+        if not ((folds == cfg.fold) & in_train).any():
+            present = sorted({int(f) for f in folds[in_train] if f >= 0})
+            raise ManifestError(f"fold {cfg.fold} has no {cfg.train_split!r} records (folds present: {present})")
+        mask = in_train & (folds == cfg.fold) if part == "val" else in_train & (folds >= 0) & (folds != cfg.fold)
+    return manifest.subset(np.asarray(mask, dtype=bool))
+
+
+# ----------------------------------------------------------------------------------------- dataset
+
+
+def _item_seed(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF, index & 0xFFFFFFFF, 0x6D65])
+
+
+class ImageTextDataset(Dataset[Any]):
+    """Paired image–text–label records of a :class:`Manifest` as tensors.
+
+    Args:
+        manifest: the records (``root`` must be set).
+        train: training mode (one caption per item, augmentation) or evaluation mode (all captions).
+        transform: callable ``(image (C,H,W) in [0,1], generator) -> tensor`` (see
+            :func:`medvl.data.transforms.build_transforms`); ``None`` = no transform. Not
+            applied to feature bags.
+        tasks: tasks whose labels go into items (default: all tasks of the manifest).
+        seed: seeds caption choice, augmentation and bag subsampling with (epoch, index).
+        caption_mode: training caption choice: ``random``, ``first`` or ``join``.
+        caption_separator: separator for ``join``.
+        channels: 1 or 3 image channels (grey images are repeated to 3).
+        on_bad_sample: ``error`` raises at the first bad record; ``skip`` leaves it out and records it.
+        require_texts: a record without any text is bad (off for label-only datasets).
+        verify_files: run :func:`preflight` (exists + decodes) at construction.
+        dicom_window: ``header`` or ``minmax`` (see :mod:`medvl.data.images`).
+        bag_key: array key inside multi-array feature-bag files.
+        max_regions: training only: keep at most this many regions per bag (seeded subset).
+        preflight_workers: threads for the pre-flight scan.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        train: bool,
+        transform: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,
+        tasks: Sequence[str] | None = None,
+        seed: int = 0,
+        caption_mode: CaptionMode = "random",
+        caption_separator: str = " ",
+        channels: int = 3,
+        on_bad_sample: OnBadSample = "error",
+        require_texts: bool = True,
+        verify_files: bool = False,
+        dicom_window: Literal["header", "minmax"] = "header",
+        bag_key: str | None = None,
+        max_regions: int | None = None,
+        preflight_workers: int = 1,
+    ) -> None:
+        if on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+        if caption_mode not in ("random", "first", "join"):
+            raise ValueError(f"caption_mode must be random, first or join, got {caption_mode!r}")
+        if manifest.root is None:
+            raise ManifestError("manifest has no root; image paths cannot be resolved")
+        self.train = train
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+        self.caption_mode: CaptionMode = caption_mode
+        self.caption_separator = caption_separator
+        self.channels = channels
+        self.on_bad_sample: OnBadSample = on_bad_sample
+        self.dicom_window: Literal["header", "minmax"] = dicom_window
+        self.bag_key = bag_key
+        self.max_regions = max_regions
+        self.skipped: list[SkippedRecord] = []
+        self.task_names = list(manifest.tasks) if tasks is None else list(tasks)
+        for name in self.task_names:
+            manifest.task(name)  # unknown task → error listing the known ones
+
+        keep = np.ones(len(manifest), dtype=bool)
+        report = validate_manifest(manifest, require_texts=require_texts)
+        if report.manifest_errors:
+            raise ManifestError("manifest-level problems cannot be skipped:\n" + report.format())
+        if not report.ok:
+            if on_bad_sample == "error":
+                report.raise_if_errors()
+            ids = manifest.records["id"].to_numpy(dtype=object)
+            for row, reasons in sorted(report.reasons_by_row().items()):
+                self.skipped.append(SkippedRecord(str(ids[row]), row, "validation", "; ".join(reasons)))
+                keep[row] = False
+        if verify_files:
+            problems = preflight(
+                manifest,
+                rows=np.flatnonzero(keep),
+                dicom_window=dicom_window,
+                bag_key=bag_key,
+                workers=preflight_workers,
+            )
+            if problems and on_bad_sample == "error":
+                lines = [f"  - record {p.id!r}: {p.path}: {p.reason}" for p in problems[:20]]
+                more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
+                raise ManifestError(f"{len(problems)} record(s) with bad files:\n" + "\n".join(lines) + more)
+            for p in problems:
+                self.skipped.append(SkippedRecord(p.id, p.row, "preflight", f"{p.path}: {p.reason}"))
+                keep[p.row] = False
+        self.source_rows = np.flatnonzero(keep)
+        self.manifest = manifest.subset(keep) if not keep.all() else manifest
+        self._prepare()
+
+    @classmethod
+    def from_config(
+        cls, manifest: Manifest, cfg: DataConfig, *, train: bool, seed: int, transform: Any = "auto"
+    ) -> ImageTextDataset:
+        """Build with the settings of ``cfg`` (transform from :func:`build_transforms` unless given)."""
+        from medvl.data.transforms import build_transforms
+
+        return cls(
+            manifest,
+            train=train,
+            transform=build_transforms(cfg, train=train) if transform == "auto" else transform,
+            tasks=cfg.tasks,
+            seed=seed,
+            caption_mode=cfg.caption.mode,
+            caption_separator=cfg.caption.separator,
+            channels=cfg.channels,
+            on_bad_sample=cfg.on_bad_sample,
+            require_texts=cfg.require_texts,
+            verify_files=cfg.verify_files,
+            dicom_window=cfg.dicom_window,
+            bag_key=cfg.bag_key,
+            max_regions=cfg.max_regions if train else None,
+        )
+
+    def _prepare(self) -> None:
+        m = self.manifest
+        df = m.records
+        self._ids = df["id"].astype(str).to_numpy(dtype=object)
+        self._images = df["image"].astype(str).to_numpy(dtype=object)
+        self._types = m.image_types()
+        kinds = {"feature_bag" if t == "feature_bag" else "image" for t in self._types.tolist()}
+        if len(kinds) > 1:
+            raise ManifestError("a dataset cannot mix feature bags and images; split the manifest by image_type")
+        self.is_bag = kinds == {"feature_bag"}
+        texts = pa.array(df["texts"].to_numpy(dtype=object), type=pa.list_(pa.string()), from_pandas=True)
+        texts = pc.fill_null(texts, pa.scalar([], type=pa.list_(pa.string())))
+        self._text_offsets = np.asarray(texts.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+        self._texts_flat = np.asarray(texts.flatten().to_numpy(zero_copy_only=False), dtype=object)
+        self._labels: dict[str, np.ndarray] = {}
+        self._masks: dict[str, np.ndarray] = {}
+        self._text_labels: dict[str, np.ndarray] = {}
+        for name in self.task_names:
+            spec = m.task(name)
+            self._labels[name] = m.label_matrix(name)
+            self._masks[name] = m.label_mask(name)
+            column = TEXT_LABEL_PREFIX + name
+            if column in df.columns:
+                self._text_labels[name] = _caption_labels(df[column], spec.num_classes, spec.kind, column)
+
+    # ---- public API
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that seeds caption choice and augmentation (call before iterating)."""
+        self.epoch = int(epoch)
+
+    @property
+    def ids(self) -> list[str]:
+        """Record ids in dataset order."""
+        return [str(i) for i in self._ids]
+
+    def texts_of(self, index: int) -> list[str]:
+        """All texts of item ``index``."""
+        lo, hi = self._text_offsets[index], self._text_offsets[index + 1]
+        return [str(t) for t in self._texts_flat[lo:hi]]
+
+    def captions(self) -> tuple[list[str], np.ndarray]:
+        """Every caption in dataset order and ``caption_to_image`` (int64, dataset index of its image)."""
+        counts = np.diff(self._text_offsets)
+        return [str(t) for t in self._texts_flat], np.repeat(np.arange(len(self), dtype=np.int64), counts)
+
+    def caption_labels(self, task: str) -> np.ndarray | None:
+        """Per-caption labels of ``task`` aligned with :meth:`captions` (None when the manifest has none)."""
+        return self._text_labels.get(task)
+
+    def labels(self, task: str) -> np.ndarray:
+        """Per-item labels of ``task`` (see :meth:`Manifest.label_matrix`)."""
+        return self._labels[task]
+
+    def label_masks(self, task: str) -> np.ndarray:
+        """Per-item label masks of ``task`` (see :meth:`Manifest.label_mask`)."""
+        return self._masks[task]
+
+    def skip_report(self) -> dict[str, Any]:
+        """Counts and details of skipped records, by stage (for results files)."""
+        by_stage: dict[str, int] = {}
+        for s in self.skipped:
+            by_stage[s.stage] = by_stage.get(s.stage, 0) + 1
+        return {"n_skipped": len(self.skipped), "by_stage": by_stage, "records": [asdict(s) for s in self.skipped]}
+
+    # ---- items
+    def __getitem__(self, index: int) -> dict[str, Any] | _Skipped:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for dataset of {len(self)}")
+        rid = str(self._ids[index])
+        seq = _item_seed(self.seed, self.epoch, index)
+        rng = np.random.default_rng(seq)
+        torch_gen = torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
+        path = self.manifest.resolve_path(str(self._images[index]))
+        try:
+            data = load_record(
+                path,
+                str(self._types[index]),
+                rid,
+                channels=self.channels,
+                dicom_window=self.dicom_window,
+                bag_key=self.bag_key,
+            )
+        except ImageLoadError as exc:
+            if self.on_bad_sample == "error":
+                raise
+            row = int(self.source_rows[index])
+            self.skipped.append(SkippedRecord(rid, row, "load", f"{path}: {exc.reason}"))
+            return _Skipped(rid, index, f"{path}: {exc.reason}")
+        item: dict[str, Any] = {"id": rid, "index": index}
+        if self.is_bag:
+            if self.train and self.max_regions is not None and data.shape[0] > self.max_regions:
+                chosen = np.sort(rng.choice(data.shape[0], size=self.max_regions, replace=False))
+                data = data[torch.from_numpy(chosen)]
+            item["bag"] = data
+        else:
+            item["pixel_values"] = self.transform(data, torch_gen) if self.transform is not None else data
+        texts = self.texts_of(index)
+        if self.train:
+            text, text_index = self._choose_caption(texts, rng)
+            item["text"] = text
+            item["text_index"] = text_index
+            if self._text_labels and text_index >= 0:
+                offset = int(self._text_offsets[index]) + text_index
+                item["text_labels"] = {k: torch.as_tensor(v[offset]) for k, v in self._text_labels.items()}
+        else:
+            item["texts"] = texts
+        item["labels"] = {k: torch.as_tensor(v[index]) for k, v in self._labels.items()}
+        item["label_mask"] = {k: torch.as_tensor(v[index]) for k, v in self._masks.items()}
+        return item
+
+    def _choose_caption(self, texts: list[str], rng: np.random.Generator) -> tuple[str, int]:
+        if not texts:
+            return "", -1
+        if self.caption_mode == "first":
+            return texts[0], 0
+        if self.caption_mode == "join":
+            return self.caption_separator.join(texts), -1
+        k = int(rng.integers(len(texts)))
+        return texts[k], k
+
+
+def _caption_labels(column: Any, width: int, kind: str, name: str) -> np.ndarray:
+    """Flatten ``text_labels.<task>`` to one row per caption (multilabel (N_txt, C), else (N_txt,))."""
+    arr = pa.array(column.to_numpy(dtype=object), from_pandas=True)
+    flat = arr.flatten() if len(arr) else pa.array([], type=pa.list_(pa.float64()))
+    if kind == "multilabel":
+        matrix, _ = list_column_to_matrix(flat, width, np.float32, name)
+        return matrix
+    values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float64)
+    if kind == "regression":
+        return values.astype(np.float32)
+    return np.where(np.isnan(values), -1, values).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------- collate
+
+
+def collate(samples: Sequence[dict[str, Any] | _Skipped]) -> dict[str, Any]:
+    """Stack items into a batch (see the module docstring); skip markers go to ``batch["skipped"]``.
+
+    Images must share one shape (use a transform with a fixed crop); feature bags are padded
+    to the longest bag with ``bag_mask`` marking real regions.
+    """
+    skipped = [{"id": s.id, "index": s.index, "reason": s.reason} for s in samples if isinstance(s, _Skipped)]
+    items = [s for s in samples if not isinstance(s, _Skipped)]
+    batch: dict[str, Any] = {
+        "ids": [it["id"] for it in items],
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        "skipped": skipped,
+    }
+    if not items:
+        batch["texts"] = []
+        batch["labels"] = {}
+        batch["label_mask"] = {}
+        return batch
+    if "bag" in items[0]:
+        bags = [it["bag"] for it in items]
+        dims = {b.shape[1] for b in bags}
+        if len(dims) > 1:
+            raise ValueError(f"feature bags of different widths {sorted(dims)} in one batch: ids {batch['ids']}")
+        longest = max(b.shape[0] for b in bags)
+        out = torch.zeros(len(bags), longest, bags[0].shape[1], dtype=bags[0].dtype)
+        mask = torch.zeros(len(bags), longest, dtype=torch.bool)
+        for i, b in enumerate(bags):
+            out[i, : b.shape[0]] = b
+            mask[i, : b.shape[0]] = True
+        batch["bag"], batch["bag_mask"] = out, mask
+    else:
+        shapes = {tuple(it["pixel_values"].shape) for it in items}
+        if len(shapes) > 1:
+            detail = ", ".join(f"{it['id']}: {tuple(it['pixel_values'].shape)}" for it in items[:8])
+            raise ValueError(f"images of different shapes cannot be stacked ({detail}); add a resize/crop transform")
+        batch["pixel_values"] = torch.stack([it["pixel_values"] for it in items])
+    if "text" in items[0]:
+        batch["texts"] = [it["text"] for it in items]
+        batch["text_index"] = torch.tensor([it["text_index"] for it in items], dtype=torch.long)
+        batch["has_text"] = torch.tensor([bool(it["text"]) for it in items], dtype=torch.bool)
+        if all("text_labels" in it for it in items):
+            batch["text_labels"] = {k: torch.stack([it["text_labels"][k] for it in items]) for k in items[0]["text_labels"]}
+    else:
+        texts: list[str] = []
+        owners: list[int] = []
+        for it in items:
+            texts.extend(it["texts"])
+            owners.extend([it["index"]] * len(it["texts"]))
+        batch["texts"] = texts
+        batch["caption_to_image"] = torch.tensor(owners, dtype=torch.long)
+    batch["labels"] = {k: torch.stack([it["labels"][k] for it in items]) for k in items[0]["labels"]}
+    batch["label_mask"] = {k: torch.stack([it["label_mask"][k] for it in items]) for k in items[0]["label_mask"]}
+    return batch
