@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def test_scheduler_is_sized_to_real_optimizer_steps(tmp_path: Path) -> None:
     assert len(lrs) == 9
     assert lrs[0] == pytest.approx(1e-2)  # after 1 warm-up step: the peak
     assert lrs[-1] == pytest.approx(1e-3)  # last step reaches min_lr_ratio · lr exactly
-    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
 def _manual_reference(cfg: Any, epochs: int, n: int = 20) -> TinyDual:

@@ -6,7 +6,9 @@ Files (written by process 0 only) under ``RUN_DIR/logs``:
   (optimizer steps so far), ``lr``, ``train/<term>`` for every objective term, ``grad_norm``
   (when clipping), ``samples_per_s``;
 * ``epochs.jsonl`` / ``epochs.csv`` — one record per epoch (epoch 0 = the baseline before any
-  update): ``train/<term>`` means over the epoch and every validation metric (``val/...``).
+  update): ``train/<term>`` means over the epoch and every validation metric (``val/...``);
+* ``grad_probe.jsonl`` / ``.csv`` — gradient-balance probe records (per-term gradient norms and
+  ratios), when the objective's probe is on.
 
 JSONL is appended as it goes; the CSVs are regenerated atomically from it (columns are the
 union of keys in first-seen order). On resume, records after the resumed position are dropped
@@ -83,11 +85,18 @@ class MetricsLogger:
     def epochs_path(self) -> Path:
         return self.dir / "epochs.jsonl"
 
+    @property
+    def probe_path(self) -> Path:
+        return self.dir / "grad_probe.jsonl"
+
     def truncate(self, *, max_step: int, max_epoch: int) -> None:
         """Drop step records after ``max_step`` and epoch records after ``max_epoch`` (resume)."""
         if not self.enabled:
             return
-        for path, key, limit in ((self.steps_path, "step", max_step), (self.epochs_path, "epoch", max_epoch)):
+        for path, key, limit in ((self.steps_path, "step", max_step), (self.epochs_path, "epoch", max_epoch),
+                                 (self.probe_path, "step", max_step - 1)):
+            if not path.is_file():
+                continue
             kept = [r for r in read_jsonl(path) if r.get(key, -1) <= limit]
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         self._write_csvs()
@@ -102,6 +111,13 @@ class MetricsLogger:
             return
         self._append(self.steps_path, record)
         self._tensorboard(record, int(record.get("step", 0)))
+
+    def log_probe(self, record: dict[str, Any]) -> None:
+        """Append one gradient-balance probe record (``step`` = optimizer steps before it)."""
+        if not self.enabled:
+            return
+        self._append(self.probe_path, record)
+        self._tensorboard({f"grad_probe/{k}": v for k, v in record.items()}, int(record.get("step", 0)))
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         """Append one epoch record and refresh both CSVs."""
@@ -120,8 +136,9 @@ class MetricsLogger:
                 self._tb.add_scalar(prefix + key, float(value), step)
 
     def _write_csvs(self) -> None:
-        for path in (self.steps_path, self.epochs_path):
-            atomic_write_text(path.with_suffix(".csv"), _records_to_csv(read_jsonl(path)))
+        for path in (self.steps_path, self.epochs_path, self.probe_path):
+            if path.is_file():
+                atomic_write_text(path.with_suffix(".csv"), _records_to_csv(read_jsonl(path)))
 
     def close(self) -> None:
         """Flush CSVs and TensorBoard."""

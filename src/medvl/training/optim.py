@@ -60,13 +60,19 @@ def build_param_groups(module: nn.Module, cfg: OptimizerConfig) -> tuple[list[di
 
     No weight decay for: tensors with fewer than 2 dimensions (biases, norm scales, the logit
     scale), names ending in ``bias``, every parameter of a normalisation layer, and names
-    containing an entry of ``cfg.no_decay_names``. ``cfg.lr_multipliers`` scales the learning
+    containing an entry of ``cfg.no_decay_names``, and whatever a submodule's
+    ``no_weight_decay_names()`` declares (names relative to that submodule). ``cfg.lr_multipliers`` scales the learning
     rate by longest matching name prefix. Parameters shared between modules appear once.
     """
     norm_params: set[int] = set()
+    declared: set[int] = set()
     for sub in module.modules():
         if isinstance(sub, _NORM_TYPES):
             norm_params.update(id(p) for p in sub.parameters(recurse=False))
+        names_fn = getattr(sub, "no_weight_decay_names", None)
+        if callable(names_fn):  # a module may declare more (e.g. position embeddings of DualEncoder)
+            own = dict(sub.named_parameters())
+            declared.update(id(own[n]) for n in names_fn() if n in own)
     groups: dict[str, dict[str, Any]] = {}
     summary = ParamGroupSummary()
     for name, param in module.named_parameters():
@@ -77,6 +83,7 @@ def build_param_groups(module: nn.Module, cfg: OptimizerConfig) -> tuple[list[di
             param.ndim < 2
             or name.endswith("bias")
             or id(param) in norm_params
+            or id(param) in declared
             or any(token in name for token in cfg.no_decay_names)
         )
         prefix, mult = _lr_multiplier(name, cfg.lr_multipliers)

@@ -62,7 +62,7 @@ __all__ = ["FitResult", "NonFiniteLossError", "Trainer"]
 
 RESULT_FILE = "training_result.json"
 #: Model/objective methods called after every optimizer step when present (e.g. clamping the logit scale).
-POST_STEP_METHODS: tuple[str, ...] = ("after_optimizer_step", "clamp_logit_scale")
+POST_STEP_METHODS: tuple[str, ...] = ("clamp_", "after_optimizer_step", "clamp_logit_scale")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -143,6 +143,9 @@ class Trainer:
         validation_hooks: per-epoch validation; default: the objective's terms on the val set.
         callbacks: extra :class:`~medvl.training.callbacks.Callback` objects.
         provenance: extra JSON recorded in ``training_result.json`` (config, data hash, …).
+        gradient_probe: object with ``due(step) -> bool`` and ``measure(losses, params, weights)
+            -> dict`` (:class:`medvl.objectives.GradientProbe`); measured on the first micro-batch
+            of due steps, before backward, and written to ``logs/grad_probe.jsonl``.
     """
 
     def __init__(
@@ -155,6 +158,7 @@ class Trainer:
         validation_hooks: Sequence[ValidationHook] | None = None,
         callbacks: Sequence[Callback] = (),
         provenance: Mapping[str, Any] | None = None,
+        gradient_probe: Any = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -165,6 +169,7 @@ class Trainer:
         )
         self.callbacks = list(callbacks)
         self.provenance = dict(provenance or {})
+        self.gradient_probe = gradient_probe
         self.param_groups: ParamGroupSummary | None = None
         self.history: list[dict[str, Any]] = []
         self.position = _Position()
@@ -297,6 +302,9 @@ class Trainer:
     def _train_loader(self, epoch: int, start_batch: int) -> DataLoader[Any]:
         start = sum(self.batch_sizes[:start_batch])
         self.sampler.set_epoch(epoch, start)
+        set_epoch = getattr(self.train_set, "set_epoch", None)
+        if callable(set_epoch):  # per-item seeds (caption choice, augmentation) follow the epoch
+            set_epoch(epoch)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + start)
         return DataLoader(
             self.train_set,
@@ -375,18 +383,27 @@ class Trainer:
         for j in range(len(planned)):
             batch = self.fabric.to_device(next(loader))
             n = batch_size_of(batch)
+            if n == 0:  # every record of the batch was skipped (on_bad_sample: skip)
+                if self.world_size > 1:
+                    raise RuntimeError(f"epoch {epoch}: an empty batch (all records skipped) under DDP; "
+                                       "fix or remove the bad records")
+                continue
             weight = n / total_planned
             with self._no_sync(last=j == len(planned) - 1):
                 _, losses = self.task_w(batch)
                 assert losses is not None
                 self._check_finite(epoch, losses, micro=(j, len(planned)))
+                if j == 0:
+                    self._probe(epoch, losses)
                 self.fabric.backward(losses["total"] * weight)
             for name, value in losses.items():
                 if isinstance(value, torch.Tensor) and value.numel() == 1:
                     key = "loss" if name == "total" else name
                     sums[key] = sums.get(key, zero) + value.detach().double() * n
             seen += n
-        return {k: float(v) / max(seen, 1) for k, v in sums.items()}, seen
+        if seen == 0:
+            raise RuntimeError(f"epoch {epoch}: every record of an accumulation group was skipped")
+        return {k: float(v) / seen for k, v in sums.items()}, seen
 
     def _group_feature_cache(self, epoch: int, batches: list[Any]) -> dict[str, float]:
         """Contrastive accumulation over ``batches`` (see :mod:`medvl.training.accumulation`)."""
@@ -408,6 +425,8 @@ class Trainer:
                 _, losses = self.task_w(batches[j], cache=cache)
                 assert losses is not None
                 self._check_finite(epoch, losses, micro=(j, len(batches)))
+                if j == 0:
+                    self._probe(epoch, losses)
                 self.fabric.backward(losses["total"])
             if j == 0:
                 terms = {("loss" if k == "total" else k): float(v.detach())
@@ -416,6 +435,15 @@ class Trainer:
             if param.grad is not None:
                 param.grad.div_(len(batches))
         return terms
+
+    def _probe(self, epoch: int, losses: Mapping[str, torch.Tensor]) -> None:
+        probe = self.gradient_probe
+        if probe is None or not probe.due(self.position.global_step):
+            return
+        weights = getattr(self.objective, "weights", None)
+        record = {"epoch": epoch, "step": self.position.global_step,
+                  **probe.measure(losses, self.task, weights=weights)}
+        self.logger.log_probe(record)
 
     def _check_finite(self, epoch: int, losses: Mapping[str, torch.Tensor], micro: tuple[int, int]) -> None:
         assert self.fabric is not None
@@ -581,4 +609,7 @@ class Trainer:
             "frozen_params": len(self.param_groups.frozen) if self.param_groups else 0,
             "provenance": self.provenance,
         }
+        skip_report = getattr(self.train_set, "skip_report", None)
+        if callable(skip_report):
+            payload["train_skipped"] = skip_report()
         atomic_write_json(self.run_dir / RESULT_FILE, payload)

@@ -1,0 +1,181 @@
+"""A whole training run from a :class:`~medvl.config.training.RunConfig` (what ``medvl train`` does).
+
+Run directory layout::
+
+    RUN_DIR/
+      config.yaml            the fully resolved run config
+      model/                 DualEncoder.save_pretrained of the initial model: config.json,
+                             tower assets (HF configs, the trained tokenizer), initial weights
+      checkpoints/           see medvl.training.checkpoint (best/last pointers, safetensors + JSON)
+      logs/                  steps / epochs / grad_probe JSONL + CSV (medvl.training.logging)
+      training_result.json   status, best and last checkpoints, provenance
+
+:func:`load_trained_model` rebuilds the trained model (best or last) from a run directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from medvl import __version__
+from medvl.config.loading import ConfigError
+from medvl.config.training import RunConfig
+from medvl.training.callbacks import ObjectiveValidation, ValidationHook
+from medvl.training.checkpoint import load_model_weights, resolve_checkpoint
+from medvl.training.trainer import FitResult, Trainer
+from medvl.utils.hashing import hash_object
+
+__all__ = ["MODEL_DIR", "RESUME_MUTABLE_KEYS", "check_resume_config", "load_trained_model", "run_training"]
+
+MODEL_DIR = "model"
+#: Config keys that may differ between a run and its ``--resume`` (prefix match on dotted paths).
+RESUME_MUTABLE_KEYS: tuple[str, ...] = (
+    "training.epochs",
+    "training.logging",
+    "training.checkpoint.every_n_steps",
+    "training.num_workers",
+    "training.pin_memory",
+    "training.early_stopping",
+    "training.val_every_n_epochs",
+)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def check_resume_config(saved: dict[str, Any], current: RunConfig) -> None:
+    """Refuse to resume when a setting that shapes the run changed (other than :data:`RESUME_MUTABLE_KEYS`)."""
+    old, new = _flatten(saved), _flatten(current.model_dump(mode="json"))
+    changed = sorted(
+        key for key in set(old) | set(new)
+        if old.get(key) != new.get(key) and not any(key == m or key.startswith(m + ".") for m in RESUME_MUTABLE_KEYS)
+    )
+    if changed:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:10])
+        raise ConfigError(f"cannot --resume: the config differs from the run's config.yaml in {details}")
+
+
+def _validation_hooks(cfg: RunConfig, val_set: Any) -> list[ValidationHook]:
+    """The objective's validation loss plus the evaluation suite's per-epoch hooks when available."""
+    hooks: list[ValidationHook] = [ObjectiveValidation()]
+    try:
+        from medvl.evaluation.validation import build_validation_hooks  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return hooks
+    hooks.extend(build_validation_hooks(cfg, val_set))
+    return hooks
+
+
+def run_training(
+    cfg: RunConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    validation_hooks: Sequence[ValidationHook] | None = None,
+) -> FitResult:
+    """Train ``cfg`` into ``run_dir`` (see the module docstring); resume its last checkpoint when asked.
+
+    Multi-process: launch under ``torchrun`` or set ``training.devices`` (Fabric's launcher);
+    process 0 prepares the directory and writes shared files.
+    """
+    import torch
+
+    from medvl.config.loading import save_resolved_config
+    from medvl.data.dataset import ImageTextDataset, collate, select_split
+    from medvl.data.manifest import read_manifest
+    from medvl.data.transforms import build_transforms
+    from medvl.models import build_model
+    from medvl.objectives import GradientProbe, build_objective
+    from medvl.training.fabric_setup import build_fabric
+    from medvl.utils.rundir import prepare_run_dir
+    from medvl.utils.seeding import seed_everything
+
+    target = Path(run_dir)
+    fabric = build_fabric(cfg.training)
+    saved_config = target / "config.yaml"
+    if fabric.is_global_zero:
+        if resume and saved_config.is_file():
+            check_resume_config(yaml.safe_load(saved_config.read_text(encoding="utf-8")) or {}, cfg)
+        prepare_run_dir(target, overwrite=overwrite, resume=resume)
+        save_resolved_config(cfg, target)
+    fabric.barrier()
+    resuming = resume and (target / "checkpoints" / "last.json").is_file()
+
+    seed_everything(cfg.seed)
+    manifest = read_manifest(cfg.data.manifest, root=cfg.data.root)
+    train_set = ImageTextDataset.from_config(select_split(manifest, cfg.data, "train"), cfg.data,
+                                             train=True, seed=cfg.seed)
+    val_manifest = select_split(manifest, cfg.data, "val")
+    val_set = val_loss_set = None
+    if len(val_manifest):
+        # evaluation form (every caption, caption_to_image) for the evaluation suite's hooks ...
+        val_set = ImageTextDataset.from_config(val_manifest, cfg.data, train=False, seed=cfg.seed)
+        # ... and the objective's form (one caption per image, fixed by the seed) for the validation
+        # loss, with the deterministic evaluation transforms: no augmentation in validation.
+        val_loss_set = ImageTextDataset.from_config(val_manifest, cfg.data, train=True, seed=cfg.seed,
+                                                    transform=build_transforms(cfg.data, train=False))
+        val_loss_set.max_regions = None
+    if len(train_set) == 0:
+        raise ConfigError(f"data: the {cfg.data.train_split!r} split of {cfg.data.manifest} is empty")
+
+    # The model directory fixes tower assets (e.g. a tokenizer trained on this run's corpus), so a
+    # resumed run, or a run started from another run's weights, tokenises exactly the same way.
+    assets: Path | None = None
+    init = cfg.training.init_weights
+    if resuming and (target / MODEL_DIR / "config.json").is_file():
+        assets = target / MODEL_DIR
+    elif init is not None and (Path(init) / MODEL_DIR / "config.json").is_file():
+        assets = Path(init) / MODEL_DIR
+    model_dir = target / MODEL_DIR
+    if fabric.is_global_zero and not (resuming and assets is not None):
+        model = build_model(cfg.model, assets_dir=assets)
+        if assets is None and model.needs_tokenizer_training():
+            texts, _ = train_set.captions()
+            model.train_tokenizer(texts)
+        model.save_pretrained(model_dir)
+    fabric.barrier()
+    if not fabric.is_global_zero or (resuming and assets is not None):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, assets_dir=model_dir)
+
+    objective = build_objective(cfg.objective)
+    probe_cfg = cfg.objective.gradient_probe
+    probe = GradientProbe.from_config(probe_cfg) if probe_cfg.every_n_steps > 0 else None
+    hooks = list(validation_hooks) if validation_hooks is not None else _validation_hooks(cfg, val_set)
+    provenance = {
+        "medvl_version": __version__,
+        "config": cfg.model_dump(mode="json"),
+        "config_hash": hash_object(cfg.model_dump(mode="json")),
+        "manifest": str(cfg.data.manifest),
+        "manifest_hash": manifest.hash(),
+        "n_train": len(train_set),
+        "n_val": len(val_set) if val_set is not None else 0,
+        "seed": cfg.seed,
+    }
+    trainer = Trainer(cfg.training, target, seed=cfg.seed, fabric=fabric, validation_hooks=hooks,
+                      provenance=provenance, gradient_probe=probe)
+    return trainer.fit(model, objective, train_set, val_loss_set, collate_fn=collate, resume=resume)
+
+
+def load_trained_model(run_dir: str | os.PathLike[str], which: Literal["best", "last"] = "best",
+                       device: str = "cpu") -> Any:
+    """The ``DualEncoder`` of a run with the weights of its ``best`` (default) or ``last`` checkpoint."""
+    from medvl.models import DualEncoder
+
+    root = Path(run_dir)
+    model = DualEncoder.from_pretrained(root / MODEL_DIR, device=device)
+    load_model_weights(model, resolve_checkpoint(root, which) / "model.safetensors")
+    model.clear_feature_caches()
+    return model
