@@ -1,0 +1,178 @@
+"""ROCO (Radiology Objects in COntext): its folder/CSV release and the Parquet (Hugging Face) form.
+
+Folder form (the ROCO GitHub release after its download script)::
+
+    <root>/data/{train,validation,test}/{radiology,non-radiology}/
+        captions.txt   # "ROCO_00002<TAB> caption"
+        dlinks.txt     # "ROCO_00002<TAB>download link<TAB>image file name"  (optional)
+        images/        # the image files
+
+Without ``dlinks.txt`` the image is looked up as ``images/<ROCO id>.jpg``. The group is the PMC
+article id of the image file name where one is present, so figures of one article never
+straddle splits.
+
+Parquet form (e.g. the ``eltorio/ROCO-radiology`` layout)::
+
+    <root>/**/{train,validation,test}-*.parquet   # columns image {bytes, path}, image_id, caption
+
+Images are embedded; they are written to ``extract_dir/<split>/<image_id>.<ext>`` and the
+manifest root becomes ``extract_dir``. **Every split named by the files is imported** (the
+reference loader read only the test file whatever split was asked for). The Parquet form has
+no article id, so each image is its own group.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from medvl.data.adapters.base import (
+    AdapterSpec,
+    CommonOptions,
+    DatasetFormatError,
+    DatasetLayoutError,
+    ImportedDataset,
+    SkipCounter,
+    check_image_files,
+    finalise_records,
+    make_info,
+    normalise_id,
+    require_extract_dir,
+    write_image_file,
+)
+from medvl.data.adapters.image_text import article_group, split_name
+
+__all__ = ["LAYOUT", "SPEC", "Options", "load"]
+
+LAYOUT = """\
+folder form:
+<root>/data/{train,validation,test}/radiology/captions.txt  (ROCO id <TAB> caption)
+<root>/data/{train,validation,test}/radiology/dlinks.txt    (ROCO id <TAB> link <TAB> image name; optional)
+<root>/data/{train,validation,test}/radiology/images/
+parquet form:
+<root>/**/{train,validation,test}-*.parquet                 (image {bytes,path}, image_id, caption)"""
+
+_SPLIT_DIRS = ("train", "validation", "test")
+_PARQUET_SPLIT = re.compile(r"^(train|training|validation|valid|val|dev|test)[-_.]", re.IGNORECASE)
+
+
+class Options(CommonOptions):
+    """ROCO import options."""
+
+    format: Literal["auto", "folder", "parquet"] = "auto"
+    subset: Literal["radiology", "non-radiology", "both"] = "radiology"
+    extract_dir: str | None = None
+    """Where the Parquet form's embedded images are written (the manifest root)."""
+
+
+def _read_tab_file(path: Path, n_columns: int) -> list[list[str]]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("\t")]
+        if len(parts) < n_columns:
+            raise DatasetFormatError(f"{path}:{number}: expected {n_columns} tab-separated fields, got {len(parts)}")
+        rows.append(parts)
+    return rows
+
+
+def _load_folder(root: Path, options: Options, skips: SkipCounter) -> pd.DataFrame:
+    subsets = ("radiology", "non-radiology") if options.subset == "both" else (options.subset,)
+    records: list[dict[str, Any]] = []
+    missing = [f"data/{s}/{sub}/captions.txt" for s in _SPLIT_DIRS for sub in subsets
+               if not (root / "data" / s / sub / "captions.txt").is_file()]
+    if len(missing) == len(_SPLIT_DIRS) * len(subsets):
+        raise DatasetLayoutError("ROCO: missing under {}:\n{}\nExpected layout:\n{}".format(
+            root, "\n".join(f"  - {m}" for m in missing), LAYOUT))
+    for split_dir in _SPLIT_DIRS:
+        for sub in subsets:
+            base = root / "data" / split_dir / sub
+            if not (base / "captions.txt").is_file():
+                continue
+            names: dict[str, str] = {}
+            if (base / "dlinks.txt").is_file():
+                names = {row[0]: row[2] for row in _read_tab_file(base / "dlinks.txt", 3)}
+            for roco_id, *rest in _read_tab_file(base / "captions.txt", 1):
+                caption = " ".join(rest).strip()
+                if not caption:
+                    skips.bad("empty caption", roco_id)
+                    continue
+                image_name = names.get(roco_id, f"{roco_id}.jpg")
+                records.append({
+                    "id": roco_id, "image": f"data/{split_dir}/{sub}/images/{image_name}", "texts": [caption],
+                    "group": normalise_id(article_group(image_name)) if roco_id in names else roco_id,
+                    "split": split_name(split_dir, "ROCO"), "subset": sub,
+                })
+    return pd.DataFrame(records, columns=["id", "image", "texts", "group", "split", "subset"])
+
+
+def _load_parquet(files: list[Path], out_dir: Path, skips: SkipCounter) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    records: list[dict[str, Any]] = []
+    for path in files:
+        match = _PARQUET_SPLIT.match(path.name)
+        if match is None:
+            raise DatasetFormatError(f"{path}: cannot tell the split from the file name (expected train-/validation-/test-*)")
+        split = split_name(match.group(1), str(path))
+        parquet = pq.ParquetFile(path)
+        columns = set(parquet.schema_arrow.names)
+        missing = {"image", "image_id", "caption"} - columns
+        if missing:
+            raise DatasetFormatError(f"{path}: missing column(s) {sorted(missing)}; found {sorted(columns)}")
+        (out_dir / split).mkdir(parents=True, exist_ok=True)
+        for batch in parquet.iter_batches(columns=["image", "image_id", "caption"], batch_size=1024):
+            for row in batch.to_pylist():
+                image_id = str(row["image_id"]).strip()
+                caption = str(row["caption"] or "").strip()
+                image = row["image"]
+                data = image.get("bytes") if isinstance(image, dict) else image
+                if not image_id:
+                    skips.bad("empty image_id", f"{path.name}")
+                    continue
+                if not caption:
+                    skips.bad("empty caption", image_id)
+                    continue
+                if not data:
+                    skips.bad("no image bytes", image_id)
+                    continue
+                name = write_image_file(out_dir / split, image_id, bytes(data))
+                records.append({"id": image_id, "image": f"{split}/{name}", "texts": [caption],
+                                "group": image_id, "split": split})
+    return pd.DataFrame(records, columns=["id", "image", "texts", "group", "split"])
+
+
+def load(root: Path, options: Options) -> ImportedDataset:
+    """Read ROCO in either of its forms."""
+    skips = SkipCounter(options.on_bad_sample)
+    parquet_files = sorted(p for p in root.rglob("*.parquet") if _PARQUET_SPLIT.match(p.name)) if root.is_dir() else []
+    fmt = options.format
+    if fmt == "auto":
+        fmt = "folder" if (root / "data").is_dir() and any((root / "data").glob("*/*/captions.txt")) else (
+            "parquet" if parquet_files else "folder")
+    if fmt == "folder":
+        frame, image_root = _load_folder(root, options, skips), root
+    else:
+        if not parquet_files:
+            raise DatasetLayoutError(f"ROCO: no {{train,validation,test}}-*.parquet files under {root}\nExpected layout:\n{LAYOUT}")
+        image_root = require_extract_dir(options.extract_dir, "ROCO (parquet form)")
+        frame = _load_parquet(parquet_files, image_root, skips)
+    if options.check_files:
+        frame = check_image_files(frame, image_root, skips)
+    frame = finalise_records(frame, {}, "roco")
+    return ImportedDataset(frame, {}, image_root, make_info("roco", options, frame, skips, [f"format: {fmt}"]))
+
+
+SPEC = AdapterSpec(
+    name="roco",
+    summary="ROCO radiology image–caption pairs (folder/captions.txt form or Parquet form)",
+    options=Options,
+    load=load,
+    layout=LAYOUT,
+    command="medvl data import roco --root /data/roco --out roco.parquet",
+    extracts_images=True,
+)
