@@ -68,7 +68,7 @@ def test_prototype_bce_matches_formula_and_mask() -> None:
     y = torch.randint(0, 2, (4, 3)).double()
     mask = torch.tensor([[1, 1, 1], [1, 0, 0], [0, 1, 1], [1, 1, 0]], dtype=torch.bool)
     scale = torch.tensor(1 / 0.07, dtype=torch.float64)
-    out = {"image_embeds": emb, "prototypes.cxr": protos, "logit_scale": scale}
+    out = {"image_embeds": emb, "prototypes.cxr": protos, "logit_scale_2": scale}
     loss = PrototypeBCELoss({"task": "cxr"})(out, {"labels": {"cxr": y}, "label_mask": {"cxr": mask}})["loss"]
     # DLILP B.4: z = s · norm(img) @ norm(P).T, then the masked BCE with +1e-3
     z = scale * F.normalize(emb, dim=-1) @ F.normalize(protos, dim=-1).T
@@ -78,6 +78,11 @@ def test_prototype_bce_matches_formula_and_mask() -> None:
     g2 = torch.autograd.grad(ref, (emb, protos))
     for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b)
+    # the model's precomputed prototype logits give the same loss
+    from_logits = PrototypeBCELoss({"task": "cxr", "logits_key": "prototype_logits.cxr"})
+    assert from_logits.required_outputs() == ("prototype_logits.cxr",)
+    batch = {"labels": {"cxr": y}, "label_mask": {"cxr": mask}}
+    torch.testing.assert_close(from_logits({"prototype_logits": {"cxr": z}}, batch)["loss"], ref)
     # prototypes of classes unannotated for every record get no gradient
     mask_none_c2 = mask.clone()
     mask_none_c2[:, 2] = False

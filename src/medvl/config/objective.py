@@ -187,7 +187,13 @@ class UniCLOptions(ClipOptions):
 
 
 class PrototypeBCEOptions(TermOptions):
-    """Unimodal prototype classifier: masked BCE on ``scale · norm(emb) @ norm(prototypes).T``."""
+    """Unimodal prototype classifier: masked BCE on ``s · norm(emb) @ norm(prototypes).T``.
+
+    By default the logits are computed here from ``embeds_key``, ``prototypes.<task>`` (raw
+    (C, D) class weights, normalised here) and ``scale_key`` (the prototype head's own scale,
+    which ``DualEncoder`` outputs as ``logit_scale_2``). With ``logits_key`` set (e.g.
+    ``prototype_logits.<task>``) the model's already-scaled cosine logits are used instead.
+    """
 
     default_role: ClassVar[Role | None] = "task"
     task: str
@@ -195,10 +201,11 @@ class PrototypeBCEOptions(TermOptions):
     prototypes_key: str | None = Field(
         default=None, description="model output (C, D); default 'prototypes.<task>'"
     )
-    scale_key: str = "logit_scale"
-    normalize: bool = Field(
-        default=True, description="L2-normalise the embeddings (prototypes are always normalised)"
+    scale_key: str = Field(default="logit_scale_2", description="the prototype head's temperature")
+    logits_key: str | None = Field(
+        default=None, description="read precomputed prototype logits (B, C) instead of computing them"
     )
+    normalize: bool = Field(default=True, description="L2-normalise the embeddings (prototypes always are)")
     masked: bool = Field(default=True, description="use batch['label_mask'][task] (absent = all annotated)")
     eps: float = Field(default=1e-3, ge=0.0)
 

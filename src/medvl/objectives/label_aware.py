@@ -6,8 +6,9 @@
   distinct the targets are the identity and the loss equals CLIP exactly.
 * ``prototype_bce`` — DLILP's "Unimodal": logits ``s · norm(v) @ norm(W)ᵀ`` against multi-hot
   labels with the partial-label mask (Eq. 7, ``+1e-3`` denominator as the reference code).
-  The prototypes ``W`` (C, D) and the scale ``s`` are model outputs (trainable in the model);
-  prototypes are always L2-normalised here, embeddings when ``normalize``.
+  The prototypes ``W`` (C, D) and the head's own scale ``s`` (``logit_scale_2``) are model
+  outputs (trainable in the model); prototypes are always L2-normalised here, embeddings when
+  ``normalize``. Alternatively the model's ``prototype_logits.<task>`` are read as they are.
 * ``dlilp`` — Eq. 6: ``L_Uni`` through the image–label projection (with its own temperature)
   ``+ λ · L_CLIP`` through the image–text projection (λ additive, paper: 0.1).
 
@@ -136,7 +137,8 @@ class UniCLLoss(ObjectiveTerm):
 
 
 class PrototypeBCELoss(ObjectiveTerm):
-    """Prototype classifier term (DLILP "Unimodal"); reads embeddings, ``prototypes.<task>``, a scale."""
+    """Prototype classifier term (DLILP "Unimodal"); reads embeddings, ``prototypes.<task>`` and the
+    prototype scale ``logit_scale_2`` — or, with ``logits_key``, the model's prototype logits."""
 
     kind: ClassVar[str] = "prototype_bce"
     Options: ClassVar[type[PrototypeBCEOptions]] = PrototypeBCEOptions
@@ -144,6 +146,8 @@ class PrototypeBCELoss(ObjectiveTerm):
 
     def required_outputs(self) -> tuple[str, ...]:
         o = self.options
+        if o.logits_key is not None:
+            return (o.logits_key,)
         return (o.embeds_key, o.resolved_prototypes_key(), o.scale_key)
 
     def required_batch(self) -> tuple[str, ...]:
@@ -151,15 +155,20 @@ class PrototypeBCELoss(ObjectiveTerm):
 
     def compute(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Tensor]:
         o = self.options
-        embeds = self.embeddings(outputs, o.embeds_key)
-        prototypes = self.output(outputs, o.resolved_prototypes_key())
-        scale = self.scalar_output(outputs, o.scale_key)
-        logits = prototype_logits(embeds, prototypes, scale, normalize=o.normalize)
+        if o.logits_key is not None:
+            logits = self.output(outputs, o.logits_key)
+            where = o.logits_key
+        else:
+            embeds = self.embeddings(outputs, o.embeds_key)
+            prototypes = self.output(outputs, o.resolved_prototypes_key())
+            scale = self.scalar_output(outputs, o.scale_key)
+            logits = prototype_logits(embeds, prototypes, scale, normalize=o.normalize)
+            where = f"the prototype logits of {o.embeds_key} and {o.resolved_prototypes_key()}"
         labels = self.labels(batch, o.task).to(logits.device)
         if labels.shape != logits.shape:
             raise ObjectiveInputError(
-                f"objective term {self.name!r}: labels.{o.task} has shape {tuple(labels.shape)} but there are "
-                f"{prototypes.shape[0]} prototypes for {embeds.shape[0]} records"
+                f"objective term {self.name!r}: labels.{o.task} has shape {tuple(labels.shape)} but {where} "
+                f"have shape {tuple(logits.shape)}"
             )
         if o.masked:
             mask = self.label_mask(batch, o.task, labels).to(logits.device)
