@@ -172,3 +172,19 @@ def test_registry_covers_every_option_schema_and_terms_have_no_parameters() -> N
         term = cls(required.get(kind, {}))
         assert term.kind == kind
         assert list(term.parameters()) == []  # everything trainable lives in the model
+
+
+def test_describe_nonfinite_names_terms_outputs_and_records() -> None:
+    out, batch = _outputs_batch()
+    batch["ids"] = ["r0", "r1", "r2", "r3"]
+    image = out["image_embeds"].detach().clone()
+    image[2, 1] = float("nan")
+    out["image_embeds"] = image
+    obj = _balanced(0.5)
+    losses = obj(out, batch)
+    assert not torch.isfinite(losses["total"])
+    message = obj.describe_nonfinite(out, batch, losses)
+    assert "non-finite terms: clip, total" in message
+    assert "model output 'image_embeds' is non-finite for records ['r2']" in message
+    out["logit_scale"] = torch.tensor(float("inf"))
+    assert "'logit_scale' holds non-finite values" in obj.describe_nonfinite(out, batch)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from medvl.config.objective import ObjectiveConfig
-from medvl.objectives.base import ObjectiveTerm
+from medvl.objectives.base import ObjectiveTerm, lookup
 from medvl.objectives.registry import build_term
 
 __all__ = ["CompositeObjective", "build_objective"]
@@ -100,6 +100,41 @@ class CompositeObjective(nn.Module):
         assert total is not None  # at least one positive weight (checked in __init__)
         result["total"] = total
         return result
+
+    def describe_nonfinite(
+        self, outputs: Mapping[str, Any], batch: Mapping[str, Any], losses: Mapping[str, Tensor] | None = None
+    ) -> str:
+        """A message for a non-finite loss: which terms, which inputs, and the record ids of bad rows.
+
+        Call it only after a non-finite ``total`` (it synchronises with the device). Per-record
+        inputs (first dimension = batch size) name up to 10 ``batch['ids']`` with non-finite values.
+        """
+        parts: list[str] = []
+        if losses is not None:
+            bad_terms = [
+                k for k, v in losses.items() if isinstance(v, Tensor) and not bool(torch.isfinite(v).all())
+            ]
+            if bad_terms:
+                parts.append("non-finite terms: " + ", ".join(bad_terms))
+        ids = batch.get("ids")
+        for key in self.required_outputs():
+            try:
+                value = lookup(outputs, key)
+            except KeyError:
+                continue
+            if not isinstance(value, Tensor) or not value.is_floating_point():
+                continue
+            finite = torch.isfinite(value.detach())
+            if bool(finite.all()):
+                continue
+            if ids is not None and value.ndim >= 1 and value.shape[0] == len(ids):
+                rows = (~finite.reshape(value.shape[0], -1).all(dim=1)).nonzero().squeeze(1).tolist()
+                shown = [str(ids[r]) for r in rows[:10]]
+                more = f" (+{len(rows) - 10} more)" if len(rows) > 10 else ""
+                parts.append(f"model output {key!r} is non-finite for records {shown}{more}")
+            else:
+                parts.append(f"model output {key!r} holds non-finite values")
+        return "; ".join(parts) if parts else "no non-finite objective input found"
 
     def extra_repr(self) -> str:
         return "weights=" + ", ".join(f"{n}={w:g}" for n, w in self.weights.items())
