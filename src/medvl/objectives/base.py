@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from medvl.config.objective import TermOptions, validate_term_options
 
-__all__ = ["MissingInputError", "ObjectiveInputError", "ObjectiveTerm", "lookup"]
+__all__ = ["MissingInputError", "ObjectiveInputError", "ObjectiveTerm", "lookup", "zero_loss"]
 
 
 class ObjectiveInputError(ValueError):
@@ -55,6 +55,14 @@ def _available(container: Mapping[str, Any]) -> str:
         else:
             keys.append(str(name))
     return ", ".join(sorted(keys)) or "(none)"
+
+
+def zero_loss(*like: Tensor) -> Tensor:
+    """An exact 0 that is connected to the graph of ``like`` (no NaN even if ``like`` holds NaN)."""
+    total = like[0][:0].sum()
+    for t in like[1:]:
+        total = total + t[:0].sum()
+    return total
 
 
 class ObjectiveTerm(nn.Module):

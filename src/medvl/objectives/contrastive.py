@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medvl.config.objective import ClipOptions, SigLipOptions, TripletOptions
-from medvl.objectives.base import ObjectiveInputError, ObjectiveTerm
+from medvl.objectives.base import ObjectiveInputError, ObjectiveTerm, zero_loss
 from medvl.objectives.distributed import gather_rows
 
 __all__ = [
@@ -34,16 +34,7 @@ __all__ = [
     "labels_differ",
     "select_negatives",
     "siglip_loss",
-    "zero_loss",
 ]
-
-
-def zero_loss(*like: Tensor) -> Tensor:
-    """An exact 0 that is connected to the graph of ``like`` (no NaN even if ``like`` holds NaN)."""
-    total = like[0][:0].sum()
-    for t in like[1:]:
-        total = total + t[:0].sum()
-    return total
 
 
 def clip_loss(

@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medvl.config.objective import BCEOptions, CEOptions, MaskedBCEOptions, MSEOptions
-from medvl.objectives.base import ObjectiveInputError, ObjectiveTerm
-from medvl.objectives.contrastive import zero_loss
+from medvl.objectives.base import ObjectiveInputError, ObjectiveTerm, zero_loss
 
 __all__ = ["BCELoss", "CrossEntropyLoss", "MSELoss", "MaskedBCELoss", "masked_bce_with_logits"]
 
