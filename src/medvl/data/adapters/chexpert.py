@@ -84,7 +84,7 @@ def _dataset_dir(root: Path) -> Path:
     raise DatasetLayoutError(f"CheXpert: no train.csv in {root} or {root}/CheXpert-v1.0[-small]/\nExpected layout:\n{LAYOUT}")
 
 
-def _read_split(path: Path, split: str) -> pd.DataFrame:
+def _read_split(path: Path, split: str) -> tuple[pd.DataFrame, np.ndarray]:
     table = read_table(path, id_columns=["Path"])
     require_columns(table, ["Path", "Frontal/Lateral", *CHEXPERT_CLASSES], path)
     paths = table["Path"].astype(str).str.strip()
@@ -105,8 +105,7 @@ def _read_split(path: Path, split: str) -> pd.DataFrame:
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise DatasetFormatError(f"{path}, row {row}: {CHEXPERT_CLASSES[col]} = {raw[row, col]!r} is not 1, 0, -1 or blank")
-    frame.attrs["values"] = values
-    return frame
+    return frame, values
 
 
 def select_5x200(frame: pd.DataFrame, values: np.ndarray, size: int, seed: int) -> pd.DataFrame:
@@ -139,9 +138,8 @@ def load(root: Path, options: Options) -> ImportedDataset:
         if not (data_dir / options.test_file).is_file():
             raise DatasetLayoutError(f"CheXpert: test_file {data_dir / options.test_file} does not exist")
         parts.append(_read_split(data_dir / options.test_file, "test"))
-    values = np.concatenate([p.attrs["values"] for p in parts])
-    frame = pd.concat(parts, ignore_index=True)
-    frame.attrs = {}
+    values = np.concatenate([v for _, v in parts])
+    frame = pd.concat([f for f, _ in parts], ignore_index=True)
     unknown = sorted(set(options.uncertain_per_class) - set(CHEXPERT_CLASSES))
     if unknown:
         raise DatasetFormatError(f"uncertain_per_class names unknown classes {unknown}; classes: {list(CHEXPERT_CLASSES)}")

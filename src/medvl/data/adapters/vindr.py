@@ -61,7 +61,7 @@ def _read(path: Path, split: str, agg: str, classes: list[str] | None) -> tuple[
     bad = ~values.isin([0, 1]).to_numpy()
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise DatasetFormatError(f"{path}, row {row}: {names[col]} = {table[names[col]].iloc[row]!r} is not 0 or 1")
+        raise DatasetFormatError(f"{path}, row {row}: {names[col]} = {str(table[names[col]].iloc[row])!r} is not 0 or 1")
     values["image_id"] = table["image_id"].astype(str).str.strip()
     grouped = values.groupby("image_id", sort=True)[names]
     combined = grouped.mean() > 0.5 if agg == "majority" else grouped.max() > 0

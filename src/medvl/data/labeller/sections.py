@@ -95,14 +95,15 @@ def select_text(report: str, sections: Sequence[str] = ("findings", "impression"
     """The wanted sections' ``(name, text)`` pairs (empty ones dropped), in report order.
 
     A combined ``FINDINGS AND IMPRESSION`` section counts as both. With
-    ``fallback="last_paragraph"`` a report with none of the wanted sections yields its last
-    non-empty paragraph (named ``last_paragraph``), provided it is not a known other section.
+    ``fallback="last_paragraph"`` a report with none of the wanted section headers yields its
+    last non-empty paragraph (named ``last_paragraph``), provided it is not another known
+    section; wanted sections that are present but empty yield nothing.
     """
     wanted = set(sections)
-    found = [(name, text) for name, text in extract_sections(report)
-             if text and (name in wanted or (name == "findings_impression" and wanted & {"findings", "impression"}))]
-    if found or fallback == "none":
-        return found
+    present = [(name, text) for name, text in extract_sections(report)
+               if name in wanted or (name == "findings_impression" and wanted & {"findings", "impression"})]
+    if present or fallback == "none":  # a wanted section that exists but is empty yields nothing
+        return [(name, text) for name, text in present if text]
     paragraphs = [p for p in re.split(r"\n\s*\n", report) if p.strip()]
     if not paragraphs:
         return []
