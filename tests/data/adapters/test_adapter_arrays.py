@@ -53,7 +53,7 @@ def test_medmnist_chest_multilabel_and_retina_ordinal(tmp_path: Path, files) -> 
     _npz(tmp_path / "retinamnist_64.npz", 28, 3, 1, n_classes=5)  # wrong image size inside
     with pytest.raises(DatasetFormatError, match=r"expected \(64, 64\)"):
         import_dataset("medmnist", tmp_path, {"flag": "retinamnist", "size": 64, "extract_dir": str(tmp_path / "o")})
-    with pytest.raises(DatasetLayoutError, match="dermamnist.npz"):
+    with pytest.raises(DatasetLayoutError, match=r"dermamnist\.npz"):
         import_dataset("medmnist", tmp_path, {"flag": "dermamnist", "extract_dir": str(tmp_path / "o")})
 
 

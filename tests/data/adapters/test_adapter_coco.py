@@ -96,11 +96,11 @@ def test_karpathy_split(tmp_path: Path, files) -> None:
 
 
 def test_missing_files_are_named(tmp_path: Path, files) -> None:
-    with pytest.raises(DatasetLayoutError, match="instances_train2017.json"):
+    with pytest.raises(DatasetLayoutError, match=r"instances_train2017\.json"):
         import_dataset("coco", tmp_path)
     _write_coco(tmp_path, files)
     (tmp_path / "train2017/000000000002_b.jpg").unlink()
-    with pytest.raises(DatasetLayoutError, match="000000000002_b.jpg"):
+    with pytest.raises(DatasetLayoutError, match=r"000000000002_b\.jpg"):
         import_dataset("coco", tmp_path)
     imported = import_dataset("coco", tmp_path, {"on_bad_sample": "skip"})
     assert imported.info["skipped"]["counts"] == {"missing file": 1}

@@ -87,7 +87,7 @@ def test_vindr_rejects_non_binary(tmp_path: Path) -> None:
     (tmp_path / "annotations").mkdir()
     pd.DataFrame([("img1", "R1", 2)], columns=["image_id", "rad_id", "Bronchitis"]).to_csv(
         tmp_path / "annotations/image_labels_train.csv", index=False)
-    with pytest.raises(DatasetFormatError, match="Bronchitis = .2. is not 0 or 1"):
+    with pytest.raises(DatasetFormatError, match=r"Bronchitis = .2. is not 0 or 1"):
         import_dataset("vindr", tmp_path, {"variant": "pcxr"})
 
 
