@@ -24,8 +24,22 @@ CORPUS = [
 def tiny_cfg(**overrides: object) -> ModelConfig:
     data: dict[str, object] = {
         "embed_dim": 16,
-        "vision": {"kind": "tiny_vit", "image_size": 16, "patch_size": 4, "width": 32, "depth": 2, "heads": 2},
-        "text": {"kind": "tiny_text", "vocab_size": 128, "width": 32, "depth": 1, "heads": 2, "max_length": 16},
+        "vision": {
+            "kind": "tiny_vit",
+            "image_size": 16,
+            "patch_size": 4,
+            "width": 32,
+            "depth": 2,
+            "heads": 2,
+        },
+        "text": {
+            "kind": "tiny_text",
+            "vocab_size": 128,
+            "width": 32,
+            "depth": 1,
+            "heads": 2,
+            "max_length": 16,
+        },
     }
     data.update(overrides)
     return config_from_dict(data, ModelConfig)
@@ -52,7 +66,7 @@ def test_forward_outputs_follow_the_contract() -> None:
     model = make_model(
         classifiers={"finding": {"kind": "multilabel", "num_classes": 4}, "isup": {"kind": "ordinal"}},
         vision_projection_2={"kind": "linear"},
-        prototype={"num_classes": 4, "input": "image_embeds_2"},
+        prototype={"task": "finding", "num_classes": 4, "input": "image_embeds_2"},
         logit_bias={"init": -10.0},
     )
     out = model(batch(3))
@@ -63,7 +77,8 @@ def test_forward_outputs_follow_the_contract() -> None:
     assert out["text_embeds"].shape == (3, 16)
     assert out["logits.finding"].shape == (3, 4)
     assert out["logits.isup"].shape == (3,)
-    assert out["prototype_logits"].shape == (3, 4)
+    assert out["prototype_logits.finding"].shape == (3, 4)
+    assert out["prototypes.finding"].shape == (4, 16)
     assert out["logit_scale"].ndim == 0
     assert out["logit_bias"].item() == pytest.approx(-10.0)
     # embeddings are not normalised by the model (callers normalise where the method says so)
@@ -111,15 +126,16 @@ def test_fixed_temperature_and_invalid_init() -> None:
 
 
 def test_prototype_head_uses_its_own_scale_and_cosine() -> None:
-    model = make_model(prototype={"num_classes": 3, "scale": {"init_temperature": 0.5}})
+    model = make_model(prototype={"task": "finding", "num_classes": 3, "scale": {"init_temperature": 0.5}})
     model.eval()
     out = model(batch(2))
-    assert out["prototype_scale"].item() == pytest.approx(2.0)
+    assert out["logit_scale_2"].item() == pytest.approx(2.0)
     assert model.prototype is not None
-    cos = torch.nn.functional.normalize(out["image_embeds"], dim=-1) @ torch.nn.functional.normalize(
-        model.prototype.prototypes, dim=-1
-    ).T
-    torch.testing.assert_close(out["prototype_logits"], 2.0 * cos)
+    cos = (
+        torch.nn.functional.normalize(out["image_embeds"], dim=-1)
+        @ torch.nn.functional.normalize(model.prototype.prototypes, dim=-1).T
+    )
+    torch.testing.assert_close(out["prototype_logits.finding"], 2.0 * cos)
 
 
 def test_save_and_load_roundtrip(tmp_path: Path) -> None:
@@ -135,7 +151,7 @@ def test_save_and_load_roundtrip(tmp_path: Path) -> None:
 
 
 def test_load_rejects_other_directories(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         DualEncoder.from_pretrained(tmp_path)
 
 
@@ -159,7 +175,9 @@ def test_image_only_model_and_identity_projection() -> None:
     assert "text_embeds" not in out
     torch.testing.assert_close(out["image_embeds"], out["image_features"])
     with pytest.raises(ValueError, match="feature_dim must match"):
-        build_model(tiny_cfg(vision_projection={"kind": "identity"}, text_projection={"kind": "linear"}, embed_dim=8))
+        build_model(
+            tiny_cfg(vision_projection={"kind": "identity"}, text_projection={"kind": "linear"}, embed_dim=8)
+        )
 
 
 def test_unknown_config_key_is_named() -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "HFVisionConfig",
     "LogitBiasConfig",
     "LogitScaleConfig",
+    "MaskedViewConfig",
     "ModelConfig",
     "ProjectionConfig",
     "PrototypeHeadConfig",
@@ -75,7 +76,9 @@ class FreezeConfig(StrictModel):
             if (self.groups is None) == (self.fraction is None):
                 raise ValueError("freeze.mode=partial needs exactly one of freeze.groups or freeze.fraction")
         elif self.groups is not None or self.fraction is not None:
-            raise ValueError(f"freeze.groups/freeze.fraction only apply to mode=partial (mode is {self.mode!r})")
+            raise ValueError(
+                f"freeze.groups/freeze.fraction only apply to mode=partial (mode is {self.mode!r})"
+            )
         return self
 
 
@@ -96,7 +99,9 @@ class _TowerConfig(StrictModel):
     @model_validator(mode="after")
     def _check_cache(self) -> _TowerConfig:
         if self.cache == "on" and self.freeze.mode != "full":
-            raise ValueError("cache=on needs freeze.mode=full (only a fully frozen tower gives fixed outputs)")
+            raise ValueError(
+                "cache=on needs freeze.mode=full (only a fully frozen tower gives fixed outputs)"
+            )
         return self
 
 
@@ -136,7 +141,9 @@ class TinyViTConfig(_TowerConfig):
     @model_validator(mode="after")
     def _check_geometry(self) -> TinyViTConfig:
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         return self
@@ -328,17 +335,32 @@ class LogitBiasConfig(StrictModel):
 
 
 class PrototypeHeadConfig(StrictModel):
-    """Class prototypes: ``logits = s · normalize(x) @ normalize(P).T`` with ``P`` (C, dim).
+    """Class prototypes ``P`` (C, dim) for ``task``, Kaiming-normal initialised (as DLILP), with the
+    head's own learnable logit scale ``scale`` (DLILP's second temperature, clamped to [1, 100]).
 
-    ``input`` chooses ``x``: ``image_embeds``, ``image_embeds_2`` (DLILP: the second projection)
-    or ``image_features``. Prototypes are Kaiming-normal initialised (as DLILP) and the head owns
-    its own logit scale ``scale`` (DLILP: a second temperature, also clamped to [1, 100]).
-    Output keys: ``prototype_logits`` (B, C) and ``prototype_scale``.
+    ``input`` chooses the embedding they live next to: ``image_embeds``, ``image_embeds_2`` (DLILP:
+    the second projection) or ``image_features``. Outputs: ``prototypes.<task>`` (C, dim, raw — the
+    objective normalises), ``prototype_logits.<task>`` = ``s · normalize(x) @ normalize(P).T``
+    (B, C) and ``logit_scale_2`` = ``s``.
     """
 
+    task: str = Field(min_length=1)
     num_classes: int = Field(ge=1)
     input: Literal["image_embeds", "image_embeds_2", "image_features"] = "image_embeds"
     scale: LogitScaleConfig = Field(default_factory=LogitScaleConfig)
+
+
+class MaskedViewConfig(StrictModel):
+    """A randomly masked copy of the input image for masked-image contrast (benchmarking paper).
+
+    Pixels: the image is cut into ``patch_size`` squares and a random ``mask_ratio`` of them is set
+    to ``fill`` (0 = the mean colour after normalisation). Feature bags: a random ``mask_ratio`` of
+    the valid instances is masked out (at least one kept). Drawn from the global torch RNG.
+    """
+
+    mask_ratio: float = Field(default=0.5, gt=0.0, lt=1.0)
+    patch_size: int = Field(default=16, ge=1)
+    fill: float = 0.0
 
 
 class ModelConfig(StrictModel):
@@ -346,9 +368,11 @@ class ModelConfig(StrictModel):
 
     ``text: null`` builds an image-only model (unimodal prototype training, SimCLR).
     ``vision_projection_2`` adds DLILP's second projection (output ``image_embeds_2``).
-    ``view_projection`` adds a unimodal projector for SimCLR / masked-view objectives: applied
-    to the image features of the main view (``image_view_embeds``) and of ``pixel_values_view``
-    when the batch has it (``view_embeds``).
+    ``view_projection`` adds the unimodal projector ξ of SimCLR / masked-image contrast:
+    ``image_unimodal_embeds`` = ξ(features of the main view), also returned as
+    ``image_view1_embeds``; ``image_view2_embeds`` = ξ(features of ``batch["pixel_values_view2"]``
+    or ``batch["bag_view2"]``) when the batch has a second augmented view; with ``masked_view``,
+    ``image_masked_unimodal_embeds`` = ξ(features of a randomly masked copy of the main view).
     """
 
     embed_dim: int = Field(default=64, ge=1)
@@ -358,6 +382,7 @@ class ModelConfig(StrictModel):
     text_projection: ProjectionConfig = Field(default_factory=ProjectionConfig)
     vision_projection_2: ProjectionConfig | None = None
     view_projection: ProjectionConfig | None = None
+    masked_view: MaskedViewConfig | None = None
     classifiers: dict[str, ClassifierHeadConfig] = Field(default_factory=dict)
     prototype: PrototypeHeadConfig | None = None
     logit_scale: LogitScaleConfig = Field(default_factory=LogitScaleConfig)
@@ -365,9 +390,16 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_heads(self) -> ModelConfig:
-        if self.prototype is not None and self.prototype.input == "image_embeds_2" and self.vision_projection_2 is None:
+        if (
+            self.prototype is not None
+            and self.prototype.input == "image_embeds_2"
+            and self.vision_projection_2 is None
+        ):
             raise ValueError("prototype.input=image_embeds_2 needs vision_projection_2")
-        for task in self.classifiers:
+        if self.masked_view is not None and self.view_projection is None:
+            raise ValueError("masked_view needs view_projection (the unimodal projector)")
+        names = list(self.classifiers) + ([self.prototype.task] if self.prototype is not None else [])
+        for task in names:
             if not task or "." in task:
-                raise ValueError(f"classifier task name {task!r} must be non-empty and contain no '.'")
+                raise ValueError(f"task name {task!r} must be non-empty and contain no '.'")
         return self

@@ -9,14 +9,17 @@ key                           value
 ``image_features``            (B, F_img) backbone features, pre-projection
 ``image_embeds``              (B, D) joint-space image embedding (**not** normalised)
 ``image_embeds_2``            (B, D2) second projection of ``image_features`` (DLILP)
-``image_view_embeds``         (B, Dv) ``view_projection(image_features)`` (SimCLR / masked)
-``view_embeds``               (B, Dv) ``view_projection`` of the second view
-                              (``batch["pixel_values_view"]`` / ``batch["bag_view"]``)
+``image_unimodal_embeds``     (B, Dv) ξ(image_features), ξ = ``view_projection`` (SimCLR,
+                              masked-image contrast); also returned as ``image_view1_embeds``
+``image_view2_embeds``        (B, Dv) ξ of the second augmented view
+                              (``batch["pixel_values_view2"]`` / ``batch["bag_view2"]``)
+``image_masked_unimodal_embeds``  (B, Dv) ξ of a randomly masked copy (``masked_view``)
 ``text_features``             (B, F_txt) text backbone features (when ``batch["texts"]``)
 ``text_embeds``               (B, D) joint-space text embedding (**not** normalised)
 ``logits.<task>``             (B, C) multilabel/multiclass logits, (B,) ordinal/regression
-``prototype_logits``          (B, C) ``s_p · cos(x, P)`` with the prototype head's own scale
-``prototype_scale``           0-d, ``exp`` of the prototype log-scale
+``prototypes.<task>``         (C, Dp) raw class prototypes (objectives normalise them)
+``prototype_logits.<task>``   (B, C) ``s₂ · cos(x, P)`` with the prototype head's own scale
+``logit_scale_2``             0-d, ``exp`` of the prototype head's log-scale (DLILP's second τ)
 ``logit_scale``               0-d, ``exp`` of the learnable log-scale (clamped by ``clamp_()``)
 ``logit_bias``                0-d, only when configured (SigLIP)
 ============================  ==========================================================
@@ -47,6 +50,7 @@ from medvl.models.heads import (
     build_projection,
     projection_out_dim,
 )
+from medvl.models.masking import mask_bag_instances, mask_image_patches
 from medvl.models.registry import build_text_encoder, build_vision_encoder
 
 __all__ = ["FORMAT", "DualEncoder", "build_model"]
@@ -106,7 +110,12 @@ class DualEncoder(nn.Module):
         if text is not None and cfg.text is not None:
             self.freeze_states["text"] = apply_freezing(text, cfg.text.freeze, text.layer_groups())
         self.text_cache: FeatureCache | None = None
-        if text is not None and cfg.text is not None and cfg.text.cache != "off" and self.freeze_states["text"].fully_frozen:
+        if (
+            text is not None
+            and cfg.text is not None
+            and cfg.text.cache != "off"
+            and self.freeze_states["text"].fully_frozen
+        ):
             self.text_cache = FeatureCache(cfg.text.cache_max_entries)
         self.image_cache: FeatureCache | None = None
         if cfg.vision.cache == "on":  # the config validator guarantees freeze.mode == full
@@ -142,13 +151,17 @@ class DualEncoder(nn.Module):
                 out[name] = {"hits": cache.stats.hits, "misses": cache.stats.misses, "entries": len(cache)}
         return out
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
         self.clear_feature_caches()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def trainable_parameter_counts(self) -> dict[str, int]:
         """Trainable scalar parameters per part (vision, text, heads) and in total."""
-        tower_ids = {id(p) for tower in (self.vision, self.text) if tower is not None for p in tower.parameters()}
+        tower_ids = {
+            id(p) for tower in (self.vision, self.text) if tower is not None for p in tower.parameters()
+        }
         heads = sum(p.numel() for p in self.parameters() if p.requires_grad and id(p) not in tower_ids)
         out = {"vision": count_parameters(self.vision, trainable_only=True), "heads": heads}
         if self.text is not None:
@@ -243,13 +256,7 @@ class DualEncoder(nn.Module):
         if self.vision_projection_2 is not None:
             out["image_embeds_2"] = self.vision_projection_2(feats)
         if self.view_projection is not None:
-            out["image_view_embeds"] = self.view_projection(feats)
-            view_key = f"{self.vision.input_key}_view"
-            if view_key in batch:
-                view_batch = {self.vision.input_key: batch[view_key]}
-                if "bag_mask_view" in batch or "bag_mask" in batch:
-                    view_batch["bag_mask"] = batch.get("bag_mask_view", batch.get("bag_mask"))
-                out["view_embeds"] = self.view_projection(self.vision.encode_batch(view_batch))
+            out.update(self._view_outputs(batch, feats))
         if self.text is not None and "texts" in batch:
             try:
                 text_feats = self.text_features(batch["texts"])
@@ -262,12 +269,38 @@ class DualEncoder(nn.Module):
             x = feats if self.config.classifiers[task].input == "features" else out["image_embeds"]
             out[f"logits.{task}"] = head(x)
         if self.prototype is not None:
-            assert self.config.prototype is not None
-            out["prototype_logits"] = self.prototype(out[self.config.prototype.input])
-            out["prototype_scale"] = self.prototype.logit_scale()
+            spec = self.config.prototype
+            assert spec is not None
+            out[f"prototypes.{spec.task}"] = self.prototype.prototypes
+            out[f"prototype_logits.{spec.task}"] = self.prototype(out[spec.input])
+            out["logit_scale_2"] = self.prototype.logit_scale()
         out["logit_scale"] = self.logit_scale()
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias()
+        return out
+
+    def _view_outputs(self, batch: Mapping[str, Any], feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unimodal projector outputs: main view, second augmented view, masked view."""
+        assert self.view_projection is not None
+        key = self.vision.input_key
+        out: dict[str, torch.Tensor] = {}
+        out["image_unimodal_embeds"] = out["image_view1_embeds"] = self.view_projection(feats)
+        if f"{key}_view2" in batch:
+            view = {key: batch[f"{key}_view2"]}
+            if "bag_mask_view2" in batch:
+                view["bag_mask"] = batch["bag_mask_view2"]
+            out["image_view2_embeds"] = self.view_projection(self.vision.encode_batch(view))
+        mv = self.config.masked_view
+        if mv is not None:
+            if key == "bag":
+                bag = batch["bag"]
+                mask = batch.get("bag_mask")
+                if mask is None:
+                    mask = torch.ones(bag.shape[:2], dtype=torch.bool, device=bag.device)
+                masked = {"bag": bag, "bag_mask": mask_bag_instances(mask, mv.mask_ratio)}
+            else:
+                masked = {key: mask_image_patches(batch[key], mv.mask_ratio, mv.patch_size, mv.fill)}
+            out["image_masked_unimodal_embeds"] = self.view_projection(self.vision.encode_batch(masked))
         return out
 
     # ---------------------------------------------------------------------------- save/load
@@ -299,7 +332,9 @@ class DualEncoder(nn.Module):
         return target
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> DualEncoder:
+    def from_pretrained(
+        cls, directory: str | os.PathLike[str], device: str | torch.device = "cpu"
+    ) -> DualEncoder:
         """Rebuild a model written by :meth:`save_pretrained` (no network, no pickled code)."""
         from safetensors.torch import load_model
 
@@ -313,14 +348,20 @@ class DualEncoder(nn.Module):
                 raise FileNotFoundError(f"{path} not found: not a medvl model directory")
         meta = read_json(cfg_path)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ConfigError(f"{cfg_path}: format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r}")
+            raise ConfigError(
+                f"{cfg_path}: format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r}"
+            )
         if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise ConfigError(f"{cfg_path}: format_version {meta['format_version']} is newer than this medvl supports")
+            raise ConfigError(
+                f"{cfg_path}: format_version {meta['format_version']} is newer than this medvl supports"
+            )
         cfg = config_from_dict(meta["model"], ModelConfig, source=str(cfg_path))
         model = build_model(cfg, assets_dir=source)
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
         if missing or unexpected:
-            raise ValueError(f"{weights}: weights do not match the config: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+            raise ValueError(
+                f"{weights}: weights do not match the config: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+            )
         model.to(device)
         model.clear_feature_caches()
         return model

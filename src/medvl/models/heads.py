@@ -23,7 +23,10 @@ def build_projection(cfg: ProjectionConfig, in_dim: int, out_dim: int) -> nn.Mod
         return nn.Linear(in_dim, out_dim, bias=cfg.bias)
     hidden = cfg.hidden_dim or in_dim
     return nn.Sequential(
-        nn.Linear(in_dim, hidden, bias=cfg.bias), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(hidden, out_dim, bias=cfg.bias)
+        nn.Linear(in_dim, hidden, bias=cfg.bias),
+        nn.GELU(),
+        nn.Dropout(cfg.dropout),
+        nn.Linear(hidden, out_dim, bias=cfg.bias),
     )
 
 

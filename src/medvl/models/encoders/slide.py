@@ -69,7 +69,9 @@ class SlideEncoder(ImageEncoder):
 
     def encode_batch(self, batch: Mapping[str, Any]) -> torch.Tensor:
         if "bag" not in batch:
-            raise KeyError(f"the slide encoder reads batch['bag'] (+ 'bag_mask') but the batch has keys {sorted(batch)}")
+            raise KeyError(
+                f"the slide encoder reads batch['bag'] (+ 'bag_mask') but the batch has keys {sorted(batch)}"
+            )
         return self(batch["bag"], batch.get("bag_mask"))
 
     def forward(self, bag: torch.Tensor, bag_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -79,7 +81,9 @@ class SlideEncoder(ImageEncoder):
         if bag_mask is None:
             bag_mask = torch.ones(bag.shape[:2], dtype=torch.bool, device=bag.device)
         if bag_mask.shape != bag.shape[:2]:
-            raise ValueError(f"bag_mask shape {tuple(bag_mask.shape)} does not match bag {tuple(bag.shape[:2])}")
+            raise ValueError(
+                f"bag_mask shape {tuple(bag_mask.shape)} does not match bag {tuple(bag.shape[:2])}"
+            )
         mask = bag_mask.bool()
         empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
         if empty:

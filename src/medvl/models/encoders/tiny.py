@@ -35,7 +35,11 @@ class TransformerBlock(nn.Module):
         self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(
-            nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width), nn.Dropout(dropout)
+            nn.Linear(width, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, width),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,14 +58,20 @@ class TinyCNN(ImageEncoder):
         super().__init__()
         self.in_channels = cfg.in_channels
         w0 = cfg.widths[0]
-        self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, w0, 3, padding=1, bias=False), nn.BatchNorm2d(w0), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(cfg.in_channels, w0, 3, padding=1, bias=False), nn.BatchNorm2d(w0), nn.ReLU()
+        )
         stages = []
         prev = w0
         for width in cfg.widths:
             blocks: list[nn.Module] = []
             for b in range(cfg.blocks_per_stage):
                 stride = 2 if b == 0 else 1
-                blocks += [nn.Conv2d(prev, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+                blocks += [
+                    nn.Conv2d(prev, width, 3, stride=stride, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(),
+                ]
                 prev = width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
@@ -121,7 +131,9 @@ class TinyViT(ImageEncoder):
         """(B, C, image_size, image_size) → (B, width); patch dropout active in training mode only."""
         c, s = self.cfg.in_channels, self.cfg.image_size
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (c, s, s):
-            raise ValueError(f"TinyViT expects pixel_values (B, {c}, {s}, {s}), got {tuple(pixel_values.shape)}")
+            raise ValueError(
+                f"TinyViT expects pixel_values (B, {c}, {s}, {s}), got {tuple(pixel_values.shape)}"
+            )
         x = self.patch_dropout(self.embed(pixel_values))
         for block in self.blocks:
             x = block(x)
@@ -183,7 +195,9 @@ class TinyTextTransformer(TextEncoder):
 
     def train_tokenizer(self, texts: Sequence[str]) -> None:
         """Train a WordPiece tokenizer (≤ ``vocab_size`` tokens) on the training corpus."""
-        self._set_tokenizer(WordPieceTokenizer.train(texts, self.cfg.vocab_size, self.cfg.max_length, self.cfg.lowercase))
+        self._set_tokenizer(
+            WordPieceTokenizer.train(texts, self.cfg.vocab_size, self.cfg.max_length, self.cfg.lowercase)
+        )
 
     def save_assets(self, directory: Path) -> None:
         if self.tokenizer is not None:
@@ -220,4 +234,3 @@ class TinyTextTransformer(TextEncoder):
         if self.cfg.norm == "post":
             x = self.norm(x)
         return pool_tokens(x, valid, self.cfg.pooling)
-

@@ -50,7 +50,9 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = Tru
     tok = _Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=1)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=1, show_progress=False
+    )
     corpus = [t for t in texts if isinstance(t, str) and t.strip()]
     if not corpus:
         raise ValueError("cannot train a tokenizer on an empty corpus")
@@ -75,7 +77,9 @@ class WordPieceTokenizer:
         self._tok.enable_padding(pad_id=self.pad_id, pad_token="[PAD]")
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, max_length: int, lowercase: bool = True) -> WordPieceTokenizer:
+    def train(
+        cls, texts: Iterable[str], vocab_size: int, max_length: int, lowercase: bool = True
+    ) -> WordPieceTokenizer:
         return cls(train_wordpiece(texts, vocab_size, lowercase), max_length)
 
     @classmethod
@@ -131,7 +135,11 @@ class HFTokenizer:
 
     def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         enc = self._tok(
-            list(texts), padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+            list(texts),
+            padding=self.padding,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         )
         out = {"input_ids": enc["input_ids"].long()}
         if "attention_mask" in enc:
