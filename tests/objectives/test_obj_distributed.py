@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from medvl.objectives import clip_loss, nt_xent_loss, siglip_loss, unicl_loss
+from medvl.objectives import GradientProbe, clip_loss, nt_xent_loss, siglip_loss, unicl_loss
 from medvl.objectives.distributed import gather_rows
 
 pytestmark = pytest.mark.distributed
@@ -72,6 +72,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         # 2. a DDP-wrapped model: averaged parameter gradients == global-batch gradients
         model = nn.parallel.DistributedDataParallel(_Both(_model()))
         loss = clip_loss(*model(data["x"][shard], data["t"][shard]), 3.0)
+        # the gradient probe (autograd.grad, no .grad writes) must not disturb DDP's reducer
+        report = GradientProbe(1, scope="all").measure({"clip": loss}, model.module)
+        result["probe_norm"] = torch.tensor(report["clip"])
         loss.backward()
         for pname, param in model.module.inner.named_parameters():
             result[f"ddp.{pname}"] = param.grad
@@ -134,6 +137,8 @@ def test_ddp_parameter_gradients_equal_global_batch(rank_results: list[dict[str,
     for pname, param in model.inner.named_parameters():
         for rank in range(WORLD):
             torch.testing.assert_close(rank_results[rank][f"ddp.{pname}"], param.grad)
+    # the probe reports each rank's local (not averaged) gradient norm
+    assert all(float(r["probe_norm"]) > 0 for r in rank_results)
 
 
 def test_gathered_labels_keep_rank_order(rank_results: list[dict[str, torch.Tensor]]) -> None:
