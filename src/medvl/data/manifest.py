@@ -243,11 +243,15 @@ def as_list(value: Any) -> list[Any]:
     raise TypeError(f"expected a list, got {type(value).__name__}: {value!r}")
 
 
-def infer_image_type(paths: pd.Series | Sequence[str]) -> np.ndarray:
-    """Image type per path from its extension (``""`` where unknown), vectorised."""
-    series = pd.Series(paths, dtype="str").str.lower()
-    ext = series.str.extract(r"(\.[a-z0-9]+)$", expand=False).fillna("")
-    return ext.map(lambda e: _EXTENSION_TYPES.get(e, "")).to_numpy(dtype=object)
+def infer_image_type(paths: pd.Series | Sequence[str] | np.ndarray) -> np.ndarray:
+    """Image type per path from its extension (``""`` where unknown), vectorised with Arrow."""
+    values = paths.to_numpy(dtype=object) if isinstance(paths, pd.Series) else np.asarray(paths, dtype=object)
+    arr = pa.array(values, type=pa.string(), from_pandas=True)
+    ext = pc.struct_field(pc.extract_regex(pc.utf8_lower(arr), r"(?P<ext>\.[a-z0-9]+)$"), [0])
+    keys = pa.array(list(_EXTENSION_TYPES), type=pa.string())
+    kinds = np.array([*_EXTENSION_TYPES.values(), ""], dtype=object)
+    index = pc.fill_null(pc.index_in(ext, value_set=keys), len(keys))
+    return kinds[np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.int64)]
 
 
 def _show(value: Any, width: int = 60) -> str:
@@ -919,18 +923,40 @@ def _escaping_paths(paths: pd.Series) -> np.ndarray:
     return escape
 
 
+def _try_arrow(values: np.ndarray) -> pa.Array | None:
+    """Arrow array with an inferred type, or None when the cells do not share one type."""
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _masked(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Copy of an object array with the cells where ``keep`` is False set to None."""
+    out = values.copy()
+    out[~keep] = None
+    return out
+
+
 def _check_string_column(df: pd.DataFrame, name: str, out: _Collector, *, allow_empty: bool) -> pd.Series:
     values = df[name].to_numpy(dtype=object)
-    is_str = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
-    is_null = pd.isna(df[name]).to_numpy(dtype=bool)
+    n = len(values)
+    arr = _try_arrow(values)
+    if arr is not None and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_null(arr.type)):
+        is_null = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        is_str = ~is_null  # fast path: every cell is a string or null
+    else:  # slow path: describe the offending cells
+        is_str = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=n)
+        is_null = pd.isna(df[name]).to_numpy(dtype=bool)
+        arr = pa.array(np.where(is_str, values, None), type=pa.string(), from_pandas=True)
     out.rows(np.flatnonzero(is_null), name, "is missing")
     rows = np.flatnonzero(~is_str & ~is_null)
     out.rows(rows, name, [f"must be a string, got {_show(values[r])}" for r in rows])
-    strings = pd.Series(np.where(is_str, values, ""), dtype="str")
+    filled = pc.fill_null(arr.cast(pa.string()), "")
     if not allow_empty:
-        empty = is_str & (strings.str.strip() == "").to_numpy(dtype=bool)
-        out.rows(np.flatnonzero(empty), name, "is empty")
-    return strings
+        blank = np.asarray(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(filled)), 0).to_numpy(zero_copy_only=False), dtype=bool)
+        out.rows(np.flatnonzero(is_str & blank), name, "is empty")
+    return pd.Series(filled.to_numpy(zero_copy_only=False), dtype="str")
 
 
 def _check_list_column(
@@ -942,33 +968,25 @@ def _check_list_column(
     """
     values = df[name].to_numpy(dtype=object)
     n = len(values)
+    arr = _try_arrow(values)
+    if arr is not None and _element_type_ok(arr.type, kind):  # fast path: one conversion, no per-row Python
+        return arr, ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     is_null = pd.isna(df[name]).to_numpy(dtype=bool) if n else np.zeros(0, dtype=bool)
     is_list = np.fromiter((_is_list_cell(v) for v in values), dtype=bool, count=n)
     not_list = ~is_list & ~is_null
     out.rows(np.flatnonzero(not_list), name, "must be a list")
     usable = is_list.copy()
-    cells = np.where(usable, values, None)
-    try:
-        arr = pa.array(cells, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-        arr = None
-    if arr is not None and not _element_type_ok(arr.type, kind):
-        arr = None
-    if arr is None:  # slow path: find the offending cells one by one
-        for row in np.flatnonzero(usable):
-            try:
-                cell = pa.array([values[row]], from_pandas=True)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-                cell = None
-            if cell is None or not _element_type_ok(cell.type, kind):
-                out.rows(np.array([row]), name, f"must be a list of {kind} values, got {_show(values[row])}")
-                usable[row] = False
-        try:
-            arr = pa.array(np.where(usable, values, None), from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-            return None, np.zeros(n, dtype=bool)
-        if not _element_type_ok(arr.type, kind):  # mixed element types across rows
-            return None, np.zeros(n, dtype=bool)
+    arr = _try_arrow(_masked(values, usable))
+    if arr is not None and _element_type_ok(arr.type, kind):
+        return arr, usable
+    for row in np.flatnonzero(usable):  # find the offending cells one by one
+        cell = _try_arrow(np.array([values[row], None], dtype=object)[:1])
+        if cell is None or not _element_type_ok(cell.type, kind):
+            out.rows(np.array([row]), name, f"must be a list of {kind} values, got {_show(values[row])}")
+            usable[row] = False
+    arr = _try_arrow(_masked(values, usable))
+    if arr is None or not _element_type_ok(arr.type, kind):  # mixed element types across rows
+        return None, np.zeros(n, dtype=bool)
     return arr, usable
 
 
@@ -1085,8 +1103,11 @@ def validate_manifest(
     rows = np.flatnonzero(bad_fold)
     out.rows(rows, "fold", [f"must be an integer >= -1, got {_show(df['fold'].iloc[r])}" for r in rows])
     source_vals = df["source"].to_numpy(dtype=object)
-    bad_source = np.fromiter((not (isinstance(v, str) or v is None) for v in source_vals), dtype=bool, count=n)
-    out.rows(np.flatnonzero(bad_source & ~pd.isna(df["source"]).to_numpy(dtype=bool)), "source", "must be a string")
+    source_arr = _try_arrow(source_vals)
+    if source_arr is None or not (pa.types.is_string(source_arr.type) or pa.types.is_null(source_arr.type)):
+        bad_source = np.fromiter((not isinstance(v, str) for v in source_vals), dtype=bool, count=n)
+        rows = np.flatnonzero(bad_source & ~pd.isna(df["source"]).to_numpy(dtype=bool))
+        out.rows(rows, "source", [f"must be a string, got {_show(source_vals[r])}" for r in rows])
 
     report.errors = sorted(out.issues, key=lambda e: (-1 if e.row is None else e.row))
     return report
