@@ -399,7 +399,7 @@ def write_report(findings: Sequence[Finding], rng: np.random.Generator) -> Repor
     body += normal
     if rng.random() < 0.4:  # free sentence order
         body = [body[i] for i in rng.permutation(len(body))]
-    n_distractors = categorical(rng, (0.45, 0.4, 0.15))
+    n_distractors = max(categorical(rng, (0.45, 0.4, 0.15)), 0 if body else 1)  # FINDINGS is never empty
     for i in rng.permutation(len(_DISTRACTORS))[:n_distractors]:
         position = int(rng.integers(0, len(body) + 1))
         body.insert(position, Sentence(_DISTRACTORS[int(i)], "findings", "distractor"))
