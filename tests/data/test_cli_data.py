@@ -52,6 +52,7 @@ def test_check_ok(tmp_path: Path, app: typer.Typer, ext: str) -> None:
     assert summary["ok"] and summary["n_records"] == 24 and summary["n_groups"] == 12
     assert summary["tasks"]["f"]["per_class"]["a"] == {"positive": 12, "annotated": 24, "prevalence": 0.5}
     assert summary["texts"]["total_captions"] == 36
+    assert summary["tasks"]["f"]["positives_by_split"] == {"(none)": {"a": 12, "b": 6, "n": 24}}
     assert summary["files"] == {"checked": 24, "missing": 0, "unreadable": 0, "problems": []}
 
 

@@ -66,7 +66,14 @@ def _task_summary(manifest: Manifest, name: str) -> dict[str, Any]:
             }
             for j, c in enumerate(spec.classes)
         }
-        n_pos = np.where(mask, values >= 0.5, False).sum(axis=1)
+        split = manifest.records["split"].fillna("").astype(str).replace("", "(none)").to_numpy(dtype=object)
+        pos = np.where(mask, values >= 0.5, False)
+        out["positives_by_split"] = {
+            str(s): {c: int(pos[split == s, j].sum()) for j, c in enumerate(spec.classes)}
+            | {"n": int((split == s).sum())}
+            for s in np.unique(split.astype(str))
+        }
+        n_pos = pos.sum(axis=1)
         out["positives_per_record"] = {str(k): int(v) for k, v in zip(*np.unique(n_pos, return_counts=True), strict=True)}
         out["unannotated_records"] = int((~mask.any(axis=1)).sum())
     elif spec.kind == "regression":
