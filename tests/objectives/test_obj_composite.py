@@ -188,3 +188,14 @@ def test_describe_nonfinite_names_terms_outputs_and_records() -> None:
     assert "model output 'image_embeds' is non-finite for records ['r2']" in message
     out["logit_scale"] = torch.tensor(float("inf"))
     assert "'logit_scale' holds non-finite values" in obj.describe_nonfinite(out, batch)
+
+
+def test_resolved_config_round_trips_with_every_option_default(tmp_path) -> None:
+    from medvl.config import load_config, save_resolved_config
+
+    cfg = ObjectiveConfig.model_validate(
+        {"terms": [{"name": "t", "kind": "triplet", "options": {"margin": 2.0}}]}
+    )
+    assert cfg.terms[0].options["negatives"] == "random" and cfg.terms[0].options["margin"] == 2.0
+    path = save_resolved_config(cfg, tmp_path, "objective.yaml")
+    assert load_config(path, ObjectiveConfig) == cfg

@@ -356,12 +356,12 @@ class ObjectiveTermConfig(StrictModel):
         if kind is None:  # the kind itself was invalid and is reported on its own
             return options
         try:
-            OPTION_SCHEMAS[kind].model_validate(options)
+            parsed = OPTION_SCHEMAS[kind].model_validate(options)
         except ValidationError as exc:
             raise PydanticCustomError(
                 "objective_options", "{detail}", {"detail": _format_errors(exc, "")}
             ) from None
-        return options
+        return parsed.model_dump()  # every default filled in, so the saved run config is fully resolved
 
     def parsed_options(self) -> TermOptions:
         """The options as the typed schema of this kind (defaults filled in)."""
