@@ -62,6 +62,8 @@ def test_hand_counted_vit_size() -> None:
         ({"mode": "partial", "fraction": 0.5}, EMBED + BLOCK),  # ceil(0.5 · 4) = 2 groups
         ({"mode": "partial", "fraction": 0.6}, EMBED + 2 * BLOCK),  # ceil(2.4) = 3 groups
         ({"mode": "partial", "groups": 2, "train_norms": True}, EMBED + BLOCK - 2 * NORM),
+        ({"mode": "partial", "indices": [1, 2]}, 2 * BLOCK),  # blocks only, embedding trainable (A.4)
+        ({"mode": "partial", "indices": [-1, 0]}, NORM + EMBED),
     ],
 )
 def test_trainable_counts(freeze: dict[str, object], frozen: int) -> None:
@@ -112,13 +114,20 @@ def test_too_many_groups_is_an_error() -> None:
     [
         ({"mode": "partial"}, "exactly one of"),
         ({"mode": "partial", "groups": 1, "fraction": 0.5}, "exactly one of"),
+        ({"mode": "partial", "groups": 1, "indices": [0]}, "exactly one of"),
         ({"mode": "full", "groups": 1}, "only apply to mode=partial"),
+        ({"mode": "none", "indices": [1]}, "only apply to mode=partial"),
         ({"mode": "partly"}, "vision.tiny_vit.freeze.mode"),
     ],
 )
 def test_invalid_freeze_configs(freeze: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         cfg(vision_freeze=freeze)
+
+
+def test_out_of_range_index_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"freeze.indices has 4 but the tower has only 4 layer groups"):
+        build_model(cfg(vision_freeze={"mode": "partial", "indices": [4]}))
 
 
 def test_full_freeze_with_train_norms_is_rejected() -> None:

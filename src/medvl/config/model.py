@@ -56,7 +56,8 @@ class FreezeConfig(StrictModel):
     - ``full``: every parameter of the tower frozen and the tower kept in eval mode (dropout off,
       BatchNorm statistics fixed), so its outputs are deterministic and cacheable;
     - ``partial``: the first ``groups`` layer groups (or the first ``ceil(fraction · n_groups)``)
-      counted **from the input side** are frozen; the rest stays trainable.
+      counted **from the input side** are frozen; the rest stays trainable. ``indices`` instead
+      freezes exactly the listed groups (0 = the input-side group, negative counts from the end).
 
     ``train_norms`` keeps normalisation layers (LayerNorm, BatchNorm, GroupNorm, RMSNorm) inside
     the frozen groups trainable. ``freeze_bn_stats`` keeps BatchNorm layers of frozen groups in
@@ -67,18 +68,18 @@ class FreezeConfig(StrictModel):
     mode: Literal["none", "full", "partial"] = "none"
     groups: int | None = Field(default=None, ge=0)
     fraction: float | None = Field(default=None, ge=0.0, le=1.0)
+    indices: list[int] | None = None
     train_norms: bool = False
     freeze_bn_stats: bool = True
 
     @model_validator(mode="after")
     def _check_partial(self) -> FreezeConfig:
+        chosen = sum(x is not None for x in (self.groups, self.fraction, self.indices))
         if self.mode == "partial":
-            if (self.groups is None) == (self.fraction is None):
-                raise ValueError("freeze.mode=partial needs exactly one of freeze.groups or freeze.fraction")
-        elif self.groups is not None or self.fraction is not None:
-            raise ValueError(
-                f"freeze.groups/freeze.fraction only apply to mode=partial (mode is {self.mode!r})"
-            )
+            if chosen != 1:
+                raise ValueError("freeze.mode=partial needs exactly one of freeze.groups, freeze.fraction, freeze.indices")
+        elif chosen:
+            raise ValueError(f"freeze.groups/fraction/indices only apply to mode=partial (mode is {self.mode!r})")
         return self
 
 

@@ -10,6 +10,9 @@ Semantics (``FreezeConfig``):
   first ``ceil(f · n_groups)`` groups. (open_clip counts *unlocked* groups from the head instead —
   issues #854/#866 show how confusing an undocumented count is; here N counts *frozen* groups
   from the input.) ``groups: n_groups`` freezes every group but not parameters outside groups.
+  ``indices: [1, 2, 3, 4]`` freezes exactly those groups (negative indices count from the end);
+  e.g. for an HF ViT that freezes blocks 0–3 and leaves the embeddings trainable, which is what the
+  Balancing-Act code did (A.4).
 - ``full`` freezes every parameter of the tower (groups or not) and keeps the tower in eval mode.
 - ``train_norms`` keeps normalisation layers (LayerNorm, BatchNorm, GroupNorm, InstanceNorm,
   RMSNorm and subclasses) inside frozen groups trainable.
@@ -28,7 +31,14 @@ from torch import nn
 
 from medvl.config.model import FreezeConfig
 
-__all__ = ["NORM_TYPES", "FreezeState", "apply_freezing", "count_parameters", "num_frozen_groups"]
+__all__ = [
+    "NORM_TYPES",
+    "FreezeState",
+    "apply_freezing",
+    "count_parameters",
+    "frozen_group_indices",
+    "num_frozen_groups",
+]
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
@@ -52,12 +62,27 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return total
 
 
+def frozen_group_indices(n_groups: int, cfg: FreezeConfig) -> list[int]:
+    """Indices (sorted, in ``range(n_groups)``) of the layer groups ``cfg`` freezes."""
+    if cfg.mode == "partial" and cfg.indices is not None:
+        out = set()
+        for i in cfg.indices:
+            if not -n_groups <= i < n_groups:
+                raise ValueError(f"freeze.indices has {i} but the tower has only {n_groups} layer groups")
+            out.add(i % n_groups)
+        return sorted(out)
+    return list(range(num_frozen_groups(n_groups, cfg)))
+
+
 def num_frozen_groups(n_groups: int, cfg: FreezeConfig) -> int:
-    """How many leading layer groups ``cfg`` freezes out of ``n_groups``."""
+    """How many leading layer groups ``cfg`` freezes out of ``n_groups`` (modes none/full/partial by
+    ``groups`` or ``fraction``; use :func:`frozen_group_indices` for ``indices``)."""
     if cfg.mode == "none":
         return 0
     if cfg.mode == "full":
         return n_groups
+    if cfg.indices is not None:
+        return len(frozen_group_indices(n_groups, cfg))
     if cfg.groups is not None:
         if cfg.groups > n_groups:
             raise ValueError(f"freeze.groups={cfg.groups} but the tower has only {n_groups} layer groups")
@@ -88,8 +113,8 @@ class FreezeState:
 def apply_freezing(tower: nn.Module, cfg: FreezeConfig, groups: list[nn.Module]) -> FreezeState:
     """Set ``requires_grad`` on ``tower`` according to ``cfg``; ``groups`` = ``tower.layer_groups()``."""
     n = len(groups)
-    k = num_frozen_groups(n, cfg)
-    state = FreezeState(mode=cfg.mode, n_groups=n, n_frozen_groups=k)
+    chosen = frozen_group_indices(n, cfg)
+    state = FreezeState(mode=cfg.mode, n_groups=n, n_frozen_groups=len(chosen))
     if cfg.mode == "none":
         return state
     if cfg.mode == "full":
@@ -100,7 +125,7 @@ def apply_freezing(tower: nn.Module, cfg: FreezeConfig, groups: list[nn.Module])
         state.eval_modules.append(tower)
         tower.eval()
         return state
-    frozen = groups[:k]
+    frozen = [groups[i] for i in chosen]
     for group in frozen:
         for p in group.parameters():
             p.requires_grad_(False)
