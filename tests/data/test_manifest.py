@@ -247,6 +247,8 @@ def _issues(m: Manifest, **kw: object) -> set[tuple[str | None, str]]:
         ({"text_labels.findings": [[1, 0, 0]]}, "text_labels.findings", "2 texts"),
         ({"text_labels.findings": [[1, 0], [0, 0]]}, "text_labels.findings", "3 values"),
         ({"group": ""}, "group", "empty"),
+        ({"labels.grade": [1, 2]}, "labels.grade", "must be a number"),
+        ({"label_mask.grade": "yes"}, "label_mask.grade", "true/false"),
         ({"split": "training"}, "split", "unknown split"),
         ({"fold": -3}, "fold", "integer >= -1"),
     ],
@@ -254,6 +256,8 @@ def _issues(m: Manifest, **kw: object) -> set[tuple[str | None, str]]:
 def test_validation_names_record_and_column(change: dict[str, object], column: str, fragment: str) -> None:
     m = make_manifest()
     for key, value in change.items():
+        if key not in m.records.columns:
+            m.records[key] = pd.Series([True] * len(m), dtype=object)
         m.records[key] = m.records[key].astype(object)
         m.records.at[0, key] = value  # type: ignore[index]
     report = validate_manifest(m)

@@ -931,6 +931,18 @@ def _try_arrow(values: np.ndarray) -> pa.Array | None:
         return None
 
 
+def _to_float(series: pd.Series) -> np.ndarray:
+    """Numbers as float64 (NaN where a cell is null or not a number); never raises."""
+    try:
+        return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):  # cells such as lists
+        out = np.full(len(series), np.nan)
+        for i, v in enumerate(series.to_numpy(dtype=object)):
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+                out[i] = float(v)
+        return out
+
+
 def _masked(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Copy of an object array with the cells where ``keep`` is False set to None."""
     out = values.copy()
@@ -1149,7 +1161,7 @@ def _validate_task(df: pd.DataFrame, spec: TaskSpec, out: _Collector, text_count
                 out.rows(np.unique(parents[flat_nan]), col, "NaN label without a label_mask column (mask it out)")
     else:
         raw = df[col]
-        numeric = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        numeric = _to_float(raw)
         is_null = pd.isna(raw).to_numpy(dtype=bool)
         not_number = np.isnan(numeric) & ~is_null
         if raw.dtype == object:
@@ -1175,6 +1187,16 @@ def _validate_task(df: pd.DataFrame, spec: TaskSpec, out: _Collector, text_count
             missing = (np.isnan(numeric) & ~not_number) | (numeric == -1)
         if required:
             out.rows(np.flatnonzero(missing), col, "record has no label for a required task")
+        mask_col = MASK_PREFIX + spec.name
+        if mask_col in df.columns:
+            mask_arr = _try_arrow(df[mask_col].to_numpy(dtype=object))
+            if mask_arr is None or not (pa.types.is_boolean(mask_arr.type) or pa.types.is_null(mask_arr.type)):
+                values = df[mask_col].to_numpy(dtype=object)
+                bad = np.fromiter(
+                    (not (v is None or isinstance(v, (bool, np.bool_))) for v in values), dtype=bool, count=n
+                )
+                rows = np.flatnonzero(bad)
+                out.rows(rows, mask_col, [f"must be true/false for a {spec.kind} task, got {_show(values[r])}" for r in rows])
     tl_col = TEXT_LABEL_PREFIX + spec.name
     if tl_col in df.columns:
         kind: Literal["number", "nested"] = "nested" if spec.kind == "multilabel" else "number"
