@@ -39,7 +39,25 @@ def write_tiny_dataset(root: Path, n: int = 24, size: int = 16, seed: int = 0) -
     return write_manifest(manifest, root / "manifest.parquet")
 
 
-def run_config_dict(manifest: Path, **training: object) -> dict[str, object]:
+def train_tokenizer_file(manifest: Path) -> Path:
+    """Train the tiny text tower's tokenizer once on the manifest's texts and save it next to it.
+
+    (WordPiece training in ``tokenizers`` is not reproducible across processes — ties are broken
+    by hash order — so runs that must match share one trained tokenizer file.)
+    """
+    from medvl.config.model import ModelConfig
+    from medvl.data.manifest import read_manifest
+    from medvl.models import build_model
+
+    model = build_model(ModelConfig.model_validate(run_config_dict(manifest)["model"]))
+    texts = [t for row in read_manifest(manifest).records["texts"] for t in row]
+    model.train_tokenizer(texts)
+    target = manifest.parent / "tokenizer"
+    model.save_pretrained(target)
+    return target / "text" / "tokenizer.json"
+
+
+def run_config_dict(manifest: Path, tokenizer: Path | None = None, **training: object) -> dict[str, object]:
     """A small run config on the tiny dataset: tiny CNN + tiny text tower, CLIP + BCE (λ = 0.5)."""
     return {
         "name": "tiny",
@@ -51,7 +69,7 @@ def run_config_dict(manifest: Path, **training: object) -> dict[str, object]:
             "embed_dim": 8,
             "vision": {"kind": "tiny_cnn", "in_channels": 1, "widths": [4, 8]},
             "text": {"kind": "tiny_text", "vocab_size": 64, "max_length": 16, "width": 16, "depth": 1,
-                     "heads": 2},
+                     "heads": 2, "tokenizer": None if tokenizer is None else str(tokenizer)},
             "classifiers": {"findings": {"kind": "multilabel", "num_classes": 3}},
         },
         "objective": {

@@ -25,7 +25,7 @@ import yaml
 from medvl import __version__
 from medvl.config.loading import ConfigError
 from medvl.config.training import RunConfig
-from medvl.training.callbacks import ObjectiveValidation, ValidationHook
+from medvl.training.callbacks import Callback, ObjectiveValidation, ValidationHook
 from medvl.training.checkpoint import load_model_weights, resolve_checkpoint
 from medvl.training.trainer import FitResult, Trainer
 from medvl.utils.hashing import hash_object
@@ -84,6 +84,7 @@ def run_training(
     resume: bool = False,
     overwrite: bool = False,
     validation_hooks: Sequence[ValidationHook] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     """Train ``cfg`` into ``run_dir`` (see the module docstring); resume its last checkpoint when asked.
 
@@ -165,7 +166,7 @@ def run_training(
         "seed": cfg.seed,
     }
     trainer = Trainer(cfg.training, target, seed=cfg.seed, fabric=fabric, validation_hooks=hooks,
-                      provenance=provenance, gradient_probe=probe)
+                      provenance=provenance, gradient_probe=probe, callbacks=callbacks)
     return trainer.fit(model, objective, train_set, val_loss_set, collate_fn=collate, resume=resume)
 
 
