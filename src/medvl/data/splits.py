@@ -123,40 +123,47 @@ def iterative_stratification(
         raise ValueError(f"sizes must have shape ({g},), got {weights.shape}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(g)  # canonical visiting order: items arrive sorted by id
-    desired_total = props * weights.sum()
-    desired_label = props[:, None] * counts.sum(axis=0)[None, :]
+    tie_draws: list[float] = np.asarray(rng.random(g), dtype=np.float64).tolist()  # seeded tie breaks
+    k_range = list(range(len(props)))
+    # plain Python lists: the greedy loop touches K values and the item's nonzero labels only
+    desired_total: list[float] = [float(p) * float(weights.sum()) for p in props]
+    desired_label = (props[:, None] * counts.sum(axis=0)[None, :]).tolist()
+    item_rows, item_cols = np.nonzero(counts)
+    indptr = np.searchsorted(item_rows, np.arange(g + 1)).tolist()
+    cols = item_cols.tolist()
+    vals = counts[item_rows, item_cols].tolist()
+    weight_list = weights.tolist()
     assignment = np.full(g, -1, dtype=np.int64)
     positive = counts > 0
 
-    def choose(candidates: np.ndarray) -> int:
-        if len(candidates) == 1:
-            return int(candidates[0])
-        return int(candidates[rng.integers(len(candidates))])
-
     def place(item: int, label: int | None) -> None:
-        k = np.arange(len(props))
-        if label is not None:
-            want = desired_label[:, label]
-            k = np.flatnonzero(want == want.max())
-        if len(k) > 1:
-            totals = desired_total[k]
-            k = k[totals == totals.max()]
-        j = choose(k)
+        if label is None:
+            candidates = k_range
+        else:
+            want = [desired_label[j][label] for j in k_range]
+            best = max(want)
+            candidates = [j for j in k_range if want[j] == best]
+        if len(candidates) > 1:
+            best_total = max(desired_total[j] for j in candidates)
+            candidates = [j for j in candidates if desired_total[j] == best_total]
+        j = candidates[0] if len(candidates) == 1 else candidates[int(tie_draws[item] * len(candidates))]
         assignment[item] = j
-        desired_label[j] -= counts[item]
-        desired_total[j] -= weights[item]
+        row = desired_label[j]
+        for p in range(indptr[item], indptr[item + 1]):
+            row[cols[p]] -= vals[p]
+        desired_total[j] -= weight_list[item]
 
     remaining = np.ones(g, dtype=bool)
     while n_labels and (positive & remaining[:, None]).any():
         left = np.where(remaining[:, None], counts, 0.0).sum(axis=0)
         left[left <= 0] = np.inf
         label = int(np.argmin(left))
-        for item in order[remaining[order] & positive[order, label]]:
-            place(int(item), label)
-            remaining[item] = False
-    for item in order[remaining[order]]:
-        place(int(item), None)
-        remaining[item] = False
+        items = order[remaining[order] & positive[order, label]]
+        for item in items.tolist():
+            place(item, label)
+        remaining[items] = False
+    for item in order[remaining[order]].tolist():
+        place(item, None)
     return assignment
 
 
