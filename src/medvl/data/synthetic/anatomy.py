@@ -123,9 +123,10 @@ class LungGeometry:
         """Diaphragm y at lateral distance ``u`` = |x|: lowest at the lateral costophrenic angle,
         shallower towards the cardiophrenic angle."""
         peak = self.medial + 0.45 * (self.lateral - self.medial)
-        t = (np.asarray(u) - peak) / max(self.lateral - peak, 1e-3)
-        depth = np.where(t > 0, self.dome_depth, 0.35 * self.dome_depth)
-        return np.asarray(self.dome + depth * t * t)
+        t = (np.asarray(u) - peak) * (1.0 / max(self.lateral - peak, 1e-3))
+        # medially (t < 0) the dome is 0.35× as deep: scale t by sqrt(0.35) there
+        t = np.where(t > 0, t, t * 0.5916)
+        return np.asarray(self.dome + self.dome_depth * t * t)
 
     def point(self, a: float, b: float) -> tuple[float, float]:
         """Patient (x, y) of lung coordinates ``a`` (0 medial → 1 lateral), ``b`` (0 apex → 1 base)."""

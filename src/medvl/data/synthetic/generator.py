@@ -9,7 +9,6 @@ stream). Same seed → byte-identical PNGs and manifest.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -20,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from pydantic import Field
 
 from medvl.config import StrictModel
@@ -37,6 +35,7 @@ from medvl.data.synthetic.findings import (
     sample_visit_findings,
 )
 from medvl.data.synthetic.pathology import apply_findings
+from medvl.data.synthetic.png import encode_png
 from medvl.data.synthetic.reports import Report, write_report
 from medvl.data.synthetic.scene import Scene
 from medvl.data.synthetic.textures import texture_bank
@@ -71,15 +70,15 @@ _MAX_VISITS = 6
 class SynthConfig(StrictModel):
     """Options of ``medvl data synth`` (and of ``generate_dataset``)."""
 
-    n: int = Field(2000, ge=1, description="number of images (records)")
-    seed: int = Field(0, ge=0, description="dataset seed")
-    size: int = Field(128, ge=32, le=2048, description="image side in pixels")
-    mean_visits: float = Field(2.5, ge=1.0, le=float(_MAX_VISITS), description="mean images per patient")
-    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of the PNGs (1: fast)")
-    workers: int = Field(1, ge=1, description="processes rendering images (output does not depend on it)")
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of images (whole patients) held out as test")
-    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="share of images (whole patients) held out as val")
-    n_folds: int = Field(5, ge=0, description="cross-validation folds over the train patients (0: none; else >= 2)")
+    n: int = Field(default=2000, ge=1, description="number of images (records)")
+    seed: int = Field(default=0, ge=0, description="dataset seed")
+    size: int = Field(default=128, ge=32, le=2048, description="image side in pixels")
+    mean_visits: float = Field(default=2.5, ge=1.0, le=float(_MAX_VISITS), description="mean images per patient")
+    png_compress_level: int = Field(default=1, ge=0, le=9, description="zlib level of the PNGs (1: fast)")
+    workers: int = Field(default=1, ge=1, description="processes rendering images (output does not depend on it)")
+    test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description="share of images (whole patients) held out as test")
+    val_fraction: float = Field(default=0.0, ge=0.0, lt=1.0, description="share of images (whole patients) held out as val")
+    n_folds: int = Field(default=5, ge=0, description="cross-validation folds over the train patients (0: none; else >= 2)")
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -160,15 +159,6 @@ def render_case(case: SyntheticCase, size: int) -> np.ndarray:
 
     scene = apply_findings(case.anatomy, geometry, case.findings, make_scene, finding_rng)
     return scene.compose(_rng(case.seed, _NOISE, case.patient, case.visit))
-
-
-def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """8-bit grayscale PNG bytes of a (H, W) uint8 array (deterministic: no timestamps)."""
-    if image.dtype != np.uint8 or image.ndim != 2:
-        raise ValueError(f"expected a 2-D uint8 image, got {image.dtype} {image.shape}")
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
 
 
 def _record(case: SyntheticCase, image_path: str) -> dict[str, Any]:

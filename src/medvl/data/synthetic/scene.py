@@ -13,6 +13,7 @@ ribs +0.07, tubes +0.4.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -38,8 +39,7 @@ def ramp(d: np.ndarray, width: float) -> np.ndarray:
     """Soft step: 0 for ``d <= -width/2``, 1 for ``d >= width/2``, linear between (float32)."""
     out = np.multiply(d, _F32(1.0 / width), dtype=np.float32)
     out += _F32(0.5)
-    np.minimum(out, _F32(1.0), out=out)
-    np.maximum(out, _F32(0.0), out=out)
+    np.clip(out, _F32(0.0), _F32(1.0), out=out)  # (np.minimum/np.maximum are ~3x slower here)
     return out
 
 
@@ -78,6 +78,7 @@ class LungField:
     a: np.ndarray
     b: np.ndarray
     u: np.ndarray
+    texture_index: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,12 @@ class Scene:
 
     def window(self, x0: float, x1: float, y0: float, y1: float) -> tuple[slice, slice]:
         """Pixel window (rows, cols) covering the patient-space box [x0, x1] × [y0, y1]."""
-        cols, rows = self.to_pixels(np.array([x0, x1, x0, x1]), np.array([y0, y0, y1, y1]))
-        c0, c1 = int(np.floor(cols.min())), int(np.ceil(cols.max())) + 1
-        r0, r1 = int(np.floor(rows.min())), int(np.ceil(rows.max())) + 1
+        acq = self.acquisition
+        c, s, k = math.cos(acq.rotation) * acq.scale, math.sin(acq.rotation) * acq.scale, 0.5 * (self.size - 1)
+        cols = [(acq.shift_x + c * px - s * py + 1.0) * k for px, py in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))]
+        rows = [(acq.shift_y + s * px + c * py + 1.0) * k for px, py in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))]
+        c0, c1 = math.floor(min(cols)), math.ceil(max(cols)) + 1
+        r0, r1 = math.floor(min(rows)), math.ceil(max(rows)) + 1
         n = self.size
         return slice(min(max(r0, 0), n), min(max(r1, 0), n)), slice(min(max(c0, 0), n), min(max(c1, 0), n))
 
@@ -160,8 +164,8 @@ class Scene:
         x, y = self.x[window], self.y[window]
         u = x * _F32(lung.sign)
         medial = _F32(lung.medial) + _F32(lung.medial_slope) * (y - _F32(lung.top))
-        top = lung.top_at(u).astype(np.float32)
-        dome = lung.dome_at(u).astype(np.float32)
+        top = lung.top_at(u).astype(np.float32, copy=False)
+        dome = lung.dome_at(u).astype(np.float32, copy=False)
         mask = ramp(_F32(lung.lateral) - u, _EDGE)
         mask *= ramp(u - medial, _EDGE)
         mask *= ramp(dome - y, _EDGE)
@@ -192,9 +196,13 @@ class Scene:
         x, y = self.x, self.y
         ax = np.abs(x)
         # body: thicker centrally, tapering to the neck above the shoulders
-        half = _F32(g.body_half_width) * (_F32(1.0) - _F32(0.5) * ramp(_F32(-0.95) - y, 0.4))
         rel = ax * _F32(1.0 / g.body_half_width)
-        d = ramp(half - ax, 0.1) * (_F32(0.36) + _F32(0.14) * (_F32(1.0) - rel * rel))
+        thickness = _F32(0.5) - _F32(0.14) * rel * rel
+        d = ramp(_F32(g.body_half_width) - ax, 0.1)
+        top = self.window(-1.5, 1.5, -1.5, -0.7)
+        half = _F32(g.body_half_width) * (_F32(1.0) - _F32(0.5) * ramp(_F32(-0.95) - y[top], 0.4))
+        d[top] = ramp(half - ax[top], 0.1)
+        d *= thickness
         # mediastinum (widening caudally) merged with the heart shadow and the aortic knob
         mw = g.mediastinum_half_width
         hx, hw = g.heart_center[0], g.heart_half_width
@@ -235,7 +243,9 @@ class Scene:
     # ------------------------------------------------------------------ textures
     def texture(self, kind: str, lung: LungField, salt: int = 0) -> np.ndarray:
         """Texture ``kind`` ("markings" or "blobs") sampled on ``lung``'s window, float32 in [0, 1]."""
-        index = self.bank.lookup_index(lung.x, lung.y, self.acquisition.texture_shift)
+        if lung.texture_index is None:
+            lung.texture_index = self.bank.lookup_index(lung.x, lung.y, self.acquisition.texture_shift)
+        index = lung.texture_index
         k = (self.anatomy.marking_texture if kind == "markings" else self.anatomy.blob_texture) + salt
         return self.bank.sample(kind, k, index)
 
