@@ -67,6 +67,9 @@ def test_check_reports_missing_and_corrupt_files(tmp_path: Path, app: typer.Type
     assert [p["id"] for p in summary["files"]["problems"]] == ["r3", "r5"]
     assert "r3" in result.output and "3.png" in result.output
     assert CliRunner().invoke(app, ["check", str(path), "--no-verify-files"]).exit_code == 0
+    CliRunner().invoke(app, ["check", str(path), "--no-decode", "--json", str(tmp_path / "n.json")])
+    files = json.loads((tmp_path / "n.json").read_text())["files"]
+    assert (files["missing"], files["unreadable"]) == (1, 0)  # the corrupt file is only found by decoding
 
 
 def test_check_reports_schema_errors(tmp_path: Path, app: typer.Typer) -> None:

@@ -33,6 +33,9 @@ def check_command(
     verify_files: bool = typer.Option(
         True, "--verify-files/--no-verify-files", help="Open and decode every referenced file."
     ),
+    decode: bool = typer.Option(
+        True, "--decode/--no-decode", help="With --verify-files: decode each file (else existence and permissions only)."
+    ),
     require_texts: bool = typer.Option(False, "--require-texts", help="Records without any text are errors."),
     workers: int = typer.Option(4, "--workers", min=1, help="Threads for the file scan."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON here."),
@@ -51,7 +54,7 @@ def check_command(
     problems = None
     if verify_files:
         try:
-            problems = preflight(m, workers=workers)
+            problems = preflight(m, decode=decode, workers=workers)
         except ManifestError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
