@@ -1,9 +1,139 @@
-"""`medvl data` subcommands of this area (filled in by its issue)."""
+"""``medvl data import``, ``medvl data shard`` and ``medvl data label-reports``."""
 
 from __future__ import annotations
 
+import datetime as _dt
+from pathlib import Path
+
 import typer
+
+_IMPORT_HELP = """Turn a public dataset's own files into a medvl manifest.
+
+NAME is one of: chexpert, coco, covid_qu, flickr30k, medmnist, mimic_cxr, nih_cxr14, padchest,
+pcam, pmc_oa, quilt, roco, rsna_pneumonia, siim_acr, slides, vindr (see docs/datasets.md).
+Adapter options are given as --set key=value (values parsed as YAML), e.g.
+--set uncertain=ones --set frontal_only=true."""
 
 
 def register_data(data_app: typer.Typer) -> None:
-    """Add this module's subcommands to the ``data`` group."""
+    """Add ``import``, ``shard`` and ``label-reports`` to the ``data`` group."""
+
+    @data_app.command("import", help=_IMPORT_HELP)
+    def import_command(
+        name: str = typer.Argument(..., help="Dataset adapter name."),
+        root: Path = typer.Option(..., "--root", help="The dataset's directory, as downloaded/unpacked."),
+        out: Path = typer.Option(..., "--out", help="Manifest to write (.parquet, .csv or .jsonl)."),
+        set_: list[str] = typer.Option([], "--set", help="Adapter option key=value (repeatable)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing manifest."),
+    ) -> None:
+        import medvl
+        from medvl.config import ConfigError, apply_overrides
+        from medvl.data.adapters import ADAPTERS, DatasetFormatError, DatasetLayoutError, import_dataset
+        from medvl.data.manifest import ManifestError, validate_manifest, write_manifest
+        from medvl.utils.io import atomic_write_json
+
+        if name not in ADAPTERS:
+            typer.echo(f"error: unknown dataset {name!r}; available: {', '.join(sorted(ADAPTERS))}", err=True)
+            raise typer.Exit(2)
+        if out.exists() and not overwrite:
+            typer.echo(f"error: {out} exists; pass --overwrite to replace it", err=True)
+            raise typer.Exit(2)
+        try:
+            options = apply_overrides({}, set_)
+            spec = ADAPTERS[name]
+            if spec.extracts_images and "extract_dir" not in options:
+                options["extract_dir"] = str(out.parent / f"{out.name.split('.')[0]}_images")
+            imported = import_dataset(name, root, options)
+            manifest = imported.to_manifest()
+            validate_manifest(manifest).raise_if_errors()
+            write_manifest(manifest, out)
+        except (ConfigError, DatasetLayoutError, DatasetFormatError, ManifestError, KeyError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        info = {**imported.info, "medvl_version": medvl.__version__, "root": str(Path(root).resolve()),
+                "manifest": str(out), "manifest_hash": manifest.hash(),
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        info_path = out.parent / f"{out.name.split('.')[0]}.import.json"
+        atomic_write_json(info_path, info)
+        splits = ", ".join(f"{s}: {v['records']} records / {v['groups']} groups" for s, v in info["splits"].items())
+        typer.echo(f"wrote {out} ({len(manifest)} records; {splits})")
+        typer.echo(f"tasks: {', '.join(f'{t.name} ({t.kind}, {t.num_classes})' for t in manifest.tasks.values()) or 'none'}")
+        skipped = info["skipped"]
+        if skipped["counts"] or skipped["filtered"]:
+            typer.echo(f"skipped: {skipped['counts']}; filtered by options: {skipped['filtered']}")
+        for note in info["notes"]:
+            typer.echo(f"note: {note}")
+        typer.echo(f"import info: {info_path}")
+
+    @data_app.command("shard")
+    def shard_command(
+        manifest_path: Path = typer.Argument(..., help="Manifest (.parquet/.csv/.jsonl)."),
+        out: Path = typer.Option(..., "--out", help="Empty directory for the shards and index.json."),
+        shard_size: int = typer.Option(1000, "--shard-size", help="Records per shard."),
+        split: str | None = typer.Option(None, "--split", help="Only this split."),
+        on_bad_sample: str = typer.Option("error", "--on-bad-sample", help="error or skip (counted in index.json)."),
+    ) -> None:
+        """Write WebDataset tar shards (+ index.json) from any manifest."""
+        from medvl.data.manifest import ManifestError, read_manifest
+        from medvl.data.shards import write_shards
+
+        if on_bad_sample not in ("error", "skip"):
+            typer.echo("error: --on-bad-sample must be error or skip", err=True)
+            raise typer.Exit(2)
+        try:
+            manifest = read_manifest(manifest_path)
+            index = write_shards(manifest, out, shard_size, split=split, on_bad_sample=on_bad_sample)  # type: ignore[arg-type]
+        except (ManifestError, FileNotFoundError, FileExistsError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"wrote {len(index.shards)} shards with {index.total} records to {out}")
+        if index.meta.get("skipped"):
+            typer.echo(f"skipped {len(index.meta['skipped'])} records (listed in {out / 'index.json'})")
+
+    @data_app.command("label-reports")
+    def label_reports_command(
+        input_path: Path = typer.Argument(..., help="CSV/JSONL/Parquet with a text column, or a directory of .txt reports."),
+        out: Path = typer.Option(..., "--out", help="Output CSV (or .parquet): id + 14 CheXpert columns (1, 0, -1, blank)."),
+        text_column: str = typer.Option("report", "--text-column"),
+        id_column: str = typer.Option("id", "--id-column"),
+        sections: str = typer.Option("findings,impression", "--sections",
+                                     help="Sections to label; 'all' labels the whole text."),
+    ) -> None:
+        """Label radiology reports with the 14 CheXpert observations (negation/uncertainty aware)."""
+        import pandas as pd
+
+        from medvl.data.adapters.image_text import read_records_file
+        from medvl.data.labeller import CHEXPERT_CLASSES, ReportLabeller
+        from medvl.utils.io import atomic_open
+
+        if input_path.is_dir():
+            paths = sorted(input_path.rglob("*.txt"))
+            if not paths:
+                typer.echo(f"error: no .txt reports under {input_path}", err=True)
+                raise typer.Exit(1)
+            ids = [p.relative_to(input_path).with_suffix("").as_posix() for p in paths]
+            texts = [p.read_text(encoding="utf-8", errors="replace") for p in paths]
+        elif input_path.is_file():
+            table = read_records_file(input_path)
+            missing = [c for c in (text_column, id_column) if c not in table.columns]
+            if missing:
+                typer.echo(f"error: {input_path} has no column(s) {missing}; found {list(table.columns)}", err=True)
+                raise typer.Exit(1)
+            ids = [str(v) for v in table[id_column]]
+            texts = ["" if pd.isna(v) else str(v) for v in table[text_column]]
+        else:
+            typer.echo(f"error: {input_path} does not exist", err=True)
+            raise typer.Exit(1)
+        whole = sections.strip().lower() == "all"
+        labeller = ReportLabeller(sections=[s.strip() for s in sections.split(",") if s.strip()] if not whole else ())
+        codes = labeller.label_reports(texts, sections=not whole)
+        frame = pd.DataFrame(codes, columns=list(CHEXPERT_CLASSES))
+        frame.insert(0, "id", ids)
+        if out.suffix == ".parquet":
+            with atomic_open(out, "wb", encoding=None) as handle:
+                frame.to_parquet(handle, index=False)
+        else:
+            with atomic_open(out, "w") as handle:
+                frame.to_csv(handle, index=False)
+        positives = {c: int((frame[c] == 1).sum()) for c in CHEXPERT_CLASSES}
+        typer.echo(f"labelled {len(frame)} reports → {out}; positives per class: {positives}")

@@ -105,13 +105,21 @@ class ReportLabeller:
         fallback: what to label when none of ``sections`` exists (``last_paragraph`` or ``none``).
         anatomy_window: words after (and half as many before) an anatomical mention in which a
             qualifier ("enlarged", "normal") is looked for.
+        global_negations: also read whole-chest normal statements ("no acute cardiopulmonary
+            process", "the lungs are clear", "no acute osseous abnormality") as negating the
+            acute findings they cover (:data:`rules.GLOBAL_NEGATIONS`). Off by default, matching
+            the CheXpert labeller, which leaves such findings unmentioned.
     """
 
     classes: tuple[str, ...] = rules.CHEXPERT_CLASSES
 
     def __init__(self, sections: Sequence[str] = ("findings", "impression"),
-                 fallback: Literal["last_paragraph", "none"] = "last_paragraph", anatomy_window: int = 6) -> None:
+                 fallback: Literal["last_paragraph", "none"] = "last_paragraph", anatomy_window: int = 6,
+                 global_negations: bool = False) -> None:
         self.sections = tuple(sections)
+        self.global_negations = global_negations
+        self._global = [(re.compile(r"(?<![\w-])(?:" + p + r")(?![\w-])", re.IGNORECASE), obs)
+                        for p, obs in rules.GLOBAL_NEGATIONS.items()]
         self.fallback = fallback
         self.anatomy_window = anatomy_window
         mention_items = [(obs, p) for obs, ps in rules.MENTIONS.items() for p in ps]
@@ -139,7 +147,7 @@ class ReportLabeller:
         text = sentence.lower()
         mentions = [m for m in _longest_first(_find(self._mentions, self._mention_names, text))]
         if not mentions:
-            return []
+            return self._global_results(text)
         triggers = [t for t in _find(self._triggers, self._trigger_names, text)
                     if not any(t.overlaps(m) for m in mentions)]
         triggers = _longest_first(triggers)
@@ -150,21 +158,38 @@ class ReportLabeller:
         results: list[MentionResult] = []
         for position, mention in enumerate(labelled):
             observation = mention.label
+            span = mention
             if observation.startswith("@"):
                 observation = observation[1:]
-                state = self._anatomy_state(text, mention)
+                state, qualifier_end = self._anatomy_state(text, mention)
                 if state is None:
                     continue
+                mention_text = text[mention.start:mention.end]
                 if state == NEGATIVE:
-                    results.append(MentionResult(observation, text[mention.start:mention.end], NEGATIVE, "normal"))
+                    results.append(MentionResult(observation, mention_text, NEGATIVE, "normal"))
+                    if "cardio" in mention_text:
+                        results.extend(MentionResult(o, mention_text, NEGATIVE, "normal")
+                                       for o in rules.NORMAL_ALSO_NEGATES.get(observation, ()))
                     continue
-            value, trigger = self._modifier_value(text, mention, modifiers, terminators)
+                # hedges and negations between the structure and its qualifier apply to it
+                span = _Span(mention.label, mention.start, max(mention.end, qualifier_end))
+            value, trigger = self._modifier_value(text, span, modifiers, terminators)
             if value == POSITIVE and self._hedged_by_or(text, labelled, position):
                 value, trigger = UNCERTAIN, "or"
             results.append(MentionResult(observation, text[mention.start:mention.end], value, trigger))
         return results
 
-    def _anatomy_state(self, text: str, mention: _Span) -> float | None:
+    def _global_results(self, text: str) -> list[MentionResult]:
+        if not self.global_negations:
+            return []
+        out: list[MentionResult] = []
+        for regex, observations in self._global:
+            for match in regex.finditer(text):
+                out.extend(MentionResult(o, match.group(0), NEGATIVE, "global") for o in observations)
+        return out
+
+    def _anatomy_state(self, text: str, mention: _Span) -> tuple[float | None, int]:
+        """State of an anatomical mention (1 enlarged, 0 normal, None) and where its qualifier ends."""
         words_after = [m for m in _WORD.finditer(text, mention.end)][: self.anatomy_window]
         words_before = [m for m in _WORD.finditer(text, 0, mention.start)][-(self.anatomy_window // 2):]
         lo = words_before[0].start() if words_before else mention.start
@@ -175,12 +200,11 @@ class ReportLabeller:
                 window = window[: stop.start()]
                 break
         states = _longest_first(_find(self._states, self._state_names, window))
-        labels = {s.label for s in states}
-        if "pos" in labels:
-            return POSITIVE
-        if "neg" in labels:
-            return NEGATIVE
-        return None
+        for label, value in (("pos", POSITIVE), ("neg", NEGATIVE)):
+            hits = [s for s in states if s.label == label]
+            if hits:
+                return value, lo + max(s.end for s in hits)
+        return None, mention.end
 
     @staticmethod
     def _modifier_value(text: str, mention: _Span, modifiers: list[_Span],
@@ -188,6 +212,12 @@ class ReportLabeller:
         best: tuple[int, float, str] | None = None
         for trigger in modifiers:
             if trigger.label.endswith("_pre"):
+                if mention.start <= trigger.start and trigger.end <= mention.end:
+                    distance = 0  # inside an anatomical mention ("heart is possibly enlarged")
+                    value = NEGATIVE if trigger.label.startswith("neg") else UNCERTAIN
+                    if best is None or distance < best[0]:
+                        best = (distance, value, text[trigger.start:trigger.end])
+                    continue
                 if trigger.end > mention.start:
                     continue
                 if any(trigger.end <= t.start and t.end <= mention.start for t in terminators):
@@ -219,7 +249,10 @@ class ReportLabeller:
     def label_sentence(self, sentence: str) -> dict[str, float]:
         """Codes of the observations mentioned in one sentence (no ``No Finding``)."""
         codes: dict[str, list[float]] = {}
-        for result in self.mentions(sentence):
+        results = self.mentions(sentence)
+        if results and self.global_negations:
+            results += self._global_results(sentence.lower())
+        for result in results:
             codes.setdefault(result.observation, []).append(result.value)
         return {obs: aggregate_codes(values) for obs, values in codes.items()}
 

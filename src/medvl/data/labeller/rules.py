@@ -24,9 +24,11 @@ __all__ = [
     "CHEXPERT_CLASSES",
     "ENLARGED_WORDS",
     "EXCLUSIONS",
+    "GLOBAL_NEGATIONS",
     "MENTIONS",
     "NEGATION_POST",
     "NEGATION_PRE",
+    "NORMAL_ALSO_NEGATES",
     "NORMAL_WORDS",
     "PSEUDO",
     "TERMINATORS",
@@ -84,14 +86,12 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"pneumonitis",
     ),
     "Atelectasis": (
-        r"atelectas(?:is|es)", r"atelectatic", r"(?:lobar|lung|segmental|subsegmental|lobe) collapse",
+        r"atelectas(?:is|es)", r"atelectatic", r"(?:lobar|lung|segmental|subsegmental|lobes?) collapse",
         r"collapsed? (?:of the )?(?:left |right )?(?:upper |middle |lower )?lobe", r"volume loss",
     ),
     "Pneumothorax": (r"pneumothora(?:x|ces)", r"hydropneumothorax", r"pneumothoraxes"),
     "Pleural Effusion": (
         r"pleural effusions?", r"effusions?", r"pleural fluid", r"hydrothorax", r"hemothorax",
-        r"(?:blunting of the |blunted )?costophrenic angles? (?:blunting|are blunted|is blunted)",
-        r"blunting of the (?:left |right |bilateral )?costophrenic angles?",
     ),
     "Pleural Other": (
         r"pleural thickening", r"pleural plaques?", r"fibrothorax", r"pleural scarring", r"pleural calcifications?",
@@ -103,7 +103,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"enteric tube", r"feeding tube", r"dobhoff(?: tube)?", r"chest tubes?", r"pigtail catheter",
         r"(?:central venous |central |venous |pulmonary artery |swan[- ]ganz |dialysis )?catheters?",
         r"central (?:venous )?lines?", r"picc(?: line)?", r"port[- ]a[- ]cath", r"(?:chest |infusion )?port",
-        r"pacemaker", r"pacer", r"(?:aicd|icd)", r"defibrillator", r"(?:pacer|pacemaker|cardiac|pacing|icd|aicd|transvenous) leads?",
+        r"pacemaker", r"pacer", r"(?:aicd|icd)", r"defibrillator", r"(?:pacer|pacemaker|cardiac|pacing|icd|aicd|transvenous|monitoring|ecg|ekg|telemetry) leads?",
         r"tracheostomy(?: tube)?", r"stents?", r"drains?", r"lvad", r"intra-?aortic balloon pump", r"iabp",
         r"support devices?", r"lines and tubes", r"tubes and lines", r"monitoring devices?", r"sternotomy wires",
         r"(?:prosthetic|mechanical) (?:valve|mitral valve|aortic valve)", r"valve replacement",
@@ -136,7 +136,8 @@ NORMAL_WORDS: tuple[str, ...] = (
 #: Phrases that contain a mention word but are not the observation (consumed, label nothing).
 EXCLUSIONS: tuple[str, ...] = (
     r"pericardial effusions?", r"joint effusions?", r"soft tissue (?:o?edema|densit(?:y|ies)|opacit(?:y|ies))",
-    r"bone densit(?:y|ies)", r"breast (?:tissue )?densit(?:y|ies)", r"nipple shadows?", r"(?:old|healed) (?:rib )?fracture deformit(?:y|ies)",
+    r"bone densit(?:y|ies)", r"breast (?:tissue )?densit(?:y|ies)", r"nipple shadows?",
+    r"(?:old|remote)(?: healed)? (?:\w+ ){0,3}fractures?(?: deformit(?:y|ies))?", r"healed (?:\w+ ){0,3}fractures?",
     r"clips?", r"skin folds?", r"overlying (?:soft tissue|artifact)", r"heart failure clinic",
 )
 
@@ -188,3 +189,14 @@ TERMINATORS: tuple[str, ...] = (
     r"whereas", r"while", r"yet", r"otherwise", r"there (?:is|are|has been|have been)", r"and (?:the|there|a|an)",
     r"with (?:the )?exception of", r"other than", r"[;:]", r"\bas well as\b(?= (?:a|an|the)\b)",
 )
+
+#: Whole-chest normal statements and the observations they negate (used only with
+#: ``ReportLabeller(global_negations=True)``; the CheXpert labeller leaves these unmentioned).
+_ACUTE_LUNG = ("Lung Opacity", "Edema", "Consolidation", "Pneumonia", "Pneumothorax", "Pleural Effusion")
+GLOBAL_NEGATIONS: dict[str, tuple[str, ...]] = {
+    r"no acute (?:cardiopulmonary|intrathoracic|cardiothoracic|chest) (?:process|abnormalit(?:y|ies)|findings?|disease)": _ACUTE_LUNG,
+    r"(?:the )?lungs are (?:well[- ]expanded and |otherwise )?clear|clear lungs": ("Lung Opacity", "Edema", "Consolidation", "Pneumonia"),
+    r"no acute (?:osseous|bony|skeletal) (?:abnormalit(?:y|ies)|findings?|injury|process)": ("Fracture",),
+}
+#: An anatomical mention of these structures stated normal also negates the listed observations.
+NORMAL_ALSO_NEGATES: dict[str, tuple[str, ...]] = {"Enlarged Cardiomediastinum": ("Cardiomegaly",)}
