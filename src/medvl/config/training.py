@@ -137,7 +137,7 @@ class TrainConfig(StrictModel):
     precision: Precision = "32"
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
     devices: int | str = 1
-    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_find_unused_parameters_true"] = "auto"
     num_nodes: int = Field(default=1, ge=1)
     grad_clip_norm: float | None = Field(default=None, gt=0)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
