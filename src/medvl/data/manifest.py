@@ -551,8 +551,12 @@ def _to_arrow(manifest: Manifest) -> pa.Table:
                 arr = pa.array(np.where(np.isnan(values), -1, values).astype(np.int64))
             elif target is not None:
                 arr = pa.array(series.to_numpy(dtype=object), type=target, from_pandas=True)
+            elif len(series) == 0 and series.dtype == object:
+                arr = pa.array([], type=pa.string())  # untyped empty column: canonical string
             else:
                 arr = pa.Array.from_pandas(series)
+                if pa.types.is_large_string(arr.type):  # pandas' str dtype; canonical form is string
+                    arr = arr.cast(pa.string())
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
             raise ManifestError(
                 f"column {name!r} cannot be stored as {target}: {exc}; run validate_manifest for details"
@@ -586,6 +590,7 @@ def _metadata(manifest: Manifest, path: Path) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "tasks": [s.to_dict() for s in manifest.tasks.values()],
+        "columns": _column_order(manifest.records.columns, manifest),
     }
     if manifest.root is not None:
         root = manifest.root.resolve()
@@ -761,6 +766,12 @@ def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str] | N
         if col == "texts" or col.startswith((LABEL_PREFIX, MASK_PREFIX, TEXT_LABEL_PREFIX)):
             df[col] = _decode_json_lists(df[col], col)
     tasks = _tasks_from_meta(meta, str(source)) if "tasks" in meta else infer_tasks(df)
+    if len(df) == 0:  # an empty JSONL file has no columns to read
+        raw_columns = meta.get("columns")
+        stored: list[str] = [str(c) for c in raw_columns] if isinstance(raw_columns, list) else []
+        for col in ["id", "image", "texts", *(spec.column for spec in tasks.values()), *stored]:
+            if col not in df.columns:
+                df[col] = pd.Series([], dtype=object)
     if fmt == "csv":
         df = _coerce_csv_scalars(df, tasks)
     if fmt != "parquet":
@@ -982,7 +993,7 @@ def _check_list_column(
     n = len(values)
     arr = _try_arrow(values)
     if arr is not None and _element_type_ok(arr.type, kind):  # fast path: one conversion, no per-row Python
-        return arr, ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        return _concrete_list(arr, kind), ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     is_null = pd.isna(df[name]).to_numpy(dtype=bool) if n else np.zeros(0, dtype=bool)
     is_list = np.fromiter((_is_list_cell(v) for v in values), dtype=bool, count=n)
     not_list = ~is_list & ~is_null
@@ -990,7 +1001,7 @@ def _check_list_column(
     usable = is_list.copy()
     arr = _try_arrow(_masked(values, usable))
     if arr is not None and _element_type_ok(arr.type, kind):
-        return arr, usable
+        return _concrete_list(arr, kind), usable
     for row in np.flatnonzero(usable):  # find the offending cells one by one
         cell = _try_arrow(np.array([values[row], None], dtype=object)[:1])
         if cell is None or not _element_type_ok(cell.type, kind):
@@ -999,7 +1010,25 @@ def _check_list_column(
     arr = _try_arrow(_masked(values, usable))
     if arr is None or not _element_type_ok(arr.type, kind):  # mixed element types across rows
         return None, np.zeros(n, dtype=bool)
-    return arr, usable
+    return _concrete_list(arr, kind), usable
+
+
+_DEFAULT_LIST_TYPES: dict[str, pa.DataType] = {
+    "string": pa.list_(pa.string()),
+    "number": pa.list_(pa.float64()),
+    "bool": pa.list_(pa.bool_()),
+    "nested": pa.list_(pa.list_(pa.float64())),
+}
+
+
+def _concrete_list(arr: pa.Array, kind: str) -> pa.Array:
+    """Give all-null / all-empty list arrays (null element type) a concrete list type."""
+    t = arr.type
+    if pa.types.is_null(t) or (pa.types.is_list(t) and pa.types.is_null(t.value_type)):
+        return arr.cast(_DEFAULT_LIST_TYPES[kind]) if not pa.types.is_null(t) else pa.nulls(len(arr), _DEFAULT_LIST_TYPES[kind])
+    if kind == "nested" and pa.types.is_list(t) and pa.types.is_list(t.value_type) and pa.types.is_null(t.value_type.value_type):
+        return arr.cast(_DEFAULT_LIST_TYPES[kind])
+    return arr
 
 
 def _element_type_ok(t: pa.DataType, kind: str) -> bool:
