@@ -18,6 +18,7 @@ from medvl.evaluation.alignment import (
     mutual_knn,
     rmg_sas_repo,
     rmg_schrodi,
+    spectral_alignment_score,
     svcca,
     uniformity,
 )
@@ -155,3 +156,31 @@ def test_error_cases(paired: tuple[np.ndarray, np.ndarray]) -> None:
         delta_cos(zero, y)
     with pytest.raises(AlignmentInputError, match="sigma"):
         mmd2_rbf(x, y, sigma=-1.0)
+
+
+def test_registry_selection_and_skips(paired: tuple[np.ndarray, np.ndarray]) -> None:
+    from medvl.evaluation.alignment import (
+        ALIGNMENT_METRICS,
+        HIGHER_IS_BETTER,
+        METRIC_PRESETS,
+        AlignmentOptions,
+        compute_alignment_metrics,
+        resolve_metric_names,
+    )
+
+    x, y = paired
+    outputs = [c for m in ALIGNMENT_METRICS.values() for c in m.outputs]
+    assert set(outputs) == set(HIGHER_IS_BETTER)
+    assert resolve_metric_names("paper,mutual_knn,sas") == [*METRIC_PRESETS["paper"], "mutual_knn"]
+    rep = compute_alignment_metrics(x, y, "all", AlignmentOptions(knn_k=5, memory_budget=50_000))
+    assert set(rep.values) == set(outputs) and not rep.skipped
+    assert rep.values["sas_it"] == pytest.approx(spectral_alignment_score(x, y))
+    assert rep.values["mutual_knn"] == pytest.approx(mutual_knn(x, y, k=5))
+    # different d: a preset skips same-space metrics with the reason; naming one is an error
+    rep = compute_alignment_metrics(x, y[:, :8], "paper,mutual_knn", AlignmentOptions(svcca_dims=4))
+    assert set(rep.values) == {"linear_cka", "svcca", "mutual_knn"}
+    assert "needs one embedding space" in rep.skipped["sas"]
+    with pytest.raises(AlignmentInputError, match="coral: needs one embedding space"):
+        compute_alignment_metrics(x, y[:, :8], ["linear_cka", "coral"])
+    with pytest.raises(AlignmentInputError, match="unknown alignment metric 'bogus'"):
+        compute_alignment_metrics(x, y, "bogus")

@@ -125,6 +125,9 @@ def test_run_study(study_config: Path, tmp_path: Path) -> None:
     assert {r["test"] for r in res["imbalance_tests"]} == {"one_sample_t", "mwu_medical_greater_than_natural"}
     assert len(res["sweep"]["rows"]) == 9 * 3
     assert "Spearman r with rsum" in (out / "correlations.md").read_text()
+    bench = [r for r in res["benchmark_models"] if r["metric"] == "delta_cos"]
+    assert len(bench) == 1 and bench[0]["model"] == "bench" and bench[0]["n_pooled_dataset"] == 4
+    assert isinstance(bench[0]["rank_consistent"], bool)
     with pytest.raises(FileExistsError):
         run_study(cfg, config_dir=study_config.parent)
 
@@ -167,6 +170,7 @@ def test_cli_metrics_and_study(study_config: Path, tmp_path: Path) -> None:
                                 "--set", "correlation.methods=[spearman]"])
     assert study.exit_code == 0, study.output
     assert (tmp_path / "s" / "correlations.csv").is_file() and not (tmp_path / "s" / "plots").exists()
+    assert "study" in runner.invoke(app, ["align", "--help"]).output
     missing = runner.invoke(app, ["align", "study", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 1 and "config file not found" in missing.output
 

@@ -239,9 +239,8 @@ def compute_alignment_metrics(
     """
     opts = options or AlignmentOptions()
     x, y = check_paired(image, text, same_dim=False, min_n=2, names=("image", "text"))
-    explicit = set()
-    if not isinstance(metrics, str) or metrics not in METRIC_PRESETS:
-        explicit = {m for m in resolve_metric_names(metrics) if m not in METRIC_PRESETS}
+    items = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else [str(m) for m in metrics]
+    explicit = {m for m in items if m in ALIGNMENT_METRICS}  # named directly, not through a preset
     report = AlignmentReport(values={}, options=opts, n=x.shape[0], dims=(x.shape[1], y.shape[1]))
     for name in resolve_metric_names(metrics):
         metric = ALIGNMENT_METRICS[name]

@@ -53,6 +53,7 @@ from medvl.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "EntryEvaluation",
+    "benchmark_rows",
     "correlation_rows",
     "domain_test_rows",
     "evaluate_embedding_set",
@@ -297,6 +298,44 @@ def sweep_summary(
     return table, best
 
 
+def benchmark_rows(
+    rows: Sequence[Mapping[str, Any]],
+    pooled_groups: Sequence[str],
+    metric_columns: Sequence[str],
+    target: str = "rsum",
+    tolerance: int = 2,
+) -> list[dict[str, Any]]:
+    """Entries outside ``pooled_groups`` (e.g. medical benchmark models) against the pooled models.
+
+    Per benchmark entry and metric: its value, the pooled models' mean on the same dataset and in
+    the same domain, and the SAS repo's "rank consistency": how many pooled models on that dataset
+    have a lower metric value vs how many have a lower ``target``; consistent when the two counts
+    differ by at most ``tolerance`` (the repo checks Δcos against rSum on ROCO with tolerance 2).
+    """
+    pooled = [r for r in rows if r["group"] in pooled_groups]
+    out: list[dict[str, Any]] = []
+    for bench in (r for r in rows if r["group"] not in pooled_groups):
+        same_ds = [r for r in pooled if r["dataset"] == bench["dataset"]]
+        same_dom = [r for r in pooled if r.get("domain") == bench.get("domain")]
+        t_val = float(bench.get(target, math.nan))
+        t_below = int(np.sum(_column(same_ds, target) < t_val)) if math.isfinite(t_val) else -1
+        for metric in metric_columns:
+            value = float(bench.get(metric, math.nan))
+            ds_vals, dom_vals = _column(same_ds, metric), _column(same_dom, metric)
+            m_below = int(np.sum(ds_vals < value)) if math.isfinite(value) else -1
+            ok = m_below >= 0 and t_below >= 0
+            out.append({
+                "model": bench["model"], "dataset": bench["dataset"], "domain": bench.get("domain"),
+                "metric": metric, "value": value,
+                "pooled_mean_dataset": float(np.nanmean(ds_vals)) if np.isfinite(ds_vals).any() else math.nan,
+                "pooled_mean_domain": float(np.nanmean(dom_vals)) if np.isfinite(dom_vals).any() else math.nan,
+                "n_pooled_dataset": len(same_ds), "n_below_metric": m_below if ok else None,
+                f"n_below_{target}": t_below if ok else None,
+                "rank_consistent": (abs(m_below - t_below) <= tolerance) if ok else None,
+            })
+    return out
+
+
 # ----------------------------------------------------------------------------- reports
 
 def _corr_markdown(
@@ -418,6 +457,8 @@ def run_study(
                             confidence=corr_cfg.confidence, seed=corr_cfg.seed)
     domain_rows = domain_test_rows(pooled, metric_columns, natural, medical)
     imbalance_rows = (imbalance_test_rows(pooled, natural, medical) if "sas_imbalance" in metric_columns else [])
+    bench_rows = benchmark_rows(rows, cfg.pooled_groups, metric_columns,
+                                target="rsum" if "rsum" in corr_cfg.targets else corr_cfg.targets[0])
     pooled_keys = {(r["model"], r["dataset"]) for r in pooled}
     sweep_table, best_q = sweep_summary([s for s in sweep_rows if (s["model"], s["dataset"]) in pooled_keys],
                                         natural, medical)
@@ -433,6 +474,11 @@ def run_study(
     write_csv(out / "imbalance_tests.csv", imbalance_rows)
     atomic_write_text(out / "domain_tests.md", _domain_markdown(domain_rows, imbalance_rows, natural, medical))
     write_csv(out / "sweep.csv", sweep_rows)
+    if bench_rows:
+        write_csv(out / "benchmark_models.csv", bench_rows)
+        cols = list(bench_rows[0])
+        atomic_write_text(out / "benchmark_models.md", "# Models outside the pooled groups vs the pooled models\n\n"
+                          + markdown_table(cols, [[r[c] for c in cols] for r in bench_rows]))
     if sweep_table:
         cols = ["topq", f"sas_it_{natural}", f"sas_it_{medical}", "sas_it_gap", f"sas_ti_{natural}",
                 f"sas_ti_{medical}", "sas_ti_gap", f"sas_imbalance_{natural}", f"sas_imbalance_{medical}"]
@@ -458,6 +504,7 @@ def run_study(
         "correlations": corr,
         "domain_tests": domain_rows,
         "imbalance_tests": imbalance_rows,
+        "benchmark_models": bench_rows,
         "sweep": {"rows": sweep_rows, "domain_means": sweep_table, **best_q},
     })
     return out
