@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from medvl.data.manifest import (
     Manifest,
@@ -337,3 +339,48 @@ def test_all_null_list_columns() -> None:
     )
     assert validate_manifest(m).ok
     np.testing.assert_array_equal(m.label_mask("f"), [[False, False]])
+
+
+_ID_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=12).filter(
+    lambda s: s.strip() == s and bool(s)
+)
+_CAPTION = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30).filter(lambda s: bool(s.strip()))
+
+
+@st.composite
+def random_manifests(draw: st.DrawFn) -> Manifest:
+    ids = draw(st.lists(_ID_TEXT, min_size=1, max_size=8, unique=True))
+    n_classes = draw(st.integers(1, 4))
+    rows = []
+    for i, rid in enumerate(ids):
+        texts = draw(st.lists(_CAPTION, max_size=3))
+        rows.append(
+            {
+                "id": rid,
+                "image": f"d/{i}.png",
+                "texts": texts,
+                "labels.m": [float(v) for v in draw(st.lists(st.sampled_from([0, 1]), min_size=n_classes, max_size=n_classes))],
+                "labels.c": draw(st.integers(-1, 2)),
+                "labels.r": draw(st.one_of(st.just(float("nan")), st.floats(-1e6, 1e6, allow_nan=False))),
+                "group": draw(_ID_TEXT),
+                "split": draw(st.sampled_from(["train", "val", "test", ""])),
+                "fold": draw(st.integers(-1, 4)),
+            }
+        )
+    tasks = [
+        TaskSpec("m", "multilabel", tuple(f"k{i}" for i in range(n_classes))),
+        TaskSpec("c", "multiclass", ("a", "b", "c")),
+        TaskSpec("r", "regression"),
+    ]
+    return Manifest.from_records(rows, tasks)
+
+
+@given(random_manifests(), st.sampled_from(["parquet", "csv", "jsonl"]))
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_round_trip_property(tmp_path: Path, m: Manifest, ext: str) -> None:
+    assert validate_manifest(m).ok, validate_manifest(m).format()
+    back = read_manifest(write_manifest(m, tmp_path / f"p.{ext}"))
+    assert validate_manifest(back).ok, validate_manifest(back).format()
+    assert back.hash() == m.hash()
+    assert list(back.ids) == list(m.ids)
+    assert [list(t) for t in back.records["texts"]] == [list(t) for t in m.records["texts"]]
