@@ -184,3 +184,33 @@ def test_registry_selection_and_skips(paired: tuple[np.ndarray, np.ndarray]) -> 
         compute_alignment_metrics(x, y[:, :8], ["linear_cka", "coral"])
     with pytest.raises(AlignmentInputError, match="unknown alignment metric 'bogus'"):
         compute_alignment_metrics(x, y, "bogus")
+
+
+def test_blocked_helpers() -> None:
+    import torch
+
+    from medvl.evaluation.alignment.blocked import (
+        cross_moments,
+        iter_sq_dist_blocks,
+        median_sq_distance,
+        rows_per_block,
+    )
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((37, 6))
+    full = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    # Kornblith's gram_rbf takes np.median over all n² entries, diagonal zeros included
+    assert median_sq_distance(torch.from_numpy(x), budget=500) == pytest.approx(np.median(full), rel=1e-12)
+    blocks = list(iter_sq_dist_blocks(torch.from_numpy(x), torch.from_numpy(x), same=True, budget=800))
+    assert len(blocks) > 1 and max(b.shape[0] for _, b in blocks) == rows_per_block(37, 37, itemsize=8,
+                                                                                      n_buffers=2, budget=800)
+    np.testing.assert_allclose(np.concatenate([b.numpy() for _, b in blocks]), full, atol=1e-12)
+    assert rows_per_block(10, 10**9, itemsize=8, n_buffers=2, budget=1) == 1  # never zero rows
+    with pytest.raises(ValueError, match="memory budget"):
+        rows_per_block(10, 10, itemsize=8, n_buffers=1, budget=0)
+    y = rng.standard_normal((37, 3))
+    mom = cross_moments(torch.from_numpy(x), torch.from_numpy(y), budget=300)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    assert mom.xy is not None and mom.xx is not None
+    np.testing.assert_allclose(mom.xy.numpy(), xc.T @ yc, atol=1e-12)
+    np.testing.assert_allclose(mom.xx.numpy(), xc.T @ xc, atol=1e-12)
