@@ -114,6 +114,8 @@ def test_mean_pooling_excludes_cls_and_clip_post_norm(saved_vision: dict[str, tu
         ("resnet", {"pooling": "mean", "norm": "pre"}, "no final norm"),
         ("swin", {"patch_keep_ratio": 0.5}, "cannot drop patches"),
         ("vit", {"pooling": "pooler", "norm": "pre"}, "norm=pre does not apply"),
+        ("vit", {"with_projection": True}, "CLIP checkpoints only"),
+        ("resnet", {"grad_checkpointing": True}, "does not support gradient checkpointing"),
     ],
 )
 def test_invalid_pooling_choices(
@@ -130,6 +132,18 @@ def test_hf_vit_patch_dropout(saved_vision: dict[str, tuple[Path, Any]]) -> None
     enc.train()(X)
     enc.eval()(X)
     assert seen == [1 + 8, 1 + 16]  # CLS + half of the 16 patches in training; all at eval
+
+
+def test_hf_grad_checkpointing_same_gradients(saved_vision: dict[str, tuple[Path, Any]]) -> None:
+    path = str(saved_vision["vit"][0])
+    grads = []
+    for flag in (False, True):
+        enc = HFVisionEncoder(HFVisionConfig(name_or_path=path, grad_checkpointing=flag)).train()
+        enc(X).pow(2).sum().backward()
+        grads.append({n: p.grad for n, p in enc.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, msg=name)
 
 
 def test_partial_freeze_of_hf_vit_counts(saved_vision: dict[str, tuple[Path, Any]]) -> None:
@@ -176,6 +190,18 @@ def test_clip_checkpoint_gives_both_towers(tmp_path: Path, minilm_dir: Path) -> 
         ref = full.text_model(**tokens).pooler_output  # hidden state at the EOS token, after the final norm
         torch.testing.assert_close(text_enc(tokens), ref)
         torch.testing.assert_close(eos(tokens), ref)
+    # the checkpoint's own projections: features = CLIP image/text embeddings
+    vision_p = HFVisionEncoder(HFVisionConfig(name_or_path=str(tmp_path), with_projection=True)).eval()
+    text_p = HFTextEncoder(
+        HFTextConfig(name_or_path=str(tmp_path), max_length=32, with_projection=True)
+    ).eval()
+    assert vision_p.feature_dim == text_p.feature_dim == 16
+    with torch.no_grad():
+        img_ref = full.visual_projection(full.vision_model(pixel_values=X).pooler_output)
+        txt_ref = full.text_projection(full.text_model(**tokens).pooler_output)
+        torch.testing.assert_close(vision_p(X), img_ref)
+        torch.testing.assert_close(text_p(tokens), txt_ref)
+    assert len(vision_p.layer_groups()) == 4
 
 
 def test_bert_text_poolings(tmp_path: Path, minilm_dir: Path) -> None:

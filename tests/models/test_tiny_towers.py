@@ -176,3 +176,46 @@ def test_mask_bag_instances_keeps_one() -> None:
     new = mask_bag_instances(mask, 0.5)
     assert new.sum(1).tolist() == [2, 1]
     assert not torch.any(new & ~mask)
+
+
+@pytest.mark.parametrize(
+    "vision",
+    [
+        {"kind": "tiny_vit", "image_size": 8, "patch_size": 4, "width": 16, "heads": 2, "depth": 2},
+        {"kind": "tiny_cnn", "widths": [4, 8]},
+    ],
+)
+def test_grad_checkpointing_gives_identical_gradients(vision: dict[str, object]) -> None:
+    def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        text = {
+            "kind": "tiny_text",
+            "vocab_size": 64,
+            "width": 16,
+            "heads": 2,
+            "depth": 2,
+            "grad_checkpointing": checkpointing,
+        }
+        data = {"embed_dim": 8, "vision": {**vision, "grad_checkpointing": checkpointing}, "text": text}
+        model = build_model(config_from_dict(data, ModelConfig))
+        model.train_tokenizer(CORPUS)
+        out = model({"pixel_values": torch.ones(2, 3, 8, 8), "texts": CORPUS[:2]})
+        (out["image_embeds"] @ out["text_embeds"].T).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, ckpt = grads(False), grads(True)
+    assert plain.keys() == ckpt.keys() and len(plain) > 10
+    for name in plain:
+        torch.testing.assert_close(ckpt[name], plain[name], msg=name)
+
+
+def test_tokenizer_training_is_deterministic_and_covers_unseen_words() -> None:
+    # the same corpus must give the same vocabulary in every run (reproducible runs)
+    a = WordPieceTokenizer.train(CORPUS, vocab_size=40, max_length=16)
+    b = WordPieceTokenizer.train(list(CORPUS), vocab_size=40, max_length=16)
+    texts = ["left pleural effusion", "pneumonia"]
+    assert torch.equal(a(texts)["input_ids"], b(texts)["input_ids"])
+    unk = 1  # [UNK]
+    ids = a(["pneumonia"])["input_ids"][0]  # unseen word: split into known characters, not [UNK]
+    assert unk not in ids.tolist()
+    assert len(ids) > 3

@@ -77,9 +77,13 @@ class FreezeConfig(StrictModel):
         chosen = sum(x is not None for x in (self.groups, self.fraction, self.indices))
         if self.mode == "partial":
             if chosen != 1:
-                raise ValueError("freeze.mode=partial needs exactly one of freeze.groups, freeze.fraction, freeze.indices")
+                raise ValueError(
+                    "freeze.mode=partial needs exactly one of freeze.groups, freeze.fraction, freeze.indices"
+                )
         elif chosen:
-            raise ValueError(f"freeze.groups/fraction/indices only apply to mode=partial (mode is {self.mode!r})")
+            raise ValueError(
+                f"freeze.groups/fraction/indices only apply to mode=partial (mode is {self.mode!r})"
+            )
         return self
 
 
@@ -91,9 +95,12 @@ class _TowerConfig(StrictModel):
     keyed by record id — only valid when its input is not randomly augmented (precomputed feature
     bags, fixed evaluation transforms); ``off`` never caches. ``on`` without ``freeze.mode=full``
     is an error. ``cache_max_entries`` bounds the cache (new keys beyond it are computed, not stored).
+    ``grad_checkpointing`` recomputes block activations in the backward pass (less memory, ~30 %
+    more compute); HF towers use ``gradient_checkpointing_enable`` (non-reentrant).
     """
 
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    grad_checkpointing: bool = False
     cache: Literal["auto", "on", "off"] = "auto"
     cache_max_entries: int | None = Field(default=None, ge=1)
 
@@ -161,6 +168,8 @@ class HFVisionConfig(_TowerConfig):
     ``norm`` chooses the tokens before (``pre``) or after (``post``) the final norm for
     ``cls``/``mean`` (A.4: the Balancing-Act ViT used the *pre*-norm CLS).
     ``patch_keep_ratio`` < 1: FLIP patch dropout (token models only, training mode only).
+    ``with_projection`` (CLIP only): features are the checkpoint's ``image_embeds`` (its pretrained
+    ``visual_projection``), e.g. to keep a pretrained CLIP's joint space with an identity projection.
     """
 
     kind: Literal["hf"] = "hf"
@@ -170,6 +179,7 @@ class HFVisionConfig(_TowerConfig):
     pooling: Literal["default", "cls", "mean", "pooler"] = "default"
     norm: Literal["post", "pre"] = "post"
     patch_keep_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
+    with_projection: bool = False
 
 
 class SlideEncoderConfig(_TowerConfig):
@@ -243,6 +253,8 @@ class HFTextConfig(_TowerConfig):
     ``pooler`` (``pooler_output``). ``hidden_layers``: average these hidden states (indices into
     ``hidden_states``, 0 = embeddings, -1 = last) before pooling, e.g. DLILP's ``[1, 2, -1]``.
     ``normalize``: L2-normalise the pooled features (``null`` = what the model directory says).
+    ``with_projection`` (CLIP only): features are the checkpoint's ``text_embeds`` (its pretrained
+    ``text_projection`` on the EOS token).
     """
 
     kind: Literal["hf"] = "hf"
@@ -254,6 +266,7 @@ class HFTextConfig(_TowerConfig):
     normalize: bool | None = None
     max_length: int | None = Field(default=None, ge=2)
     padding: Literal["longest", "max_length"] = "longest"
+    with_projection: bool = False
 
 
 TextEncoderConfig = Annotated[TinyTextConfig | HFTextConfig, Field(discriminator="kind")]

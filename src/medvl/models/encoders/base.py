@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["ImageEncoder", "TextEncoder", "check_texts"]
+__all__ = ["ImageEncoder", "TextEncoder", "check_texts", "maybe_checkpoint"]
 
 
 class ImageEncoder(nn.Module, ABC):
@@ -88,3 +89,11 @@ def check_texts(texts: Sequence[str]) -> list[str]:
         if not text.strip():
             raise ValueError(f"texts[{i}] is empty or whitespace only")
     return out
+
+
+def maybe_checkpoint(block: nn.Module, *args: Any, enabled: bool, **kwargs: Any) -> Any:
+    """``block(*args, **kwargs)``, recomputed in backward (non-reentrant checkpoint) when ``enabled``
+    and gradients are being recorded."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(block, *args, use_reentrant=False, **kwargs)
+    return block(*args, **kwargs)

@@ -109,20 +109,40 @@ def _load_hf_model(
             kwargs = {"revision": revision} if revision else {}
             config = AutoConfig.from_pretrained(name_or_path, **kwargs)
             if pretrained:
-                return model_cls.from_pretrained(name_or_path, **kwargs)
+                if model_cls is AutoModel:
+                    return AutoModel.from_pretrained(name_or_path, **kwargs)
+                return model_cls.from_pretrained(
+                    name_or_path, config=_sub_config(config, model_cls), **kwargs
+                )
         if model_cls is AutoModel:
             return AutoModel.from_config(config)
-        sub = _sub_config(config, model_cls)
-        return model_cls(sub)
+        return model_cls(_sub_config(config, model_cls))
+
+
+def _enable_hf_checkpointing(model: Any, tower: str) -> None:
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ValueError(
+            f"{tower}.grad_checkpointing: {type(model).__name__} does not support gradient checkpointing"
+        )
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _sub_config(config: Any, model_cls: Any) -> Any:
-    """The tower's own config inside a composite (CLIPConfig → vision_config for CLIPVisionModel)."""
+    """The tower's own config inside a composite (CLIPConfig → vision_config for CLIPVisionModel).
+
+    The composite's ``projection_dim`` is copied into the tower config, which is where
+    CLIP*ModelWithProjection reads it (sub-configs otherwise keep their default of 512).
+    """
     expected = getattr(model_cls, "config_class", None)
     if expected is not None and not isinstance(config, expected):
         for attr in ("vision_config", "text_config"):
             sub = getattr(config, attr, None)
             if sub is not None and isinstance(sub, expected):
+                if hasattr(config, "projection_dim") and hasattr(sub, "projection_dim"):
+                    sub.projection_dim = config.projection_dim
                 return sub
     return config
 
@@ -140,11 +160,11 @@ class _VisionArch:
     supports_patch_dropout: bool
 
 
-def _vision_model_class(config: Any) -> Any:
+def _vision_model_class(config: Any, with_projection: bool = False) -> Any:
     import transformers as tf
 
     if isinstance(config, (tf.CLIPConfig, tf.CLIPVisionConfig)):
-        return tf.CLIPVisionModel
+        return tf.CLIPVisionModelWithProjection if with_projection else tf.CLIPVisionModel
     if isinstance(config, (tf.SiglipConfig, tf.SiglipVisionConfig)):
         return tf.SiglipVisionModel
     return tf.AutoModel
@@ -196,24 +216,42 @@ class HFVisionEncoder(ImageEncoder):
                     cfg.name_or_path, **({"revision": cfg.revision} if cfg.revision else {})
                 )
         self.arch = _vision_arch(probe)
+        if cfg.with_projection and self.arch.name != "clip":
+            raise ValueError(
+                f"vision.hf.with_projection applies to CLIP checkpoints only, not {self.arch.name}"
+            )
         self.model = _load_hf_model(
-            _vision_model_class(probe), cfg.name_or_path, cfg.revision, cfg.pretrained, assets_dir
+            _vision_model_class(probe, cfg.with_projection),
+            cfg.name_or_path,
+            cfg.revision,
+            cfg.pretrained,
+            assets_dir,
         )
         self.pooling = self.arch.default_pooling if cfg.pooling == "default" else cfg.pooling
         self.norm = cfg.norm
         self._check_options()
         conf = self.model.config
         sizes = getattr(conf, "hidden_sizes", None)
-        self.feature_dim = (
-            int(sizes[-1]) if self.arch.layout == "spatial" and sizes else int(conf.hidden_size)
-        )
+        if cfg.with_projection:
+            self.feature_dim = int(conf.projection_dim)
+        else:
+            self.feature_dim = (
+                int(sizes[-1]) if self.arch.layout == "spatial" and sizes else int(conf.hidden_size)
+            )
         self.patch_dropout = PatchDropout(cfg.patch_keep_ratio, self.arch.prefix_tokens)
         if cfg.patch_keep_ratio < 1.0:
-            _get(self.model, "embeddings").register_forward_hook(self._drop_patches)
+            _get(self.core, "embeddings").register_forward_hook(self._drop_patches)
+        if cfg.grad_checkpointing:
+            _enable_hf_checkpointing(self.model, "vision")
         self._unused = self._unused_modules()
         for module in self._unused:
             for p in module.parameters():
                 p.requires_grad_(False)
+
+    @property
+    def core(self) -> Any:
+        """The backbone module holding embeddings/encoder/norm (``vision_model`` inside *WithProjection)."""
+        return getattr(self.model, "vision_model", self.model)
 
     def _check_options(self) -> None:
         a, pooling = self.arch, self.pooling
@@ -226,7 +264,11 @@ class HFVisionEncoder(ImageEncoder):
             )
         if self.cfg.norm == "pre" and a.final_norm is None:
             raise ValueError(f"{where}: this model has no final norm, so norm=pre does not apply")
-        if pooling == "pooler" and a.name == "siglip" and getattr(self.model, "head", None) is None:
+        if self.cfg.with_projection and (pooling != "pooler" or self.cfg.norm != "post"):
+            raise ValueError(
+                f"{where}: with_projection uses CLIP's own pooled output; keep pooling=default, norm=post"
+            )
+        if pooling == "pooler" and a.name == "siglip" and getattr(self.core, "head", None) is None:
             raise ValueError(f"{where}: this SigLIP model has no attention-pool head; use pooling=mean")
         if self.cfg.patch_keep_ratio < 1.0 and not a.supports_patch_dropout:
             raise ValueError(f"{where}: patch dropout needs a plain token ViT; {a.name} cannot drop patches")
@@ -240,11 +282,11 @@ class HFVisionEncoder(ImageEncoder):
         unused: list[nn.Module] = []
         if self.pooling != "pooler":
             for name in ("pooler", "head"):
-                module = getattr(self.model, name, None)
+                module = getattr(self.core, name, None)
                 if isinstance(module, nn.Module) and any(True for _ in module.parameters()):
                     unused.append(module)
         if self.norm == "pre" and self.arch.final_norm is not None:
-            unused.append(getattr(self.model, self.arch.final_norm))
+            unused.append(getattr(self.core, self.arch.final_norm))
         return unused
 
     def unused_parameter_names(self) -> list[str]:
@@ -253,10 +295,11 @@ class HFVisionEncoder(ImageEncoder):
         return [n for n, p in self.named_parameters() if id(p) in ids]
 
     def layer_groups(self) -> list[nn.Module]:
-        m = self.model
+        m = self.core
         name = self.arch.name
         if name == "clip":
-            return [_group(m.embeddings, m.pre_layrnorm), *_layer_list(m), m.post_layernorm]
+            tail = _group(m.post_layernorm, getattr(self.model, "visual_projection", None))
+            return [_group(m.embeddings, m.pre_layrnorm), *_layer_list(m), tail]
         if name == "resnet":
             return [m.embedder, *_layer_list(m)]
         tail = _group(*(getattr(m, a, None) for a in (self.arch.final_norm or "", "pooler", "head")))
@@ -272,6 +315,8 @@ class HFVisionEncoder(ImageEncoder):
             raise ValueError(f"pixel_values must be (B, C, H, W), got {tuple(pixel_values.shape)}")
         need_hidden = self.norm == "pre" and not self.arch.pre_is_last_hidden
         out = self.model(pixel_values=pixel_values, output_hidden_states=need_hidden)
+        if self.cfg.with_projection:
+            return out.image_embeds
         if self.pooling == "pooler":
             pooled = out.pooler_output
             return pooled.flatten(1)
@@ -279,12 +324,12 @@ class HFVisionEncoder(ImageEncoder):
         if a.layout == "spatial":
             x = out.last_hidden_state.mean(dim=(2, 3))  # (B, C) mean over positions
             if self.norm == "post" and a.final_norm is not None:
-                x = getattr(self.model, a.final_norm)(x)
+                x = getattr(self.core, a.final_norm)(x)
             return x
         if self.norm == "pre":
             tokens = out.last_hidden_state if a.pre_is_last_hidden else out.hidden_states[-1]
         elif a.pre_is_last_hidden:  # CLIP: last_hidden_state precedes post_layernorm
-            tokens = getattr(self.model, a.final_norm or "")(out.last_hidden_state)
+            tokens = getattr(self.core, a.final_norm or "")(out.last_hidden_state)
         else:
             tokens = out.last_hidden_state
         if self.pooling == "cls":
@@ -369,11 +414,11 @@ def _resolve_local(name_or_path: str, revision: str | None) -> Path | None:
     return Path(snapshot_download(name_or_path, revision=revision)) if modules else None
 
 
-def _text_model_class(config: Any) -> Any:
+def _text_model_class(config: Any, with_projection: bool = False) -> Any:
     import transformers as tf
 
     if isinstance(config, (tf.CLIPConfig, tf.CLIPTextConfig)):
-        return tf.CLIPTextModel
+        return tf.CLIPTextModelWithProjection if with_projection else tf.CLIPTextModel
     if isinstance(config, (tf.SiglipConfig, tf.SiglipTextConfig)):
         return tf.SiglipTextModel
     return tf.AutoModel
@@ -406,7 +451,14 @@ class HFTextEncoder(TextEncoder):
             config = tf.AutoConfig.from_pretrained(
                 str(source), **({} if saved or not cfg.revision else {"revision": cfg.revision})
             )
-        model_cls = _text_model_class(config)
+        is_clip = isinstance(config, (tf.CLIPConfig, tf.CLIPTextConfig))
+        if cfg.with_projection and not is_clip:
+            raise ValueError(
+                f"text.hf.with_projection applies to CLIP checkpoints only, not {type(config).__name__}"
+            )
+        if cfg.with_projection and cfg.pooling not in ("default", "pooler"):
+            raise ValueError("text.hf.with_projection uses CLIP's own EOS pooling; keep pooling=default")
+        model_cls = _text_model_class(config, cfg.with_projection)
         self.model = _load_hf_model(
             model_cls,
             str(source),
@@ -414,7 +466,7 @@ class HFTextEncoder(TextEncoder):
             cfg.pretrained,
             assets_dir if saved else None,
         )
-        self.is_clip = isinstance(config, (tf.CLIPConfig, tf.CLIPTextConfig))
+        self.is_clip = is_clip
         self.is_siglip = isinstance(config, (tf.SiglipConfig, tf.SiglipTextConfig))
         if not saved:
             if cfg.pooling != "default":
@@ -438,21 +490,29 @@ class HFTextEncoder(TextEncoder):
             )
         self.tokenizer = HFTokenizer(source, max_length, cfg.padding, lowercase=lowercase)
         self.max_length = self.tokenizer.max_length
-        head = getattr(self.model, "head", None)
-        self.feature_dim = (
-            int(head.out_features)
-            if self.pooling == "pooler" and isinstance(head, nn.Linear)
-            else int(self.model.config.hidden_size)
-        )
+        head = getattr(self.core, "head", None)
+        if cfg.with_projection:
+            self.feature_dim = int(self.model.config.projection_dim)
+        elif self.pooling == "pooler" and isinstance(head, nn.Linear):
+            self.feature_dim = int(head.out_features)
+        else:
+            self.feature_dim = int(self.model.config.hidden_size)
+        if cfg.grad_checkpointing:
+            _enable_hf_checkpointing(self.model, "text")
         self._unused: list[nn.Module] = []
         if self.pooling != "pooler":
             for name in ("pooler", "head"):
-                module = getattr(self.model, name, None)
+                module = getattr(self.core, name, None)
                 if isinstance(module, nn.Module) and any(True for _ in module.parameters()):
                     self._unused.append(module)
         for module in self._unused:
             for p in module.parameters():
                 p.requires_grad_(False)
+
+    @property
+    def core(self) -> Any:
+        """The backbone module (``text_model`` inside CLIPTextModelWithProjection)."""
+        return getattr(self.model, "text_model", self.model)
 
     def unused_parameter_names(self) -> list[str]:
         """Parameters the configured pooling never uses (frozen at construction)."""
@@ -460,8 +520,9 @@ class HFTextEncoder(TextEncoder):
         return [n for n, p in self.named_parameters() if id(p) in ids]
 
     def layer_groups(self) -> list[nn.Module]:
-        m = self.model
-        tail = _group(*(getattr(m, a, None) for a in ("final_layer_norm", "pooler", "head")))
+        m = self.core
+        names = ("final_layer_norm", "pooler", "head")
+        tail = _group(*(getattr(m, a, None) for a in names), getattr(self.model, "text_projection", None))
         groups = [_get(m, "embeddings"), *_layer_list(m)]
         if isinstance(tail, nn.ModuleList) and len(tail) == 0:
             return groups
@@ -487,7 +548,9 @@ class HFTextEncoder(TextEncoder):
             mask = torch.ones_like(ids)
         need_hidden = self.cfg.hidden_layers is not None
         out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=need_hidden)
-        if self.pooling == "pooler":
+        if self.cfg.with_projection:
+            x = out.text_embeds
+        elif self.pooling == "pooler":
             x = out.pooler_output
         else:
             if self.cfg.hidden_layers is not None:

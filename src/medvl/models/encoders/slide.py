@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from medvl.config.model import SlideEncoderConfig
-from medvl.models.encoders.base import ImageEncoder
+from medvl.models.encoders.base import ImageEncoder, maybe_checkpoint
 
 __all__ = ["GatedAttentionPool", "SlideEncoder"]
 
@@ -89,6 +89,7 @@ class SlideEncoder(ImageEncoder):
         if empty:
             raise ValueError(f"bags at batch positions {empty} have no valid instance (bag_mask all False)")
         h = self.phi(bag)
+        ckpt = self.cfg.grad_checkpointing and self.training
         for layer in self.layers:
-            h = layer(h, src_key_padding_mask=~mask)
+            h = maybe_checkpoint(layer, h, src_key_padding_mask=~mask, enabled=ckpt)
         return self.rho(self.pool(h, mask))

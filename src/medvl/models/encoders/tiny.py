@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from medvl.config.model import TinyCNNConfig, TinyTextConfig, TinyViTConfig
-from medvl.models.encoders.base import ImageEncoder, TextEncoder, check_texts
+from medvl.models.encoders.base import ImageEncoder, TextEncoder, check_texts, maybe_checkpoint
 from medvl.models.encoders.patch_dropout import PatchDropout
 from medvl.models.encoders.pooling import pool_tokens
 from medvl.models.encoders.tokenizer import (
@@ -76,6 +76,7 @@ class TinyCNN(ImageEncoder):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
         self.feature_dim = prev
+        self.grad_checkpointing = cfg.grad_checkpointing
 
     def layer_groups(self) -> list[nn.Module]:
         return [self.stem, *self.stages]
@@ -87,8 +88,9 @@ class TinyCNN(ImageEncoder):
                 f"TinyCNN expects pixel_values (B, {self.in_channels}, H, W), got {tuple(pixel_values.shape)}"
             )
         x = self.stem(pixel_values)
+        ckpt = self.grad_checkpointing and self.training
         for stage in self.stages:
-            x = stage(x)
+            x = maybe_checkpoint(stage, x, enabled=ckpt)
         return x.mean(dim=(2, 3))
 
 
@@ -135,8 +137,9 @@ class TinyViT(ImageEncoder):
                 f"TinyViT expects pixel_values (B, {c}, {s}, {s}), got {tuple(pixel_values.shape)}"
             )
         x = self.patch_dropout(self.embed(pixel_values))
+        ckpt = self.cfg.grad_checkpointing and self.training
         for block in self.blocks:
-            x = block(x)
+            x = maybe_checkpoint(block, x, enabled=ckpt)
         if self.cfg.norm == "post":
             x = self.norm(x)
         return x[:, 0] if self.cfg.pooling == "cls" else x[:, 1:].mean(dim=1)
@@ -229,8 +232,9 @@ class TinyTextTransformer(TextEncoder):
             raise ValueError(f"token id out of range [0, {self.cfg.vocab_size}) in input_ids")
         valid = mask.bool()
         x = self.embed(ids)
+        ckpt = self.cfg.grad_checkpointing and self.training
         for block in self.blocks:
-            x = block(x, key_padding_mask=~valid)
+            x = maybe_checkpoint(block, x, key_padding_mask=~valid, enabled=ckpt)
         if self.cfg.norm == "post":
             x = self.norm(x)
         return pool_tokens(x, valid, self.cfg.pooling)

@@ -38,28 +38,56 @@ class TextTokenizer(Protocol):
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = True) -> Tokenizer:
-    """Train a BERT-style WordPiece ``tokenizers.Tokenizer`` on ``texts``.
+    """Build a BERT-style WordPiece ``tokenizers.Tokenizer`` from the word counts of ``texts``.
 
-    Normalisation: BERT normaliser (unicode clean-up, accents stripped and lowercased when
+    Normalisation: BERT normaliser (unicode clean-up; accents stripped and lowercased when
     ``lowercase``); pre-tokenisation on whitespace and punctuation; template ``[CLS] text [SEP]``.
-    Training is deterministic for a given corpus order.
+    Vocabulary: the special tokens, every character seen (as a word start and as a ``##``
+    continuation, most frequent first), then whole words by decreasing count, up to
+    ``vocab_size``; other words are split greedily into the longest known pieces (WordPiece).
+    Ties are broken alphabetically, so the same corpus always gives the same vocabulary.
+    (``tokenizers``' ``WordPieceTrainer`` breaks ties in hash order and gives a different
+    vocabulary on each call, which would make runs irreproducible.)
     """
-    from tokenizers import Tokenizer as _Tokenizer
-    from tokenizers import models, normalizers, pre_tokenizers, processors, trainers
+    from collections import Counter
 
-    tok = _Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=1, show_progress=False
-    )
-    corpus = [t for t in texts if isinstance(t, str) and t.strip()]
-    if not corpus:
+    from tokenizers import Tokenizer as _Tokenizer
+    from tokenizers import models, normalizers, pre_tokenizers, processors
+
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in texts:
+        if isinstance(text, str) and text.strip():
+            words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    if not words:
         raise ValueError("cannot train a tokenizer on an empty corpus")
-    tok.train_from_iterator(corpus, trainer=trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(
+            f"vocab_size {vocab_size} leaves no room beyond the {len(SPECIAL_TOKENS)} special tokens"
+        )
+    starts: Counter[str] = Counter()
+    continuations: Counter[str] = Counter()
+    for word, count in words.items():
+        starts[word[0]] += count
+        for ch in word[1:]:
+            continuations["##" + ch] += count
+    vocab: dict[str, int] = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+
+    def add(counter: Counter[str]) -> None:
+        for token, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])):
+            if len(vocab) >= vocab_size:
+                return
+            vocab.setdefault(token, len(vocab))
+
+    add(starts)
+    add(continuations)
+    add(Counter({w: c for w, c in words.items() if len(w) > 1}))
+    tok = _Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
     )
     return tok
 
