@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from benchmarks.manifest_io import build
 from medvl.data.manifest import Manifest, read_manifest, sidecar_path, write_manifest
@@ -38,7 +40,8 @@ from medvl.utils.io import atomic_write_json
 def write_csv(manifest: Manifest, path: Path) -> None:
     """The manifest as CSV with JSON list cells (as ``write_manifest`` writes it, vectorised)."""
     frame = manifest.records.copy()
-    frame["texts"] = [json.dumps(list(t)) for t in frame["texts"]]
+    cache: dict[tuple[str, ...], str] = {}
+    frame["texts"] = [cache.setdefault(tuple(t), json.dumps(list(t))) for t in frame["texts"]]
     for column in [c for c in frame.columns if c.startswith("labels.")]:
         if frame[column].dtype == object:
             cells = np.where(np.stack(frame[column].to_numpy()) >= 0.5, "1.0", "0.0")
@@ -46,7 +49,7 @@ def write_csv(manifest: Manifest, path: Path) -> None:
             for k in range(1, cells.shape[1]):
                 encoded = encoded + ", " + cells[:, k]
             frame[column] = "[" + encoded + "]"
-    frame.to_csv(path, index=False)
+    pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
     atomic_write_json(sidecar_path(path), {"format_version": 1, "tasks": [t.to_dict() for t in manifest.tasks.values()]})
 
 

@@ -33,12 +33,15 @@ def test_flickr30k_csv_and_karpathy_agree(tmp_path: Path, files) -> None:
 
 
 def _roco_folder(root: Path, files) -> None:
+    # captions.txt / dlinks.txt lines as in the razorx89/roco-dataset release
+    article = {"ROCO_00001": "PMC111", "ROCO_00002": "PMC111", "ROCO_00003": "PMC333", "ROCO_00004": "PMC444"}
     for split, ids in (("train", ["ROCO_00001", "ROCO_00002"]), ("validation", ["ROCO_00003"]), ("test", ["ROCO_00004"])):
         base = root / "data" / split / "radiology"
         base.mkdir(parents=True)
-        article = {"ROCO_00001": "PMC111", "ROCO_00002": "PMC111", "ROCO_00003": "PMC333", "ROCO_00004": "PMC444"}
         (base / "captions.txt").write_text("".join(f"{i}\t CT scan number {i[-1]} .\n" for i in ids))
-        (base / "dlinks.txt").write_text("".join(f"{i}\thttp://x/{article[i]}.tar.gz\t{article[i]}_fig{i[-1]}.jpg\n" for i in ids))
+        (base / "dlinks.txt").write_text("".join(
+            f"{i}\twget -r ftp://ftp.ncbi.nlm.nih.gov/pub/pmc/oa_package/1e/ed/{article[i]}.tar.gz -P /path/to/Dir\tfig{i[-1]}.jpg\n"
+            for i in ids))
         for i in ids:
             files.image(base / "images" / f"{article[i]}_fig{i[-1]}.jpg")
 
@@ -84,7 +87,7 @@ def test_pmc_oa_groups_by_article(tmp_path: Path, files) -> None:
         (tmp_path / name).write_text("".join(json.dumps({"image": i, "caption": f"caption of {i}"}) + "\n" for i in images))
         for i in images:
             files.image(tmp_path / "images" / i)
-    imported = import_dataset("pmc_oa", tmp_path)
+    imported = import_dataset("pmc_oa", tmp_path, {"image_dir": "images"})
     files.check(imported, tmp_path)
     records = imported.records.set_index("id")
     assert records.loc["images/PMC1_Fig1_a", "group"] == records.loc["images/PMC1_Fig2", "group"] == "PMC1"
@@ -93,7 +96,7 @@ def test_pmc_oa_groups_by_article(tmp_path: Path, files) -> None:
     (tmp_path / "test.jsonl").write_text(json.dumps({"image": "PMC1_Fig9.jpg", "caption": "x"}) + "\n")
     files.image(tmp_path / "images/PMC1_Fig9.jpg")
     with pytest.raises(DatasetFormatError, match="more than one split"):
-        import_dataset("pmc_oa", tmp_path)
+        import_dataset("pmc_oa", tmp_path, {"image_dir": "images"})
 
 
 def test_quilt_merges_captions_and_fills_splits(tmp_path: Path, files) -> None:
@@ -111,3 +114,18 @@ def test_quilt_merges_captions_and_fills_splits(tmp_path: Path, files) -> None:
     assert records.loc["quilt_1m/v1_a", "texts"] == ["tumour cells", "second caption"]
     assert records.loc["quilt_1m/v1_b", "split"] == "train"  # the video's known split
     assert imported.info["skipped"]["counts"] == {"empty caption": 1}
+
+
+def test_quilt_groups_frames_of_a_video_by_name(tmp_path: Path, files) -> None:
+    rows = [("vidA_image_1.jpg", "c1", "train"), ("vidA_image_2.jpg", "c2", ""), ("vidB_image_1.jpg", "c3", ""),
+            ("other.jpg", "c4", "test")]
+    pd.DataFrame(rows, columns=["image_path", "caption", "split"]).to_csv(tmp_path / "quilt_1M_lookup.csv", index=False)
+    for image, *_ in rows:
+        files.image(tmp_path / "quilt_1m" / image)
+    imported = import_dataset("quilt", tmp_path)
+    files.check(imported, tmp_path)
+    records = imported.records.set_index("id")
+    assert records.loc["quilt_1m/vidA_image_2", "group"] == "vidA"
+    assert records.loc["quilt_1m/vidA_image_2", "split"] == "train"  # inherits the video's split
+    assert records.loc["quilt_1m/other", "group"] == "other"
+    assert any("matched neither" in n for n in imported.info["notes"])

@@ -3,7 +3,7 @@
 Expected (the released ``axiong/pmc_oa`` form; field names as documented there)::
 
     <root>/train.jsonl  valid.jsonl  test.jsonl   # one {"image": "<file>", "caption": "..."} per line
-    <root>/images/<file>
+    <root>/caption_T060_filtered_top4_sep_v0_subfigures/<file>
 
 Any CSV/JSONL with other column names works with ``image_column``/``caption_column``; one file
 with a split column works with ``files='{all: pmc_oa.jsonl}'`` and ``split_column=split``.
@@ -34,7 +34,7 @@ __all__ = ["LAYOUT", "SPEC", "Options", "load"]
 
 LAYOUT = """\
 <root>/train.jsonl, valid.jsonl, test.jsonl   ({"image": ..., "caption": ...} per line; CSV also accepted)
-<root>/images/"""
+<root>/caption_T060_filtered_top4_sep_v0_subfigures/   (the released image folder; image_dir=... for another)"""
 
 
 class Options(CommonOptions):
@@ -45,7 +45,7 @@ class Options(CommonOptions):
     image_column: str = "image"
     caption_column: str = "caption"
     split_column: str | None = None
-    image_dir: str = "images"
+    image_dir: str = "caption_T060_filtered_top4_sep_v0_subfigures"
 
 
 def load(root: Path, options: Options) -> ImportedDataset:

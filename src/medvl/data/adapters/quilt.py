@@ -1,18 +1,22 @@
 """Quilt-1M: histopathology image–caption pairs mined from educational videos (CSV).
 
-Expected (column names as in the released ``quilt_1M_lookup.csv``, not verified here)::
+Expected::
 
-    <root>/quilt_1M_lookup.csv   # columns image_path, caption, split (+ others, carried along if asked)
+    <root>/quilt_1M_lookup.csv   # columns caption, image_path, subset, split, pathology, roi_text,
+                                 #   noisy_text, corrected_text, med_umls_ids, magnification, height, width
     <root>/quilt_1m/<image_path>
 
-Several rows may share an image (several captions); they are merged. Quilt images come from
-videos, and frames of one video are near-duplicates: set ``group_column`` to the video id
-column of your copy so that no video straddles splits. Without it each image is its own group
-(stated in the import info). Rows without a split value go to a group-hash split.
+(the column list as printed by third-party code that reads the release; the file itself could
+not be opened here). Several rows may share an image (several captions); they are merged.
+Quilt images are frames of videos, and frames of one video are near-duplicates, so the group is
+the video: ``group_column`` when the table has a video id column, else the prefix of the image
+name matched by ``group_pattern`` (image names look like ``<video id>_image_<uuid>.jpg``), else
+the image itself (stated in the import info). Rows without a split value go to a group-hash split.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field
@@ -45,7 +49,9 @@ class Options(CommonOptions):
     caption_column: str = "caption"
     split_column: str | None = "split"
     group_column: str | None = None
-    """Column with the source video id (recommended; see the module docstring)."""
+    """Column with the source video id, if the table has one (see the module docstring)."""
+    group_pattern: str | None = r"^(.+?)_image_"
+    """Regex on the image file name whose first group is the video id (used without group_column)."""
     image_dir: str = "quilt_1m"
 
 
@@ -53,15 +59,26 @@ def load(root: Path, options: Options) -> ImportedDataset:
     """Read the Quilt-1M lookup table."""
     require_paths(root, "Quilt-1M", LAYOUT, list(options.files.values()))
     skips = SkipCounter(options.on_bad_sample)
+    pattern = re.compile(options.group_pattern) if options.group_pattern and not options.group_column else None
+
+    def video_of(image_path: str) -> str:
+        name = Path(image_path).name
+        match = pattern.match(name) if pattern is not None else None
+        return match.group(1) if match else Path(name).stem
+
     frame = load_caption_files(root, options.files, image_column=options.image_column,
                                caption_column=options.caption_column, split_column=options.split_column,
                                image_dir=options.image_dir, group_column=options.group_column, source="quilt",
-                               skips=skips)
+                               skips=skips, group_of=video_of)
     frame = assign_missing_splits(frame, options)
     if options.check_files:
         frame = check_image_files(frame, root, skips)
     frame = finalise_records(frame, {}, "quilt")
-    notes = [] if options.group_column else ["no group_column: each image is its own group (video leakage unchecked)"]
+    notes = []
+    if not options.group_column:
+        unmatched = int((frame["group"] == frame["image"].map(lambda p: Path(p).stem)).sum())
+        if unmatched:
+            notes.append(f"{unmatched} images matched neither group_column nor group_pattern: each is its own group")
     return ImportedDataset(frame, {}, root, make_info("quilt", options, frame, skips, notes))
 
 

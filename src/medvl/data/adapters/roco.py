@@ -3,13 +3,14 @@
 Folder form (the ROCO GitHub release after its download script)::
 
     <root>/data/{train,validation,test}/{radiology,non-radiology}/
-        captions.txt   # "ROCO_00002<TAB> caption"
-        dlinks.txt     # "ROCO_00002<TAB>download link<TAB>image file name"  (optional)
-        images/        # the image files
+        captions.txt   # "ROCO_00020<TAB> caption"
+        dlinks.txt     # "ROCO_00020<TAB>wget -r ftp://…/PMC3970251.tar.gz -P /path/to/Dir<TAB>CRIONM2014-931546.003.jpg"
+        images/        # written by the release's scripts/fetch.py as <PMC id>_<image name>
 
-Without ``dlinks.txt`` the image is looked up as ``images/<ROCO id>.jpg``. The group is the PMC
-article id of the image file name where one is present, so figures of one article never
-straddle splits.
+(format checked against the files of the razorx89/roco-dataset repository). The PMC id comes
+from the archive URL of ``dlinks.txt``; it is also the group, so figures of one article never
+straddle splits. Without ``dlinks.txt`` the image is looked up as ``images/<ROCO id>.jpg`` and
+each image is its own group.
 
 Parquet form (e.g. the ``eltorio/ROCO-radiology`` layout)::
 
@@ -39,23 +40,23 @@ from medvl.data.adapters.base import (
     check_image_files,
     finalise_records,
     make_info,
-    normalise_id,
     require_extract_dir,
     write_image_file,
 )
-from medvl.data.adapters.image_text import article_group, split_name
+from medvl.data.adapters.image_text import split_name
 
 __all__ = ["LAYOUT", "SPEC", "Options", "load"]
 
 LAYOUT = """\
 folder form:
 <root>/data/{train,validation,test}/radiology/captions.txt  (ROCO id <TAB> caption)
-<root>/data/{train,validation,test}/radiology/dlinks.txt    (ROCO id <TAB> link <TAB> image name; optional)
-<root>/data/{train,validation,test}/radiology/images/
+<root>/data/{train,validation,test}/radiology/dlinks.txt    (ROCO id <TAB> wget … <url>/PMCnnn.tar.gz … <TAB> image name)
+<root>/data/{train,validation,test}/radiology/images/<PMC id>_<image name>   (as fetched by scripts/fetch.py)
 parquet form:
 <root>/**/{train,validation,test}-*.parquet                 (image {bytes,path}, image_id, caption)"""
 
 _SPLIT_DIRS = ("train", "validation", "test")
+_PMC_ARCHIVE = re.compile(r"/(PMC\d+)\.tar\.gz")
 _PARQUET_SPLIT = re.compile(r"^(train|training|validation|valid|val|dev|test)[-_.]", re.IGNORECASE)
 
 
@@ -93,19 +94,26 @@ def _load_folder(root: Path, options: Options, skips: SkipCounter) -> pd.DataFra
             base = root / "data" / split_dir / sub
             if not (base / "captions.txt").is_file():
                 continue
-            names: dict[str, str] = {}
+            names: dict[str, tuple[str, str]] = {}
             if (base / "dlinks.txt").is_file():
-                names = {row[0]: row[2] for row in _read_tab_file(base / "dlinks.txt", 3)}
+                for number, (roco_id, link, image_name, *_) in enumerate(_read_tab_file(base / "dlinks.txt", 3), start=1):
+                    match = _PMC_ARCHIVE.search(link)
+                    if match is None:
+                        raise DatasetFormatError(f"{base / 'dlinks.txt'}:{number}: no PMCnnn.tar.gz archive in {link!r}")
+                    names[roco_id] = (match.group(1), image_name)
             for roco_id, *rest in _read_tab_file(base / "captions.txt", 1):
                 caption = " ".join(rest).strip()
                 if not caption:
                     skips.bad("empty caption", roco_id)
                     continue
-                image_name = names.get(roco_id, f"{roco_id}.jpg")
+                if roco_id in names:
+                    pmc_id, image_name = names[roco_id]
+                    image, group = f"{pmc_id}_{image_name}", pmc_id
+                else:
+                    image, group = f"{roco_id}.jpg", roco_id
                 records.append({
-                    "id": roco_id, "image": f"data/{split_dir}/{sub}/images/{image_name}", "texts": [caption],
-                    "group": normalise_id(article_group(image_name)) if roco_id in names else roco_id,
-                    "split": split_name(split_dir, "ROCO"), "subset": sub,
+                    "id": roco_id, "image": f"data/{split_dir}/{sub}/images/{image}", "texts": [caption],
+                    "group": group, "split": split_name(split_dir, "ROCO"), "subset": sub,
                 })
     return pd.DataFrame(records, columns=["id", "image", "texts", "group", "split", "subset"])
 
