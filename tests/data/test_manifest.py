@@ -384,3 +384,12 @@ def test_round_trip_property(tmp_path: Path, m: Manifest, ext: str) -> None:
     assert back.hash() == m.hash()
     assert list(back.ids) == list(m.ids)
     assert [list(t) for t in back.records["texts"]] == [list(t) for t in m.records["texts"]]
+
+
+def test_csv_malformed_list_cell_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text('id,image,texts\na,a.png,"[""ok""]"\nb,b.png,"[""x""],[""y""]"\nc,c.png,"[""unclosed"""\n')
+    m = read_manifest(path)
+    assert list(m.records["texts"].iloc[0]) == ["ok"]
+    issues = {(e.record_id, e.column) for e in validate_manifest(m).errors}
+    assert issues == {("b", "texts"), ("c", "texts")}

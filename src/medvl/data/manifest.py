@@ -654,28 +654,29 @@ def _decode_json_lists(series: pd.Series, name: str) -> pd.Series:
     is_text = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
     if not is_text.any():
         return series
-    texts = values[is_text]
-    stripped = np.char.strip(texts.astype(str))
-    empty = stripped == ""
-    looks_list = np.char.startswith(stripped, "[")
+    text_rows = np.flatnonzero(is_text)
+    stripped = pc.utf8_trim_whitespace(pa.array(values[is_text].tolist(), type=pa.string()))
+    empty = np.asarray(pc.equal(stripped, "").to_numpy(zero_copy_only=False), dtype=bool)
+    looks_list = np.asarray(pc.starts_with(stripped, "[").to_numpy(zero_copy_only=False), dtype=bool)
     decodable = looks_list & ~empty
     out = values.copy()
-    out[np.flatnonzero(is_text)[empty]] = None
+    out[text_rows[empty]] = None
     if decodable.any():
-        payload = "[" + ",".join(stripped[decodable].tolist()) + "]"
+        cells: list[str] = stripped.filter(pa.array(decodable)).to_pylist()
         try:
-            decoded = json.loads(payload)
-        except json.JSONDecodeError:
+            decoded = json.loads("[" + ",".join(cells) + "]")
+            if len(decoded) != len(cells):  # a cell such as "[1],[2]" would shift the others
+                raise ValueError("cell count changed")
+        except (json.JSONDecodeError, ValueError):
             decoded = []
-            for text in stripped[decodable].tolist():
+            for text in cells:
                 try:
                     decoded.append(json.loads(text))
                 except json.JSONDecodeError:
                     decoded.append(text)  # left as a string; validation names the record
-        target_rows = np.flatnonzero(is_text)[decodable]
         decoded_arr = np.empty(len(decoded), dtype=object)
         decoded_arr[:] = decoded
-        out[target_rows] = decoded_arr
+        out[text_rows[decodable]] = decoded_arr
     return pd.Series(out, index=series.index, dtype=object, name=name)
 
 
