@@ -21,6 +21,7 @@ Representation in memory
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import posixpath
@@ -447,13 +448,27 @@ class Manifest:
         import hashlib
 
         table = self.to_arrow().replace_schema_metadata(None).combine_chunks()
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
         digest = hashlib.sha256()
-        digest.update(sink.getvalue().to_pybytes())
+        # stream the IPC bytes into the digest batch by batch instead of building one big buffer
+        with pa.PythonFile(_DigestSink(digest), mode="w") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=65536)
         digest.update(json.dumps([s.to_dict() for s in self.tasks.values()], sort_keys=True).encode())
         return digest.hexdigest()
+
+
+class _DigestSink(io.RawIOBase):
+    """A write-only file object that feeds everything written to a hash."""
+
+    def __init__(self, digest: Any) -> None:
+        self._digest = digest
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._digest.update(view)
+        return view.nbytes
 
 
 # --------------------------------------------------------------------------------------------- arrow
