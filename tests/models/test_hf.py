@@ -3,6 +3,7 @@ plus the real offline MiniLM (sentence-transformers parity)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -262,8 +263,15 @@ def test_dual_encoder_with_hf_towers_saves_and_loads_offline(
         },
         "text": {"kind": "hf", "name_or_path": str(minilm_dir), "freeze": {"mode": "full"}},
     }
+    preprocessing = {
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.25, 0.25, 0.25],
+        "size": {"height": 32, "width": 32},
+    }
+    (vit_dir / "preprocessor_config.json").write_text(json.dumps(preprocessing))
     model = build_model(config_from_dict(data, ModelConfig)).eval()
     assert model.text_cache is not None  # frozen text tower → cached
+    assert model.image_preprocessing() == preprocessing
     batch = {"ids": ["a", "b"], "pixel_values": X, "texts": ["effusion", "normal study"]}
     with torch.no_grad():
         before = model(batch)
@@ -275,3 +283,4 @@ def test_dual_encoder_with_hf_towers_saves_and_loads_offline(
     for key in ("image_embeds", "text_embeds", "image_features"):
         torch.testing.assert_close(after[key], before[key])
     assert loaded.trainable_parameter_counts() == model.trainable_parameter_counts()
+    assert loaded.image_preprocessing() == preprocessing

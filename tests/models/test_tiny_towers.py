@@ -118,7 +118,7 @@ def test_slide_encoder_variable_bag_sizes() -> None:
     padded[0, 4:] = 1e3  # garbage in padded slots must not matter
     full = enc(padded, mask)
     torch.testing.assert_close(full[0], enc(bag[:1, :4], None)[0], rtol=1e-5, atol=1e-5)
-    w = enc.pool.weights(enc.phi(padded), mask)
+    w = enc.attention_weights(padded, mask)
     assert torch.all(w[0, 4:] == 0)
     torch.testing.assert_close(w.sum(1), torch.ones(2))
     assert len(enc.layer_groups()) == 4  # phi, 2 transformer layers, attention pool + rho

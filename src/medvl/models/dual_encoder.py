@@ -179,6 +179,12 @@ class DualEncoder(nn.Module):
                 names.add(name)
         return names
 
+    def image_preprocessing(self) -> dict[str, Any] | None:
+        """The vision checkpoint's preprocessing (``preprocessor_config.json``: ``size``,
+        ``image_mean``, ``image_std``, ...) for HF towers that ship one; None otherwise."""
+        value = getattr(self.vision, "preprocessing", None)
+        return dict(value) if isinstance(value, dict) else None
+
     @property
     def device(self) -> torch.device:
         return self.logit_scale.log_scale.device

@@ -48,6 +48,23 @@ from medvl.utils.io import atomic_write_json, read_json
 __all__ = ["HFTextEncoder", "HFVisionEncoder", "read_sentence_transformers_dir"]
 
 TOWER_FILE = "medvl_tower.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"
+
+
+def _read_preprocessing(source: str | Path, revision: str | None) -> dict[str, Any] | None:
+    """The checkpoint's ``preprocessor_config.json`` (image size, mean, std) when it has one."""
+    path = Path(source) / PREPROCESSOR_FILE
+    if not path.is_file():
+        if Path(source).is_dir():
+            return None
+        try:  # a hub id: the cached/downloaded file, or nothing when offline and not cached
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(str(source), PREPROCESSOR_FILE, revision=revision))
+        except Exception:
+            return None
+    data = read_json(path)
+    return data if isinstance(data, dict) else None
 
 
 @contextlib.contextmanager
@@ -216,6 +233,12 @@ class HFVisionEncoder(ImageEncoder):
                     cfg.name_or_path, **({"revision": cfg.revision} if cfg.revision else {})
                 )
         self.arch = _vision_arch(probe)
+        self.preprocessing: dict[str, Any] | None = _read_preprocessing(
+            assets_dir
+            if assets_dir is not None and (assets_dir / "config.json").is_file()
+            else cfg.name_or_path,
+            cfg.revision,
+        )
         if cfg.with_projection and self.arch.name != "clip":
             raise ValueError(
                 f"vision.hf.with_projection applies to CLIP checkpoints only, not {self.arch.name}"
@@ -308,6 +331,8 @@ class HFVisionEncoder(ImageEncoder):
     def save_assets(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.model.config.save_pretrained(str(directory))
+        if self.preprocessing is not None:
+            atomic_write_json(directory / PREPROCESSOR_FILE, self.preprocessing)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) pixel values (normalised as the checkpoint expects) → (B, feature_dim)."""

@@ -74,8 +74,10 @@ class SlideEncoder(ImageEncoder):
             )
         return self(batch["bag"], batch.get("bag_mask"))
 
-    def forward(self, bag: torch.Tensor, bag_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``bag`` (B, N, input_dim), ``bag_mask`` (B, N) bool or None (all valid) → (B, width)."""
+    def instances(
+        self, bag: torch.Tensor, bag_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Contextualised instance states (B, N, width) and the bool validity mask (B, N)."""
         if bag.ndim != 3 or bag.shape[-1] != self.cfg.input_dim:
             raise ValueError(f"bag must be (B, N, {self.cfg.input_dim}), got {tuple(bag.shape)}")
         if bag_mask is None:
@@ -92,4 +94,15 @@ class SlideEncoder(ImageEncoder):
         ckpt = self.cfg.grad_checkpointing and self.training
         for layer in self.layers:
             h = maybe_checkpoint(layer, h, src_key_padding_mask=~mask, enabled=ckpt)
+        return h, mask
+
+    def attention_weights(self, bag: torch.Tensor, bag_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Gated-attention weights (B, N) over the instances (0 at padding, rows sum to 1),
+        e.g. for region heatmaps."""
+        h, mask = self.instances(bag, bag_mask)
+        return self.pool.weights(h, mask)
+
+    def forward(self, bag: torch.Tensor, bag_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``bag`` (B, N, input_dim), ``bag_mask`` (B, N) bool or None (all valid) → (B, width)."""
+        h, mask = self.instances(bag, bag_mask)
         return self.rho(self.pool(h, mask))
