@@ -16,6 +16,7 @@ from medvl.data.manifest import (
     Manifest,
     ManifestError,
     TaskSpec,
+    concat_manifests,
     infer_image_type,
     read_manifest,
     sidecar_path,
@@ -393,3 +394,34 @@ def test_csv_malformed_list_cell_is_named(tmp_path: Path) -> None:
     assert list(m.records["texts"].iloc[0]) == ["ok"]
     issues = {(e.record_id, e.column) for e in validate_manifest(m).errors}
     assert issues == {("b", "texts"), ("c", "texts")}
+
+
+def test_concat_manifests_partial_labels(tmp_path: Path) -> None:
+    a = Manifest.from_records(
+        [{"id": "a1", "image": "x/1.png", "texts": ["t"], "labels.f": [1, 0], "source": "A"}],
+        [TaskSpec("f", "multilabel", ("p", "q"))],
+        tmp_path / "dsA",
+    )
+    b = Manifest.from_records(
+        [{"id": "b1", "image": "2.png", "texts": ["u"], "labels.g": 1, "source": "B", "fold": 3}],
+        [TaskSpec("g", "multiclass", ("n", "y"))],
+        tmp_path / "dsB",
+    )
+    both = concat_manifests([a, b], root=tmp_path)
+    assert validate_manifest(both).ok, validate_manifest(both).format()
+    assert list(both.records["image"]) == ["dsA/x/1.png", "dsB/2.png"]
+    assert both.root == tmp_path.resolve()
+    np.testing.assert_array_equal(both.label_mask("f"), [[True, True], [False, False]])
+    np.testing.assert_array_equal(both.label_matrix("g"), [-1, 1])
+    np.testing.assert_array_equal(both.label_mask("g"), [False, True])
+    assert list(both.records["fold"]) == [-1, 3]
+    back = read_manifest(write_manifest(both, tmp_path / "both.parquet"))
+    assert back.hash() == both.hash()
+    with pytest.raises(ManifestError, match="different roots"):
+        concat_manifests([a, b])
+    with pytest.raises(ManifestError, match="not inside"):
+        concat_manifests([a, b], root=tmp_path / "dsA")
+    clash = Manifest(b.records, [TaskSpec("g", "multiclass", ("n", "y", "z"))], b.root)
+    b2 = Manifest(b.records.assign(**{"labels.g": 0}), [TaskSpec("g", "multiclass", ("n", "y"))], b.root)
+    with pytest.raises(ManifestError, match="differs"):
+        concat_manifests([b2, clash], root=tmp_path)

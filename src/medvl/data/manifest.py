@@ -49,6 +49,7 @@ __all__ = [
     "TaskSpec",
     "ValidationReport",
     "as_list",
+    "concat_manifests",
     "infer_image_type",
     "infer_tasks",
     "list_column_to_matrix",
@@ -842,6 +843,54 @@ def _coerce_csv_scalars(df: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> pd.D
         if col in df.columns:
             df[col] = df[col].fillna("")
     return df
+
+
+def concat_manifests(manifests: Sequence[Manifest], root: str | os.PathLike[str] | None = None) -> Manifest:
+    """Stack manifests of several datasets into one (partial labels across datasets).
+
+    Tasks are the union (a task present in several manifests must have the same spec). A
+    record of a manifest without some task gets no label for it (null / -1 / NaN, so its
+    mask is false). With ``root``, image paths are rewritten relative to it (every manifest
+    root must lie inside it); without, all manifests must share one root. Set ``source``
+    in each manifest to tell the datasets apart; duplicate ids are left for
+    :func:`validate_manifest` to report.
+    """
+    if not manifests:
+        raise ManifestError("concat_manifests needs at least one manifest")
+    tasks: dict[str, TaskSpec] = {}
+    for m in manifests:
+        for name, spec in m.tasks.items():
+            if name in tasks and tasks[name] != spec:
+                raise ManifestError(f"task {name!r} differs between manifests: {tasks[name]} vs {spec}")
+            tasks[name] = spec
+    roots = {None if m.root is None else m.root.resolve() for m in manifests}
+    frames: list[pd.DataFrame] = []
+    if root is None:
+        if len(roots) > 1:
+            raise ManifestError(f"manifests have different roots {sorted(str(r) for r in roots)}; pass root=")
+        target = next(iter(roots))
+        frames = [m.records for m in manifests]
+    else:
+        target = Path(root).resolve()
+        for m in manifests:
+            if m.root is None:
+                raise ManifestError("every manifest needs a root to be re-based onto root=")
+            prefix = os.path.relpath(m.root.resolve(), target).replace(os.sep, "/")
+            if prefix == ".." or prefix.startswith("../") or os.path.isabs(prefix):
+                raise ManifestError(f"manifest root {m.root} is not inside {target}")
+            frame = m.records.copy()
+            if prefix != ".":
+                frame["image"] = prefix + "/" + frame["image"].astype(str)
+            frames.append(frame)
+    records = pd.concat(frames, ignore_index=True, sort=False)
+    for spec in tasks.values():  # records from manifests without the task: unannotated
+        if spec.kind == "multilabel":
+            col = records[spec.column].astype(object)
+            records[spec.column] = col.where(~pd.isna(col).to_numpy(dtype=bool), None)
+    for column, default in (("fold", -1), ("split", ""), ("source", ""), ("image_type", "")):
+        records[column] = records[column].fillna(default)
+    records["fold"] = records["fold"].astype(np.int64)
+    return Manifest(records, tasks, target)
 
 
 # --------------------------------------------------------------------------------------------- validation
