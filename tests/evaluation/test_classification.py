@@ -131,3 +131,17 @@ def test_bad_inputs() -> None:
         evaluate_classification(np.full((2, 4), np.nan), np.array([0, 1]), MC)
     with pytest.raises(ValueError, match="columns"):
         evaluate_classification(np.zeros((2, 3)), np.array([0, 1]), MC)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_binary_auroc_ap_with_ties_vs_sklearn(seed: int) -> None:
+    from medvl.evaluation.classification import binary_auroc_ap
+
+    rng = np.random.default_rng(seed)
+    y = rng.random(60) < 0.3
+    s = np.round(rng.normal(size=60) + y, 1)  # coarse scores: many ties
+    auroc, ap = binary_auroc_ap(y, s)
+    assert auroc == pytest.approx(roc_auc_score(y, s))
+    assert ap == pytest.approx(average_precision_score(y, s))
+    assert np.isnan(binary_auroc_ap(np.zeros(5, bool), s[:5])[1])
+    assert np.isnan(binary_auroc_ap(np.ones(5, bool), s[:5])[0])

@@ -36,6 +36,7 @@ from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError, TaskInf
 
 __all__ = [
     "balanced_accuracy",
+    "binary_auroc_ap",
     "confusion_matrix",
     "evaluate_classification",
     "evaluate_embedding_heads",
@@ -141,12 +142,35 @@ def scores_to_probabilities(scores: np.ndarray, kind: str, num_classes: int) -> 
     return _softmax(s)
 
 
+def binary_auroc_ap(targets: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """AUROC (trapezoidal ROC area) and step-wise AP of one binary problem, tie-aware.
+
+    Same definitions as ``sklearn.metrics.roc_auc_score`` / ``average_precision_score``: tied
+    scores form one threshold. AUROC is NaN without both classes, AP is NaN without positives.
+    """
+    y = np.asarray(targets, dtype=bool).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan"), float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    ends = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]  # last index of each tie group
+    tps = np.cumsum(y_sorted)[ends].astype(np.float64)
+    fps = (ends + 1) - tps
+    recall = tps / n_pos
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * (tps / (tps + fps))))
+    n_neg = len(y) - n_pos
+    if n_neg == 0:
+        return float("nan"), ap
+    auroc = float(np.trapezoid(np.r_[0.0, recall], np.r_[0.0, fps / n_neg]))
+    return auroc, ap
+
+
 def per_class_auroc_ap(
     targets: np.ndarray, scores: np.ndarray, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-class AUROC and AP for (N, C) 0/1 targets; NaN where a class lacks positives (or negatives)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     y = np.asarray(targets, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
     m = np.ones_like(y, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
@@ -155,12 +179,7 @@ def per_class_auroc_ap(
     auroc = np.full(n_classes, np.nan)
     ap = np.full(n_classes, np.nan)
     for c in range(n_classes):
-        yc = y[m[:, c], c] > 0.5
-        sc = s[m[:, c], c]
-        if yc.any():
-            ap[c] = average_precision_score(yc, sc)
-            if not yc.all():
-                auroc[c] = roc_auc_score(yc, sc)
+        auroc[c], ap[c] = binary_auroc_ap(y[m[:, c], c] > 0.5, s[m[:, c], c])
     return auroc, ap
 
 
@@ -223,13 +242,7 @@ def evaluate_classification(
         auroc, ap = per_class_auroc_ap(yf, probs, mask)
         m["map_macro"] = _nanmean(ap)
         m["auroc_macro"] = _nanmean(auroc)
-        flat_y = yf[mask] > 0.5
-        if flat_y.any():
-            from sklearn.metrics import average_precision_score
-
-            m["map_micro"] = float(average_precision_score(flat_y, probs[mask]))
-        else:
-            m["map_micro"] = float("nan")
+        m["map_micro"] = binary_auroc_ap(yf[mask] > 0.5, probs[mask])[1]
         pred = probs >= threshold
         truth = yf > 0.5
         tp = ((pred & truth) & mask).sum(0).astype(np.float64)
