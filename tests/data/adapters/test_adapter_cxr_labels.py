@@ -160,6 +160,19 @@ def test_padchest_options(tmp_path: Path, files) -> None:
     assert any("labels outside the class list" in n for n in imported.info["notes"])
 
 
+def test_padchest_partial_labels_for_a_shared_label_space(tmp_path: Path, files) -> None:
+    _write_padchest(tmp_path, files)
+    shared = ["pneumonia", "cardiomegaly", "lung lesion"]  # 'lung lesion' is not a PadChest label
+    imported = import_dataset("padchest", tmp_path, {"classes": shared})
+    files.check(imported, tmp_path)
+    records = imported.records.set_index("id")
+    assert records.loc["c", "label_mask.padchest"] == [True, True, False]
+    assert records.loc["d", "label_mask.padchest"] == [False, False, False]  # 'exclude'
+    assert any("never annotated" in n for n in imported.info["notes"])
+    negative = import_dataset("padchest", tmp_path, {"classes": shared, "unobserved_negative": True})
+    assert negative.records.set_index("id").loc["c", "label_mask.padchest"] == [True, True, True]
+
+
 def test_padchest_split_is_order_independent(tmp_path: Path, files) -> None:
     _write_padchest(tmp_path / "a", files)
     _write_padchest(tmp_path / "b", files, rows=list(reversed(PADCHEST_ROWS)))

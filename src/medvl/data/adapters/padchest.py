@@ -8,8 +8,11 @@ enlargement' to a missing comma). Images whose list is empty, missing or only ``
 ``suboptimal study`` have no labels: their ``label_mask.padchest`` is all false (or they are
 dropped with ``drop_unlabelled=true``).
 
-The class list is every label that occurs (sorted), or ``classes`` given by the user; labels
-outside a user list are counted in the import info, never dropped silently. PadChest has no
+The class list is every label that occurs (sorted), or ``classes`` given by the user (e.g. a
+label space shared with other datasets); labels outside a user list are counted in the import
+info, never dropped silently. A user class that never occurs in PadChest is not annotated by
+this dataset: its mask entry is false for every record (partial labels across datasets), unless
+``unobserved_negative=true`` declares it a known negative. PadChest has no
 official split: patients are split by a seeded hash of ``PatientID``.
 """
 
@@ -69,6 +72,8 @@ class Options(CommonOptions):
     """Rename 'normal' to 'no finding' (DLILP's convention)."""
     use_reports: bool = False
     """Put the (pre-processed Spanish) ``Report`` text in ``texts``."""
+    unobserved_negative: bool = False
+    """Treat user ``classes`` that never occur in the CSV as annotated negatives (default: masked out)."""
     labelled_by: list[str] = Field(default_factory=lambda: ["Physician", "RNN_model"])
     """Keep labels from these ``MethodLabel`` values (others: mask all false)."""
 
@@ -123,6 +128,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
         raise DatasetFormatError(f"{csv_path.name}: no labels found")
     column = {c: i for i, c in enumerate(classes)}
     outside = {label: n for label, n in observed.items() if label not in column}
+    annotated = [options.unobserved_negative or c in observed for c in classes]
     values, masks = [], []
     for labels in parsed:
         vector = [0.0] * len(classes)
@@ -130,7 +136,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
             if label in column:
                 vector[column[label]] = 1.0
         values.append(vector)
-        masks.append([labels is not None] * len(classes))
+        masks.append([labels is not None and a for a in annotated])
     groups = normalise_ids(table["PatientID"], f"{csv_path.name} PatientID")
     if options.image_layout == "by_dir":
         dirs = normalise_ids(table["ImageDir"], f"{csv_path.name} ImageDir")
@@ -161,6 +167,9 @@ def load(root: Path, options: Options) -> ImportedDataset:
     notes = [f"{int(unlabelled.sum())} images without usable labels (mask all false)"]
     if outside:
         notes.append(f"labels outside the class list (not encoded): {dict(sorted(outside.items()))}")
+    never = [c for c, a in zip(classes, annotated, strict=True) if not a]
+    if never:
+        notes.append(f"classes never annotated by PadChest (mask false): {never}")
     return ImportedDataset(frame, tasks, root, make_info("padchest", options, frame, skips, notes,
                                                          label_counts=dict(sorted(observed.items()))))
 
