@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from medvl.data.manifest import Manifest
 
 #: Modules that add subcommands to ``medvl data``.
 DATA_COMMAND_MODULES: tuple[str, ...] = ("medvl.cli.data_synth", "medvl.cli.data_import")
 
 
-def _read(manifest: Path, root: Path | None) -> Any:
+def _read(manifest: Path, root: Path | None) -> Manifest:
+    """Read a manifest, or exit with code 2 and the reason."""
     from medvl.data.manifest import ManifestError, read_manifest
 
     try:
