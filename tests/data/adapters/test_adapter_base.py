@@ -61,7 +61,7 @@ def test_uncertainty_policies() -> None:
     assert m.tolist() == [[True, False, False, True]]
     t, m = apply_uncertainty_policy(values, ["zeros", "ones", "zeros", "zeros"])
     assert t.tolist() == [[1, 1, 0, 0]]
-    with pytest.raises(DatasetFormatError, match="2.0"):
+    with pytest.raises(DatasetFormatError, match=r"2\.0"):
         apply_uncertainty_policy(np.array([[2.0]]), "zeros")
 
 
