@@ -100,3 +100,29 @@ def test_missing_file_error_or_skip(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         write_shards(manifest, tmp_path / "b", shard_size=2, on_bad_sample="skip")
     assert ShardIndex.read(tmp_path / "b").counts == (2, 2)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_items_mode_matches_the_map_style_dataset(tmp_path: Path, train: bool) -> None:
+    from medvl.data.dataset import ImageTextDataset, collate
+
+    manifest = _manifest(tmp_path / "data", n=9)
+    manifest.records["text_labels.finding"] = [[[1.0, 0.0], [0.0, 1.0]] for _ in range(9)]
+    manifest.records["label_mask.finding"] = [[True, k % 2 == 0] for k in range(9)]
+    write_shards(manifest, tmp_path / "shards", shard_size=4)
+    dataset = ImageTextDataset(manifest, train=train, seed=3, channels=1)
+    dataset.set_epoch(2)
+    stream = ShardStream(tmp_path / "shards", rank=0, world_size=1, items=True, train=train, seed=3, channels=1)
+    stream.set_epoch(2)
+    streamed = sorted(stream, key=lambda item: item["index"])
+    assert len(streamed) == len(dataset)
+    a, b = collate([dataset[i] for i in range(len(dataset))]), collate(streamed)
+    assert a["ids"] == b["ids"] and a["texts"] == b["texts"]
+    assert torch.equal(a["pixel_values"], b["pixel_values"])
+    for key in ("labels", "label_mask"):
+        assert torch.equal(a[key]["finding"], b[key]["finding"])
+    if train:
+        assert torch.equal(a["text_index"], b["text_index"])
+        assert torch.equal(a["text_labels"]["finding"], b["text_labels"]["finding"])
+    else:
+        assert torch.equal(a["caption_to_image"], b["caption_to_image"])

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -230,19 +231,35 @@ class ShardStream(IterableDataset[dict[str, Any]]):
         decode: ``True`` decodes the file into a tensor (``image``), ``False`` keeps the bytes
             (``data``), or a callable ``sample -> sample``.
         split: only yield records of this split.
+        items: yield dataset items instead (the same dicts as
+            :class:`medvl.data.dataset.ImageTextDataset` returns, so
+            :func:`medvl.data.dataset.collate` makes the contract batch): ``pixel_values`` (after
+            ``transform``) or ``bag``, one seeded caption (``train=True``) or all of them, and
+            ``labels``/``label_mask`` for ``tasks`` (default: all tasks of the index). ``index``
+            is the record's position in the sharded manifest.
+        train, transform, tasks, caption_mode: as for ``ImageTextDataset`` (items mode only).
 
     Items are dicts: ``id``, ``record`` (the manifest row), ``image_type``, ``ext`` and
-    ``image`` (decoded tensor) or ``data`` (bytes).
+    ``image`` (decoded tensor) or ``data`` (bytes); or dataset items with ``items=True``.
     """
 
     def __init__(self, index: ShardIndex | str | os.PathLike[str], *, shuffle: bool = False, seed: int = 0,
                  shuffle_buffer: int = 1000, rank: int | None = None, world_size: int | None = None,
                  decode: bool | Callable[[dict[str, Any]], dict[str, Any]] = True, split: str | None = None,
-                 channels: int | None = 3) -> None:
+                 channels: int | None = 3, items: bool = False, train: bool = True,
+                 transform: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,
+                 tasks: Sequence[str] | None = None, caption_mode: Literal["random", "first"] = "random") -> None:
         self.index = index if isinstance(index, ShardIndex) else ShardIndex.read(index)
         self.shuffle, self.seed, self.shuffle_buffer = shuffle, seed, max(1, shuffle_buffer)
         self._rank, self._world = rank, world_size
         self.decode, self.split, self.channels = decode, split, channels
+        self.items, self.train, self.transform, self.caption_mode = items, train, transform, caption_mode
+        self.tasks = list(self.index.tasks) if tasks is None else list(tasks)
+        unknown = [t for t in self.tasks if t not in self.index.tasks]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; the shards have {sorted(self.index.tasks)}")
+        if items and decode is not True:
+            raise ValueError("items=True needs decode=True")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -271,8 +288,49 @@ class ShardStream(IterableDataset[dict[str, Any]]):
         for name in names:
             path = self.index.directory / name
             with path.open("rb") as handle:
-                for sample in group_by_keys(tar_file_expander([{"url": str(path), "stream": handle}])):
-                    yield self._to_item(sample, name)
+                raw = [self._to_item(sample, name)
+                       for sample in group_by_keys(tar_file_expander([{"url": str(path), "stream": handle}]))]
+            if self.split is not None:
+                raw = [item for item in raw if item["record"].get("split") == self.split]
+            if self.items:
+                yield from self._dataset_items(raw)
+            else:
+                yield from raw
+
+    def _dataset_items(self, raw: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Dataset items of one shard; labels converted in bulk with the manifest's own readers."""
+        from medvl.data.dataset import _item_seed
+        from medvl.data.manifest import Manifest
+
+        if not raw:
+            return
+        manifest = Manifest(pd.DataFrame([item["record"] for item in raw]), {t: self.index.tasks[t] for t in self.tasks})
+        labels = {t: manifest.label_matrix(t) for t in self.tasks}
+        masks = {t: manifest.label_mask(t) for t in self.tasks}
+        for row, item in enumerate(raw):
+            index = int(item["key"])
+            seq = _item_seed(self.seed, self.epoch, index)
+            rng = np.random.default_rng(seq)
+            generator = torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
+            record, data = item["record"], item["image"]
+            out: dict[str, Any] = {"id": item["id"], "index": index}
+            if item["image_type"] == "feature_bag":
+                out["bag"] = data
+            else:
+                out["pixel_values"] = self.transform(data, generator) if self.transform is not None else data
+            texts = [str(t) for t in record.get("texts") or []]
+            if self.train:
+                k = -1 if not texts else 0 if self.caption_mode == "first" else int(rng.integers(len(texts)))
+                out["text"], out["text_index"] = (texts[k] if k >= 0 else ""), k
+                per_text = {t: record.get(f"text_labels.{t}") for t in self.tasks}
+                if k >= 0 and any(v is not None for v in per_text.values()):
+                    out["text_labels"] = {t: torch.as_tensor(v[k], dtype=torch.float32)
+                                          for t, v in per_text.items() if v is not None}
+            else:
+                out["texts"] = texts
+            out["labels"] = {t: torch.as_tensor(labels[t][row]) for t in self.tasks}
+            out["label_mask"] = {t: torch.as_tensor(masks[t][row]) for t in self.tasks}
+            yield out
 
     def _to_item(self, sample: dict[str, Any], shard: str) -> dict[str, Any]:
         if "json" not in sample:
@@ -282,8 +340,8 @@ class ShardStream(IterableDataset[dict[str, Any]]):
         if len(exts) != 1:
             raise ValueError(f"{shard}: record {record.get('id')} has {len(exts)} file members ({exts})")
         ext = exts[0]
-        item: dict[str, Any] = {"id": record["id"], "record": record, "image_type": record.get("image_type", ""),
-                                "ext": ext, "data": sample[ext]}
+        item: dict[str, Any] = {"id": record["id"], "key": sample["__key__"], "record": record,
+                                "image_type": record.get("image_type", ""), "ext": ext, "data": sample[ext]}
         if callable(self.decode):
             return self.decode(item)
         if self.decode:
@@ -293,8 +351,6 @@ class ShardStream(IterableDataset[dict[str, Any]]):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, _, worker, _ = self._position()
         items: Iterator[dict[str, Any]] = self._samples(self.my_shards())
-        if self.split is not None:
-            items = (item for item in items if item["record"].get("split") == self.split)
         if not self.shuffle:
             yield from items
             return
