@@ -51,8 +51,8 @@ def finding_examples(seed: int, patient: int, size: int) -> dict[str, list[np.nd
 
 
 def pick_examples(seed: int, count: int) -> list[SyntheticCase]:
-    """The first ``count`` cases of a dataset with this seed, preferring a mix of normal and abnormal."""
-    cases = [sample_case(seed, p, v) for p, v in plan_records(6 * count, seed)]
+    """``count`` first visits of distinct patients of a dataset with this seed: a quarter normal, the rest abnormal."""
+    cases = [sample_case(seed, p, v) for p, v in plan_records(8 * count, seed) if v == 0]  # one per patient
     normal = [c for c in cases if not c.findings]
     abnormal = [c for c in cases if c.findings]
     chosen = normal[: max(1, count // 4)]
@@ -73,9 +73,10 @@ def save_gallery(path: str | os.PathLike[str], seed: int = 0, size: int = 256, n
     matrix = finding_examples(seed, patient=1, size=size)
     n_cols = 4
     n_rows_ex = -(-n_examples // n_cols)
-    fig = plt.figure(figsize=(16, 5.2 * n_rows_ex + 2.05 * len(FINDINGS) / 2 + 1.5))
+    fig = plt.figure(figsize=(16, 5.2 * n_rows_ex + 2.05 * ((len(FINDINGS) + 1) // 2)))
     grid = fig.add_gridspec(n_rows_ex + (len(FINDINGS) + 1) // 2, 1,
-                            height_ratios=[5.2] * n_rows_ex + [2.05] * ((len(FINDINGS) + 1) // 2))
+                            height_ratios=[5.2] * n_rows_ex + [2.05] * ((len(FINDINGS) + 1) // 2),
+                            top=0.96, bottom=0.01, hspace=0.45)
     for i, case in enumerate(examples):
         row, col = divmod(i, n_cols)
         sub = grid[row].subgridspec(1, n_cols)
@@ -86,7 +87,7 @@ def save_gallery(path: str | os.PathLike[str], seed: int = 0, size: int = 256, n
         truth = ", ".join(f"{f.name}" + (f" ({('mild', 'moderate', 'severe')[f.severity - 1]})" if f.severity else "")
                           for f in case.findings) or "no finding"
         ax.set_title(f"{case.record_id} · grade {case.grade}\ntruth: {textwrap.shorten(truth, 60)}", fontsize=8)
-        ax.text(0.0, -0.02, "\n".join(textwrap.wrap(case.report.text.replace("\n", " "), 62)[:9]),
+        ax.text(0.0, -0.02, "\n".join(textwrap.wrap(case.report.text.replace("\n", " "), 64)[:7]),
                 transform=ax.transAxes, fontsize=6.5, va="top", family="monospace")
     for j, name in enumerate(FINDINGS):
         row, col = divmod(j, 2)
@@ -100,7 +101,7 @@ def save_gallery(path: str | os.PathLike[str], seed: int = 0, size: int = 256, n
             ax.set_yticks([])
             ax.set_title(f"{name}: {label}" if k else f"{name}", fontsize=8)
     fig.suptitle(f"medvl synthetic chest radiographs (seed {seed}, {size} px): examples with their reports; "
-                 "below, each finding on one patient by severity", fontsize=11)
+                 "below, each finding on one patient by severity", fontsize=11, y=0.985)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
