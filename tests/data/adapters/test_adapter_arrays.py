@@ -122,3 +122,14 @@ def test_slides_hash_folds_and_bad_records(tmp_path: Path, files) -> None:
     assert "s5" not in set(frame["id"])
     assert set(frame.loc[frame["split"] != "test", "fold"]) <= {0, 1}
     assert (frame.loc[frame["split"] == "test", "fold"] == -1).all()
+
+
+def test_slides_manifest_feeds_the_bag_dataset(tmp_path: Path) -> None:
+    from medvl.data.dataset import ImageTextDataset, collate
+
+    _slides(tmp_path, with_fold_files=True)
+    manifest = import_dataset("slides", tmp_path).to_manifest()
+    dataset = ImageTextDataset(manifest, train=False, seed=0)
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    assert batch["bag"].shape == (6, 8, 4) and batch["bag_mask"].sum(1).tolist() == [3, 4, 5, 6, 7, 8]
+    assert batch["labels"]["grade"].tolist() == [0, 1, 2, 3, 4, 5]

@@ -139,3 +139,16 @@ def test_require_reports_and_missing_split(tmp_path: Path, files) -> None:
     imported = import_dataset("mimic_cxr", tmp_path, {"require_reports": True, "on_bad_sample": "skip"})
     assert "d4" not in set(imported.records["id"])
     assert imported.info["skipped"]["counts"] == {"report file missing": 1}
+
+
+def test_manifest_feeds_the_training_dataset(tmp_path: Path, files) -> None:
+    from medvl.data.dataset import ImageTextDataset, collate
+
+    _write(tmp_path, files, dicom=True)
+    manifest = import_dataset("mimic_cxr", tmp_path, {"image_format": "dicom", "uncertain": "ignore"}).to_manifest()
+    dataset = ImageTextDataset(manifest, train=True, seed=0, channels=1, require_texts=False)
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    assert batch["pixel_values"].shape == (4, 1, 8, 8)
+    assert batch["labels"]["chexpert"].shape == (4, 14)
+    assert not batch["label_mask"]["chexpert"][0, CHEXPERT_CLASSES.index("Pneumonia")]
+    assert batch["has_text"].tolist() == [True, True, False, False]
