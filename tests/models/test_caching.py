@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,3 +159,29 @@ def test_feature_cache_limit_and_namespaces() -> None:
     assert calls == [1]
     with pytest.raises(ValueError, match="shape"):
         cache.get_or_compute(["x", "y"], lambda: torch.zeros(3, 2), device)
+
+
+def test_cache_save_load_round_trip_and_fingerprint_guard(tmp_path: Path) -> None:
+    """Features saved by one run are reused by another only when the tower weights are identical."""
+    from medvl.models.caching import FeatureCache, module_fingerprint
+
+    tower = torch.nn.Linear(3, 4)
+    cache = FeatureCache()
+    calls = {"n": 0}
+
+    def compute() -> torch.Tensor:
+        calls["n"] += 1
+        return tower(torch.ones(2, 3))
+
+    first = cache.get_or_compute(["a", "b"], compute, torch.device("cpu"))
+    fingerprint = module_fingerprint(tower)
+    assert cache.save(tmp_path / "text.safetensors", fingerprint) == 2
+    other = FeatureCache()
+    assert other.load(tmp_path / "text.safetensors", fingerprint) == 2
+    again = other.get_or_compute(["a", "b"], compute, torch.device("cpu"))
+    assert calls["n"] == 1 and torch.equal(first.detach(), again)
+    with torch.no_grad():
+        tower.weight.add_(1.0)
+    assert module_fingerprint(tower) != fingerprint
+    assert FeatureCache().load(tmp_path / "text.safetensors", module_fingerprint(tower)) == 0
+    assert FeatureCache().load(tmp_path / "missing.safetensors", fingerprint) == 0

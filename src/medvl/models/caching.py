@@ -20,12 +20,27 @@ fp32 evaluation.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch import nn
 
-__all__ = ["CacheStats", "FeatureCache"]
+__all__ = ["CacheStats", "FeatureCache", "module_fingerprint"]
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """sha256 over a module's state (names, dtypes, shapes and bytes): equal iff the weights are equal."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        value = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -60,6 +75,55 @@ class FeatureCache:
     def clear(self) -> None:
         self._store.clear()
         self.stats = CacheStats()
+
+    def save(self, path: str | os.PathLike[str], fingerprint: str) -> int:
+        """Write every entry to ``path`` (safetensors, atomic) tagged with the tower's ``fingerprint``.
+
+        Lets separate runs that share a frozen tower (the cells of a λ sweep) share its features.
+        Returns the number of entries written.
+        """
+        from safetensors.torch import save_file
+
+        tensors: dict[str, torch.Tensor] = {}
+        keys: dict[str, list[str]] = {}
+        for index, (namespace, table) in enumerate(sorted(self._store.items())):
+            if not table:
+                continue
+            names = sorted(table)
+            tensors[f"ns{index}"] = torch.stack([table[k].to("cpu") for k in names]).contiguous()
+            keys[f"ns{index}"] = [namespace, *names]
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        save_file(tensors, str(tmp), metadata={"fingerprint": fingerprint, "keys": json.dumps(keys)})
+        os.replace(tmp, target)
+        return sum(len(v) - 1 for v in keys.values())
+
+    def load(self, path: str | os.PathLike[str], fingerprint: str) -> int:
+        """Add the entries saved at ``path`` when they were computed by the same tower weights.
+
+        A missing file or a different ``fingerprint`` loads nothing (returns 0): features of other
+        weights are never used. Entries already present are kept.
+        """
+        from safetensors import safe_open
+
+        source = Path(path)
+        if not source.is_file():
+            return 0
+        loaded = 0
+        with safe_open(str(source), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            if meta.get("fingerprint") != fingerprint:
+                return 0
+            for name, (namespace, *names) in json.loads(meta["keys"]).items():
+                rows = handle.get_tensor(name)
+                table = self._store.setdefault(namespace, {})
+                for key, row in zip(names, rows, strict=True):
+                    if key not in table and (self.max_entries is None or len(table) < self.max_entries):
+                        table[key] = row.clone()
+                        loaded += 1
+        self.stats.entries = len(self)
+        return loaded
 
     def get_or_compute(
         self, keys: Sequence[str], compute: Callable[[], torch.Tensor], device: torch.device
