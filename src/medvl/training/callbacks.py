@@ -64,6 +64,8 @@ class ValidationContext:
     loader: DataLoader[Any] | None
     """Validation loader, this process's shard (no padding duplicates); ``None`` without val data."""
     run_dir: Path
+    to_device: Callable[[Any], Any] = lambda batch: batch
+    """Move a batch to this process's device."""
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,7 +89,7 @@ class ObjectiveValidation:
         count = torch.zeros((), dtype=torch.float64, device=ctx.fabric.device)
         with torch.no_grad():
             for batch in ctx.loader:
-                batch = ctx.fabric.to_device(batch)
+                batch = ctx.to_device(batch)
                 _, losses = ctx.forward(batch)
                 assert losses is not None
                 n = batch_size_of(batch)

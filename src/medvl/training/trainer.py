@@ -124,6 +124,18 @@ def _split_data(data: Dataset[Any] | DataLoader[Any], collate_fn: Callable[..., 
     return data, collate_fn
 
 
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value if value.device == device else value.to(device, non_blocking=True)
+    if isinstance(value, Mapping):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_to_device(v, device) for v in value)
+    return value
+
+
 def _detach_tree(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _detach_tree(v) for k, v in value.items()}
@@ -222,6 +234,8 @@ class Trainer:
                                                         steps_per_epoch=self.steps_per_epoch, epochs=cfg.epochs)
         self.optimizer = optimizer
         self.task_w, self.optimizer_w = fabric.setup(self.task, optimizer)
+        self._module: nn.Module = getattr(self.task_w, "_forward_module", self.task_w)
+        self.device = fabric.device
         self.objective_params = [p for p in objective.parameters() if p.requires_grad]
 
         self.checkpoints = CheckpointManager(self.run_dir, rank=self.rank, world_size=self.world_size,
@@ -333,7 +347,7 @@ class Trainer:
                 raise RuntimeError(f"internal error: batch {pos.batch} is not the start of a group")
             planned = self.batch_sizes[first:end]
             if cfg.contrastive_accumulation and len(planned) > 1:
-                batches = [self.fabric_to_device(next(loader)) for _ in planned]
+                batches = [self.to_device(next(loader)) for _ in planned]
                 terms = self._group_feature_cache(epoch, batches)
                 group_samples = sum(batch_size_of(b) for b in batches)
             else:
@@ -345,7 +359,7 @@ class Trainer:
                 pos.sums[name] = pos.sums.get(name, 0.0) + value * group_samples
             pos.samples += group_samples
             window_samples += group_samples
-            self.progress.update(end - first, {"loss": terms["loss"]})
+            self.progress.update(end - first)
             step_record: dict[str, Any] = {"epoch": epoch, "step": pos.global_step,
                                            "lr": self._lr(offset=-1)}
             step_record.update({f"train/{k}": v for k, v in terms.items()})
@@ -364,10 +378,21 @@ class Trainer:
                 self._save_checkpoint(epoch, None)
         self.progress.close()
 
-    def fabric_to_device(self, batch: Any) -> Any:
-        """Move a batch to this process's device."""
+    def to_device(self, batch: Any) -> Any:
+        """Move a batch (nested dicts/lists of tensors) to this process's device."""
+        return _to_device(batch, self.device)
+
+    def forward(self, batch: Any, **kwargs: Any) -> Any:
+        """``(outputs, losses)`` of the task under the precision's autocast context.
+
+        Calls the strategy-wrapped module (DDP or plain) directly rather than through Fabric's
+        ``_FabricModule`` wrapper, whose per-call input/output traversal and per-output backward
+        hooks cost more than the rest of the trainer's per-step bookkeeping together. Precision
+        handling is unchanged for the supported 32 / bf16-mixed / 16-mixed settings (autocast).
+        """
         assert self.fabric is not None
-        return self.fabric.to_device(batch)
+        with self.fabric.autocast():
+            return self._module(batch, **kwargs)
 
     def _no_sync(self, last: bool) -> Any:
         assert self.fabric is not None
@@ -377,11 +402,11 @@ class Trainer:
         """Sum gradients of sample-weighted micro-batch losses; returns the group's mean terms."""
         assert self.fabric is not None
         total_planned = sum(planned)
-        sums: dict[str, torch.Tensor] = {}
+        names: list[str] = []
+        sums: torch.Tensor | None = None  # float64 sample-weighted sums of the scalar terms, in `names` order
         seen = 0
-        zero = torch.zeros((), dtype=torch.float64, device=self.fabric.device)
         for j in range(len(planned)):
-            batch = self.fabric.to_device(next(loader))
+            batch = self.to_device(next(loader))
             n = batch_size_of(batch)
             if n == 0:  # every record of the batch was skipped (on_bad_sample: skip)
                 if self.world_size > 1:
@@ -390,20 +415,21 @@ class Trainer:
                 continue
             weight = n / total_planned
             with self._no_sync(last=j == len(planned) - 1):
-                _, losses = self.task_w(batch)
+                _, losses = self.forward(batch)
                 assert losses is not None
                 self._check_finite(epoch, losses, micro=(j, len(planned)))
                 if j == 0:
                     self._probe(epoch, losses)
                 self.fabric.backward(losses["total"] * weight)
-            for name, value in losses.items():
-                if isinstance(value, torch.Tensor) and value.numel() == 1:
-                    key = "loss" if name == "total" else name
-                    sums[key] = sums.get(key, zero) + value.detach().double() * n
+            if not names:
+                names = [k for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1]
+            values = torch.stack([losses[k].detach().reshape(()).to(torch.float64) for k in names]) * n
+            sums = values if sums is None else sums + values
             seen += n
-        if seen == 0:
+        if sums is None:
             raise RuntimeError(f"epoch {epoch}: every record of an accumulation group was skipped")
-        return {k: float(v) / seen for k, v in sums.items()}, seen
+        means = (sums / seen).tolist()
+        return {("loss" if k == "total" else k): v for k, v in zip(names, means, strict=True)}, seen
 
     def _group_feature_cache(self, epoch: int, batches: list[Any]) -> dict[str, float]:
         """Contrastive accumulation over ``batches`` (see :mod:`medvl.training.accumulation`)."""
@@ -413,7 +439,7 @@ class Trainer:
         with torch.no_grad():
             for batch in batches:
                 snapshots.append(TorchRNGSnapshot(device))
-                outputs, _ = self.task_w(batch, features_only=True)
+                outputs, _ = self.forward(batch, features_only=True)
                 cached.append(_detach_tree(outputs))
         shared = frozenset(getattr(self.model, "shared_output_keys", ()))
         cache = FeatureCacheContext(cached, [batch_size_of(b) for b in batches], concat_batches(batches), shared)
@@ -422,7 +448,7 @@ class Trainer:
             snapshots[j].restore()
             cache.index = j
             with self._no_sync(last=j == len(batches) - 1):
-                _, losses = self.task_w(batches[j], cache=cache)
+                _, losses = self.forward(batches[j], cache=cache)
                 assert losses is not None
                 self._check_finite(epoch, losses, micro=(j, len(batches)))
                 if j == 0:
@@ -447,12 +473,12 @@ class Trainer:
 
     def _check_finite(self, epoch: int, losses: Mapping[str, torch.Tensor], micro: tuple[int, int]) -> None:
         assert self.fabric is not None
-        bad = (~torch.isfinite(losses["total"].detach())).float().sum()
-        if self.world_size > 1:
-            reduced = self.fabric.all_reduce(bad, reduce_op="sum")
+        finite = torch.isfinite(losses["total"].detach()).all()
+        if self.world_size > 1:  # every process stops together
+            reduced = self.fabric.all_reduce((~finite).float(), reduce_op="sum")
             assert isinstance(reduced, torch.Tensor)
-            bad = reduced
-        if float(bad) == 0:
+            finite = reduced == 0
+        if bool(finite):
             return
         terms = {k: float(v.detach()) for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
         shown = ", ".join(f"{k}={v:.6g}" for k, v in terms.items())
@@ -515,13 +541,9 @@ class Trainer:
                 num_workers=self.cfg.num_workers,
                 pin_memory=self.cfg.pin_memory,
             )
-        task_w = self.task_w
-
-        def forward(batch: Any) -> Any:
-            return task_w(batch)
-
-        ctx = ValidationContext(model=self.model, forward=forward, fabric=self.fabric, epoch=epoch,
-                                global_step=self.position.global_step, loader=loader, run_dir=self.run_dir)
+        ctx = ValidationContext(model=self.model, forward=self.forward, fabric=self.fabric, epoch=epoch,
+                                global_step=self.position.global_step, loader=loader, run_dir=self.run_dir,
+                                to_device=self.to_device)
         metrics: dict[str, float] = {}
         cpu_rng = torch.get_rng_state()  # validation must not shift the training RNG stream
         self.task_w.eval()

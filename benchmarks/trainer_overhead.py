@@ -1,0 +1,210 @@
+"""Per-step overhead of ``medvl.training.Trainer`` against a bare PyTorch loop.
+
+Both train the same medvl ``DualEncoder`` (tiny ViT + tiny text transformer, CLIP + BCE
+composite objective, λ = 0.5) on the same in-memory data in the same order (the trainer's
+seeded sampler), with the same AdamW parameter groups and cosine schedule, one process, the
+same thread count. The bare loop is ``forward → objective → backward → step → schedule →
+zero_grad → clamp``. The trainer adds Fabric wrapping, the non-finite check, per-step records,
+JSONL logs every ``--log-every`` steps, callbacks and the progress bar (on, as by default).
+
+Reported: seconds per step (mean of the intervals between consecutive optimizer steps inside an
+epoch, so the epoch-end checkpoint and validation are excluded), the ratio trainer / bare
+(target ≤ 1.05), the ratio of whole-run wall time (the trainer's setup, epoch-end checkpoints,
+logs and result file included), and the largest per-step loss difference (0: the two loops compute the same thing).
+Runs alternate (bare, trainer, bare, …) and the median ratio over ``--repeats`` is reported.
+
+    .venv/bin/python -m benchmarks.trainer_overhead                  # ~1-2 min here
+    .venv/bin/python -m benchmarks.trainer_overhead --records 2048 --batch 64 --image-size 64 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from medvl.config.loading import config_from_dict
+from medvl.config.model import ModelConfig
+from medvl.config.objective import ObjectiveConfig
+from medvl.config.training import TrainConfig
+from medvl.models import DualEncoder, build_model
+from medvl.objectives import build_objective
+from medvl.training import Callback, Trainer
+from medvl.training.optim import build_optimizer, build_scheduler
+from medvl.training.sampler import ResumableSampler
+from medvl.training.task import TrainTask
+from medvl.utils.seeding import seed_everything
+
+WORDS = ["left", "right", "bilateral", "small", "moderate", "large", "pleural", "effusion", "consolidation", "opacity", "atelectasis", "cardiomegaly", "edema", "pneumothorax", "nodule", "mass", "fracture", "normal", "stable", "unchanged", "improved", "lobe", "upper", "lower", "basal", "apical", "heart", "lungs", "clear", "no", "acute", "process", "catheter", "tube", "line"]
+N_CLASSES = 10
+
+
+class MemoryImageText(Dataset[dict[str, Any]]):
+    """Random images, word-salad captions and multilabel targets held in memory (no I/O noise)."""
+
+    def __init__(self, n: int, image_size: int, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(n, 3, image_size, image_size, generator=g)
+        self.labels = (torch.rand(n, N_CLASSES, generator=g) < 0.2).float()
+        self.texts = []
+        for i in range(n):
+            idx = torch.randint(0, len(WORDS), (int(torch.randint(6, 24, (1,), generator=g)),), generator=g)
+            self.texts.append(f"study {i}: " + " ".join(WORDS[j] for j in idx.tolist()))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"id": str(i), "index": i, "pixel_values": self.images[i], "text": self.texts[i],
+                "labels": {"findings": self.labels[i]}}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The DESIGN.md batch: ids, index, pixel_values, texts, labels."""
+    return {
+        "ids": [it["id"] for it in items],
+        "index": torch.tensor([it["index"] for it in items]),
+        "pixel_values": torch.stack([it["pixel_values"] for it in items]),
+        "texts": [it["text"] for it in items],
+        "labels": {"findings": torch.stack([it["labels"]["findings"] for it in items])},
+    }
+
+
+def build_dual_encoder(image_size: int, text: dict[str, Any] | None = None) -> DualEncoder:
+    """Tiny ViT + (by default) tiny text transformer with a multilabel head."""
+    data = {
+        "embed_dim": 64,
+        "vision": {"kind": "tiny_vit", "image_size": image_size, "patch_size": 8, "width": 64, "depth": 2,
+                   "heads": 4},
+        "text": text or {"kind": "tiny_text", "vocab_size": 512, "max_length": 32, "width": 64, "depth": 2,
+                         "heads": 4},
+        "classifiers": {"findings": {"kind": "multilabel", "num_classes": N_CLASSES}},
+    }
+    return build_model(config_from_dict(data, ModelConfig))
+
+
+def objective_config() -> ObjectiveConfig:
+    return ObjectiveConfig.model_validate({
+        "balance": 0.5,
+        "terms": [{"name": "clip", "kind": "clip"}, {"name": "bce", "kind": "bce", "options": {"task": "findings"}}],
+    })
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig.model_validate({
+        "epochs": args.epochs, "batch_size": args.batch, "accelerator": "cpu", "devices": 1,
+        "validate_at_start": False, "optimizer": {"lr": 1e-3},
+        "schedule": {"kind": "cosine", "warmup_steps": 2},
+        "logging": {"every_n_steps": args.log_every, "progress_bar": True},
+    })
+
+
+class StepClock(Callback):
+    """Timestamps of every optimizer step end, per epoch."""
+
+    def __init__(self) -> None:
+        self.times: dict[int, list[float]] = {}
+        self.losses: list[float] = []
+
+    def on_train_step_end(self, trainer: Any, record: Any) -> None:
+        self.times.setdefault(int(record["epoch"]), []).append(time.perf_counter())
+        self.losses.append(float(record["train/loss"]))
+
+
+def per_step(times: dict[int, list[float]]) -> float:
+    """Mean interval between consecutive step ends inside each epoch."""
+    gaps = [b - a for stamps in times.values() for a, b in itertools.pairwise(stamps)]
+    return sum(gaps) / len(gaps)
+
+
+def run_bare(model: DualEncoder, data: MemoryImageText, cfg: TrainConfig, seed: int) -> tuple[StepClock, float]:
+    """The bare loop; returns the step clock and the wall time of all epochs."""
+    objective = build_objective(objective_config())
+    task = TrainTask(model, objective)
+    optimizer, _ = build_optimizer(task, cfg.optimizer)
+    steps_per_epoch = -(-len(data) // cfg.batch_size)
+    scheduler, _ = build_scheduler(optimizer, cfg.schedule, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs)
+    seed_everything(seed)
+    sampler = ResumableSampler(len(data), seed=seed)
+    clock = StepClock()
+    start = time.perf_counter()
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        sampler.set_epoch(epoch)
+        loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                            generator=torch.Generator().manual_seed(seed))
+        for batch in loader:
+            outputs = model(batch)
+            losses = objective(outputs, batch)
+            losses["total"].backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.clamp_()
+            clock.times.setdefault(epoch, []).append(time.perf_counter())
+            clock.losses.append(float(losses["total"]))
+    return clock, time.perf_counter() - start
+
+
+def run_trainer(model: DualEncoder, data: MemoryImageText, cfg: TrainConfig, seed: int) -> tuple[StepClock, float]:
+    """``Trainer.fit``; returns the step clock and the wall time of the whole fit (setup,
+    epoch-end checkpoints, logs and result file included)."""
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        trainer = Trainer(cfg, Path(tmp), seed=seed, validation_hooks=[], callbacks=[clock])
+        trainer.fit(model, build_objective(objective_config()), data, collate_fn=collate)
+        elapsed = time.perf_counter() - start
+    return clock, elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    data = MemoryImageText(args.records, args.image_size, args.seed)
+    base = build_dual_encoder(args.image_size)
+    base.train_tokenizer(data.texts)
+    cfg = train_config(args)
+
+    step_ratios, epoch_ratios, rows = [], [], []
+    max_diff = 0.0
+    for _ in range(args.repeats):
+        bare_clock, bare_epoch = run_bare(copy.deepcopy(base), data, cfg, args.seed)
+        trainer_clock, trainer_epoch = run_trainer(copy.deepcopy(base), data, cfg, args.seed)
+        bare_step, trainer_step = per_step(bare_clock.times), per_step(trainer_clock.times)
+        step_ratios.append(trainer_step / bare_step)
+        epoch_ratios.append(trainer_epoch / bare_epoch)
+        rows.append((bare_step, trainer_step))
+        max_diff = max(max_diff, *(abs(a - b) for a, b in zip(bare_clock.losses, trainer_clock.losses, strict=True)))
+    print("model: medvl DualEncoder (tiny ViT + tiny text transformer), objective: 0.5·CLIP + 0.5·BCE")
+    print(f"records={args.records} batch={args.batch} image={args.image_size} epochs={args.epochs} "
+          f"threads={args.threads} repeats={args.repeats} log_every={args.log_every}")
+    for i, (bare_step, trainer_step) in enumerate(rows):
+        print(f"  repeat {i}: s/step bare {bare_step:.4f}  trainer {trainer_step:.4f}  "
+              f"ratio {trainer_step / bare_step:.3f}")
+    print(f"trainer / bare per-step time (median): {statistics.median(step_ratios):.3f}  (target <= 1.05)")
+    print(f"trainer / bare whole-run wall time incl. setup, checkpoints and logs (median): "
+          f"{statistics.median(epoch_ratios):.3f}")
+    print(f"max |loss difference| trainer vs bare loop: {max_diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
