@@ -57,6 +57,25 @@ def test_roco_folder_form(tmp_path: Path, files) -> None:
     assert records.loc["ROCO_00003", "image"] == "data/validation/radiology/images/PMC333_fig3.jpg"
 
 
+def test_roco_kaggle_csv_form(tmp_path: Path, files) -> None:
+    base = tmp_path / "all_data"
+    for split, csv_name, names in (("train", "radiologytraindata.csv", ["PMC1_a.jpg", "PMC1_b.jpg"]),
+                                   ("validation", "radiologyvaldata.csv", ["PMC2_a.jpg"]),
+                                   ("test", "radiologytestdata.csv", ["PMC3_a.jpg"])):
+        (base / split).mkdir(parents=True)
+        pd.DataFrame({"id": [f"ROCO_{n}" for n in names], "name": names, "caption": [f" caption {n}" for n in names]}).to_csv(
+            base / split / csv_name, index=False)
+        for n in names:
+            files.image(base / split / "radiology" / "images" / n)
+    imported = import_dataset("roco", tmp_path)
+    files.check(imported, tmp_path)
+    records = imported.records.set_index("id")
+    assert records.loc["PMC1_a", "group"] == records.loc["PMC1_b", "group"] == "PMC1"
+    assert records.loc["PMC2_a", "split"] == "val"
+    assert records.loc["PMC3_a", "image"] == "all_data/test/radiology/images/PMC3_a.jpg"
+    assert records.loc["PMC3_a", "texts"] == ["caption PMC3_a.jpg"]
+
+
 def test_roco_parquet_form_imports_every_split(tmp_path: Path, files) -> None:
     data = tmp_path / "roco" / "data"
     data.mkdir(parents=True)

@@ -12,6 +12,14 @@ from the archive URL of ``dlinks.txt``; it is also the group, so figures of one 
 straddle splits. Without ``dlinks.txt`` the image is looked up as ``images/<ROCO id>.jpg`` and
 each image is its own group.
 
+CSV form (the Kaggle ``roco-dataset`` copy)::
+
+    <root>/[all_data/]{train,validation,test}/radiology{train,val,test}data.csv   # id, name, caption
+    <root>/[all_data/]{train,validation,test}/radiology/images/<name>
+
+(file and column names as used by third-party loaders of that copy; the group is the PMC id at
+the start of ``name`` when present).
+
 Parquet form (e.g. the ``eltorio/ROCO-radiology`` layout)::
 
     <root>/**/{train,validation,test}-*.parquet   # columns image {bytes, path}, image_id, caption
@@ -43,7 +51,7 @@ from medvl.data.adapters.base import (
     require_extract_dir,
     write_image_file,
 )
-from medvl.data.adapters.image_text import split_name
+from medvl.data.adapters.image_text import article_group, caption_records, read_records_file, split_name
 
 __all__ = ["LAYOUT", "SPEC", "Options", "load"]
 
@@ -52,6 +60,9 @@ folder form:
 <root>/data/{train,validation,test}/radiology/captions.txt  (ROCO id <TAB> caption)
 <root>/data/{train,validation,test}/radiology/dlinks.txt    (ROCO id <TAB> wget … <url>/PMCnnn.tar.gz … <TAB> image name)
 <root>/data/{train,validation,test}/radiology/images/<PMC id>_<image name>   (as fetched by scripts/fetch.py)
+csv form (Kaggle copy):
+<root>/[all_data/]{train,validation,test}/radiology{train,val,test}data.csv   (id, name, caption)
+<root>/[all_data/]{train,validation,test}/radiology/images/<name>
 parquet form:
 <root>/**/{train,validation,test}-*.parquet                 (image {bytes,path}, image_id, caption)"""
 
@@ -63,7 +74,7 @@ _PARQUET_SPLIT = re.compile(r"^(train|training|validation|valid|val|dev|test)[-_
 class Options(CommonOptions):
     """ROCO import options."""
 
-    format: Literal["auto", "folder", "parquet"] = "auto"
+    format: Literal["auto", "folder", "csv", "parquet"] = "auto"
     subset: Literal["radiology", "non-radiology", "both"] = "radiology"
     extract_dir: str | None = None
     """Where the Parquet form's embedded images are written (the manifest root)."""
@@ -118,6 +129,30 @@ def _load_folder(root: Path, options: Options, skips: SkipCounter) -> pd.DataFra
     return pd.DataFrame(records, columns=["id", "image", "texts", "group", "split", "subset"])
 
 
+_CSV_NAMES = {"train": "radiologytraindata.csv", "validation": "radiologyvaldata.csv", "test": "radiologytestdata.csv"}
+
+
+def _csv_base(root: Path) -> Path | None:
+    for base in (root, root / "all_data"):
+        if any((base / split / name).is_file() for split, name in _CSV_NAMES.items()):
+            return base
+    return None
+
+
+def _load_csv(root: Path, base: Path, skips: SkipCounter) -> pd.DataFrame:
+    frames = []
+    for split_dir, name in _CSV_NAMES.items():
+        path = base / split_dir / name
+        if not path.is_file():
+            continue
+        table = read_records_file(path)
+        prefix = (base / split_dir / "radiology" / "images").relative_to(root).as_posix() + "/"
+        frames.append(caption_records(table, image_column="name", caption_column="caption", source=f"ROCO {path.name}",
+                                      skips=skips, split=split_name(split_dir, "ROCO"), image_prefix=prefix,
+                                      group_of=article_group, id_of=lambda p: Path(p).stem))
+    return pd.concat(frames, ignore_index=True)
+
+
 def _load_parquet(files: list[Path], out_dir: Path, skips: SkipCounter) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
@@ -159,11 +194,19 @@ def load(root: Path, options: Options) -> ImportedDataset:
     skips = SkipCounter(options.on_bad_sample)
     parquet_files = sorted(p for p in root.rglob("*.parquet") if _PARQUET_SPLIT.match(p.name)) if root.is_dir() else []
     fmt = options.format
+    csv_base = _csv_base(root) if root.is_dir() else None
     if fmt == "auto":
-        fmt = "folder" if (root / "data").is_dir() and any((root / "data").glob("*/*/captions.txt")) else (
-            "parquet" if parquet_files else "folder")
+        if (root / "data").is_dir() and any((root / "data").glob("*/*/captions.txt")):
+            fmt = "folder"
+        else:
+            fmt = "csv" if csv_base is not None else "parquet" if parquet_files else "folder"
     if fmt == "folder":
         frame, image_root = _load_folder(root, options, skips), root
+    elif fmt == "csv":
+        if csv_base is None:
+            raise DatasetLayoutError(f"ROCO: no radiology{{train,val,test}}data.csv under {root}[/all_data]/<split>/\n"
+                                     f"Expected layout:\n{LAYOUT}")
+        frame, image_root = _load_csv(root, csv_base, skips), root
     else:
         if not parquet_files:
             raise DatasetLayoutError(f"ROCO: no {{train,validation,test}}-*.parquet files under {root}\nExpected layout:\n{LAYOUT}")
@@ -177,7 +220,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
 
 SPEC = AdapterSpec(
     name="roco",
-    summary="ROCO radiology image–caption pairs (folder/captions.txt form or Parquet form)",
+    summary="ROCO radiology image–caption pairs (release folder form, Kaggle CSV form or Parquet form)",
     options=Options,
     load=load,
     layout=LAYOUT,
