@@ -74,8 +74,8 @@ FINDING_DESCRIPTIONS: dict[str, str] = {
     "consolidation": "patchy lobar opacity in one zone (or multifocal), denser and larger with severity",
     "edema": "bilateral perihilar haze with indistinct vessels (bat-wing), basal predominance when severe",
     "atelectasis": "basal linear (plate-like) bands; severe = dense basal wedge with raised hemidiaphragm",
-    "nodule": "round opacity, radius ≈1.5–3 % of the image width",
-    "mass": "lobulated round opacity, radius ≈6–13 % of the image width",
+    "nodule": "round opacity, radius ≈1.1–2 % of the image width",
+    "mass": "lobulated round opacity, radius ≈3–6 % of the image width",
     "support_devices": "tubes and lines: endotracheal tube, central venous catheter, enteric tube, ECG leads",
     "rib_fracture": "cortical break in one lateral rib, displaced when severe",
 }
