@@ -84,9 +84,9 @@ def test_vindr_rater_aggregation_and_official_split(tmp_path: Path, files) -> No
 
 
 def test_vindr_rejects_non_binary(tmp_path: Path) -> None:
-    (tmp_path / "annotations").mkdir()
+    # VinDr-PCXR keeps the label CSVs at the top level
     pd.DataFrame([("img1", "R1", 2)], columns=["image_id", "rad_id", "Bronchitis"]).to_csv(
-        tmp_path / "annotations/image_labels_train.csv", index=False)
+        tmp_path / "image_labels_train.csv", index=False)
     with pytest.raises(DatasetFormatError, match=r"Bronchitis = .2. is not 0 or 1"):
         import_dataset("vindr", tmp_path, {"variant": "pcxr"})
 

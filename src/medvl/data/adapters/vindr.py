@@ -39,6 +39,7 @@ __all__ = ["LAYOUT", "SPEC", "Options", "load"]
 LAYOUT = """\
 <root>/annotations/image_labels_train.csv   (image_id, rad_id, <finding columns> 0/1)
 <root>/annotations/image_labels_test.csv    (image_id, <finding columns> 0/1)
+    (VinDr-PCXR keeps them at <root>/image_labels_{train,test}.csv; both places are searched)
 <root>/train/<image_id>.dicom  <root>/test/<image_id>.dicom"""
 _NON_LABEL = {"image_id", "rad_id", "rad_ID", "Unnamed: 0"}
 
@@ -73,11 +74,13 @@ def _read(path: Path, split: str, agg: str, classes: list[str] | None) -> tuple[
 
 def load(root: Path, options: Options) -> ImportedDataset:
     """Read VinDr image-level labels under ``root``."""
-    require_paths(root, f"VinDr-{options.variant.upper()}", LAYOUT, ["annotations/image_labels_train.csv"])
+    require_paths(root, f"VinDr-{options.variant.upper()}", LAYOUT,
+                  any_of=[["annotations/image_labels_train.csv", "image_labels_train.csv"]])
+    folder = root / "annotations" if (root / "annotations/image_labels_train.csv").is_file() else root
     skips = SkipCounter(options.on_bad_sample)
-    train, classes = _read(root / "annotations/image_labels_train.csv", "train", options.rater_agg, None)
+    train, classes = _read(folder / "image_labels_train.csv", "train", options.rater_agg, None)
     parts = [train]
-    test_path = root / "annotations/image_labels_test.csv"
+    test_path = folder / "image_labels_test.csv"
     if test_path.is_file():
         parts.append(_read(test_path, "test", options.rater_agg, classes)[0])
     frame = pd.concat(parts, ignore_index=True)
