@@ -61,6 +61,19 @@ def test_chexpert_policies_split_groups(tmp_path: Path, files) -> None:
     assert mixed.loc[first, "labels.chexpert"][IDX["Atelectasis"]] == 1.0
 
 
+def test_chexpert_test_file_without_view_column(tmp_path: Path, files) -> None:
+    _write_chexpert(tmp_path, files)
+    row = _chexpert_row("CheXpert-v1.0-small/test/patient64741/study1/view1_frontal.jpg", Edema=1.0)
+    pd.DataFrame([row]).drop(columns=["Sex", "Age", "Frontal/Lateral", "AP/PA"]).to_csv(
+        tmp_path / "CheXpert-v1.0-small/test_labels.csv", index=False)
+    files.image(tmp_path / row["Path"])
+    imported = import_dataset("chexpert", tmp_path, {"test_file": "test_labels.csv", "frontal_only": True})
+    files.check(imported, tmp_path)
+    records = imported.records.set_index("id")
+    assert records.loc["patient64741/study1/view1_frontal", "split"] == "test"
+    assert records.loc["patient64741/study1/view1_frontal", "view"] == "Frontal"
+
+
 def test_chexpert_val_carve_keeps_patients_together(tmp_path: Path, files) -> None:
     _write_chexpert(tmp_path, files, n_per_class=4)
     (tmp_path / "CheXpert-v1.0-small/valid.csv").unlink()

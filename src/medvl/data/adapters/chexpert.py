@@ -72,7 +72,8 @@ class Options(CommonOptions):
     subset_size: int = Field(default=200, ge=1)
     holdout_5x200: bool = False
     test_file: str | None = None
-    """An extra labelled CSV (same columns) imported as ``test``, relative to the dataset folder."""
+    """An extra labelled CSV (``Path`` + the 14 observations; ``Frontal/Lateral`` optional, else read
+    from the file name) imported as ``test``, relative to the dataset folder."""
 
 
 def _dataset_dir(root: Path) -> Path:
@@ -86,7 +87,7 @@ def _dataset_dir(root: Path) -> Path:
 
 def _read_split(path: Path, split: str) -> tuple[pd.DataFrame, np.ndarray]:
     table = read_table(path, id_columns=["Path"])
-    require_columns(table, ["Path", "Frontal/Lateral", *CHEXPERT_CLASSES], path)
+    require_columns(table, ["Path", *CHEXPERT_CLASSES], path)
     paths = table["Path"].astype(str).str.strip()
     patients = []
     for position, value in enumerate(paths):
@@ -96,8 +97,11 @@ def _read_split(path: Path, split: str) -> tuple[pd.DataFrame, np.ndarray]:
         patients.append(normalise_id(match.group(1)))
     frame = pd.DataFrame({
         "image": paths, "group": patients, "split": split,
-        "view": table["Frontal/Lateral"].astype(str).str.strip(),
     })
+    if "Frontal/Lateral" in table.columns:
+        frame["view"] = table["Frontal/Lateral"].astype(str).str.strip()
+    else:  # e.g. the test-label CSV: the view is in the file name (view1_frontal.jpg)
+        frame["view"] = np.where(paths.str.lower().str.contains("frontal"), "Frontal", "Lateral")
     frame["id"] = frame["image"].str.replace(r"^.*?(patient\d+/.*)\.\w+$", r"\1", regex=True)
     values = table[list(CHEXPERT_CLASSES)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     raw = table[list(CHEXPERT_CLASSES)].astype("string").fillna("").to_numpy(dtype=object)
