@@ -40,6 +40,7 @@ __all__ = [
     "confusion_matrix",
     "evaluate_classification",
     "evaluate_embedding_heads",
+    "labelled_rows",
     "macro_f1",
     "ordinal_predictions",
     "per_class_auroc_ap",
@@ -322,6 +323,27 @@ def _cohen_kappa(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> fl
     return float("nan") if pe == 1 else float((po - pe) / (1 - pe))
 
 
+def labelled_rows(embeddings: EmbeddingSet, task: str) -> np.ndarray:
+    """Boolean (N,) mask of images with a label for ``task``.
+
+    Multiclass/ordinal: label ≥ 0 (the manifest's -1 = not annotated) and a True ``label_mask``
+    when one is stored; regression: finite values. Multilabel rows are always kept (per-class
+    masks are applied inside the metrics).
+    """
+    info = embeddings.task(task)
+    y = np.asarray(embeddings.labels[task])
+    if info.kind == "multilabel":
+        return np.ones(len(y), dtype=bool)
+    y = y.reshape(len(y), -1)[:, 0].astype(np.float64)
+    keep = np.isfinite(y)
+    if info.kind in ("multiclass", "ordinal"):
+        keep &= np.nan_to_num(y, nan=-1.0) >= 0
+    mask = embeddings.label_mask.get(task)
+    if mask is not None and mask.ndim == 1:
+        keep &= mask
+    return keep
+
+
 def evaluate_embedding_heads(
     embeddings: EmbeddingSet, tasks: Sequence[str] | None = None, *, threshold: float = 0.5
 ) -> dict[str, Any]:
@@ -335,15 +357,17 @@ def evaluate_embedding_heads(
             raise EmbeddingSetError(f"no classifier-head logits for task {name!r} (have {sorted(embeddings.logits)})")
         if name not in embeddings.labels:
             raise EmbeddingSetError(f"no labels for task {name!r}")
+        keep = labelled_rows(embeddings, name)
+        mask = embeddings.label_mask.get(name)
         res = evaluate_classification(
-            embeddings.logits[name],
-            embeddings.labels[name],
+            embeddings.logits[name][keep],
+            np.asarray(embeddings.labels[name])[keep],
             embeddings.task(name),
-            label_mask=embeddings.label_mask.get(name),
+            label_mask=None if mask is None or mask.ndim == 1 else mask[keep],
             threshold=threshold,
             prefix=f"{name}/",
         )
         metrics.update(res["metrics"])
         options[name] = res["options"]
-        info[name] = res["info"]
+        info[name] = {**res["info"], "n_unlabelled": int((~keep).sum())}
     return {"metrics": metrics, "options": options, "info": info}

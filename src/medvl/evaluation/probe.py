@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from medvl.evaluation.aggregate import summarize_values
-from medvl.evaluation.classification import evaluate_classification
+from medvl.evaluation.classification import evaluate_classification, labelled_rows
 from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError, TaskInfo, l2_normalize
 
 #: 10^-4 … 10^4, one value per decade (refined around the best by ``refine_points``).
@@ -483,6 +483,10 @@ def evaluate_probe(
     dtype = torch.float64 if solver_dtype == "float64" else torch.float32
     if not shots:
         raise ValueError("at least one shot count is needed")
+    train = train.subset(np.flatnonzero(labelled_rows(train, task)))
+    test = test.subset(np.flatnonzero(labelled_rows(test, task)))
+    if val is not None:
+        val = val.subset(np.flatnonzero(labelled_rows(val, task)))
     y_pool, info = _labels(train, task)
     y_test, _ = _labels(test, task)
     n_cls = info.num_classes

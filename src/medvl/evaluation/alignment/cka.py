@@ -123,10 +123,10 @@ def rbf_gram_stats(
     kl = kk = ll = 0.0
     row_k = torch.empty(n, dtype=torch.float64)
     row_l = torch.empty(n, dtype=torch.float64)
-    # 2 live blocks (K rows, L rows) plus one temporary each while they are built.
-    blocks_y = iter_sq_dist_blocks(y, y, same=True, budget=memory_budget, n_buffers=4)
+    # K and L row blocks, their products and float64 reduction temporaries: ~6 float32-sized buffers.
+    blocks_y = iter_sq_dist_blocks(y, y, same=True, budget=memory_budget, n_buffers=6)
     for (sl, kb), (_, lb) in zip(
-        iter_sq_dist_blocks(x, x, same=True, budget=memory_budget, n_buffers=4), blocks_y, strict=True
+        iter_sq_dist_blocks(x, x, same=True, budget=memory_budget, n_buffers=6), blocks_y, strict=True
     ):
         kb.mul_(scales[0]).exp_()
         lb.mul_(scales[1]).exp_()

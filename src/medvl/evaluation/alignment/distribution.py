@@ -57,7 +57,7 @@ def _rbf_block_sums(
     a: torch.Tensor, b: torch.Tensor, gamma: float, *, same: bool, budget: int | None
 ) -> float:
     total = 0.0
-    for _, block in iter_sq_dist_blocks(a, b, same=same, budget=budget, n_buffers=2):
+    for _, block in iter_sq_dist_blocks(a, b, same=same, budget=budget, n_buffers=4):
         total += float(block.mul_(-gamma).exp_().sum(dtype=torch.float64))
     return total
 

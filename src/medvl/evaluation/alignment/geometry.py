@@ -140,7 +140,7 @@ def uniformity(x: Any, *, t: float = 2.0, normalize: bool = True, memory_budget:
         raise AlignmentInputError(f"uniformity temperature t must be > 0, got {t}")
     n = tx.shape[0]
     running = -math.inf
-    for sl, block in iter_sq_dist_blocks(tx, tx, same=True, budget=memory_budget, n_buffers=3):
+    for sl, block in iter_sq_dist_blocks(tx, tx, same=True, budget=memory_budget, n_buffers=5):
         vals = block.to(torch.float64).mul_(-t)
         idx = torch.arange(sl.stop - sl.start)
         vals[idx, idx + sl.start] = -math.inf  # exclude i == j

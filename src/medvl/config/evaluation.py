@@ -1,0 +1,129 @@
+"""Configuration of the evaluation suite (``medvl evaluate`` and the trainer's per-epoch hooks).
+
+Every option of every task lives here with its default; results files record the resolved
+values. See ``docs/evaluation.md`` for what each option means.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from medvl.config.base import StrictModel
+
+__all__ = [
+    "ClassificationOptions",
+    "EvaluationConfig",
+    "ProbeOptions",
+    "RetrievalOptions",
+    "ValidationOptions",
+    "ZeroShotOptions",
+]
+
+TaskName = Literal["retrieval", "classification", "zeroshot", "probe"]
+
+
+class RetrievalOptions(StrictModel):
+    """Image→text / text→image retrieval (see :mod:`medvl.evaluation.retrieval`)."""
+
+    ks: list[int] = Field(default=[1, 5, 10])
+    directions: list[Literal["i2t", "t2i"]] = Field(default=["i2t", "t2i"])
+    normalize: bool = True
+    #: label tasks for label-aware precision@K and retrieval κ (empty = none)
+    label_tasks: list[str] = Field(default_factory=list)
+    precision_ks: list[int] = Field(default=[1, 5, 10])
+    multilabel_relevance: Literal["exact", "overlap"] = "exact"
+    #: remove the query's own paired items from the gallery for the label-aware metrics
+    exclude_own: bool = False
+    #: memory bound of one similarity chunk
+    max_chunk_mb: int = Field(default=256, gt=0)
+
+    @field_validator("ks", "precision_ks")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v):
+            raise ValueError("every K must be >= 1")
+        return v
+
+
+class ClassificationOptions(StrictModel):
+    """Metrics of the model's classifier heads (see :mod:`medvl.evaluation.classification`)."""
+
+    #: tasks to evaluate (null = every task with a head)
+    tasks: list[str] | None = None
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+
+
+class ZeroShotOptions(StrictModel):
+    """Zero-shot classification from prompt files (see :mod:`medvl.evaluation.zeroshot`)."""
+
+    #: task name -> prompt file path or built-in set name (``synthetic_findings``, ``chexpert``)
+    prompts: dict[str, str] = Field(default_factory=dict)
+    mode: Literal["text", "prototypes", "hybrid"] = "text"
+    subsets: list[Literal["all", "base", "novel"]] = Field(default=["all", "base", "novel"])
+    #: scale of the cosine similarities; null = the model's learnt logit scale (100 for HF models without one)
+    logit_scale: float | None = 100.0
+    #: use negative templates (``no {}``) for multilabel tasks when the prompt file has them
+    use_negative_prompts: bool = False
+    #: a class without a prompt entry is prompted by its own name instead of raising
+    fallback_to_class_name: bool = False
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+
+
+class ProbeOptions(StrictModel):
+    """Few-shot linear probe (see :mod:`medvl.evaluation.probe`)."""
+
+    #: multiclass/ordinal task to probe (null = the first such task of the manifest)
+    task: str | None = None
+    shots: list[int | Literal["all"]] = Field(default=[1, 2, 4, 8, 16, "all"])
+    seeds: list[int] = Field(default=[0, 1, 2, 3, 4])
+    features: Literal["backbone", "projected"] = "backbone"
+    normalize: bool = False
+    c_mode: Literal["search", "fixed"] = "search"
+    c_grid: list[float] = Field(default=[1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4])
+    refine_points: int = Field(default=4, ge=0)
+    #: C of the fixed protocol (DLILP: 0.316 with class balancing)
+    c_fixed: float = Field(default=0.316, gt=0)
+    #: validation for the C search: the manifest's val split, or a fraction of the train pool
+    validation: Literal["val_split", "train_fraction"] = "val_split"
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    class_balance: bool = False
+    max_iter: int = Field(default=1000, gt=0)
+    tol: float = Field(default=1e-4, gt=0)
+    solver_dtype: Literal["float32", "float64"] = "float64"
+
+    @field_validator("shots")
+    @classmethod
+    def _shots(cls, v: list[int | str]) -> list[int | str]:
+        if not v or any(isinstance(k, int) and k < 1 for k in v):
+            raise ValueError("shots must be a non-empty list of positive ints or 'all'")
+        return v
+
+
+class ValidationOptions(StrictModel):
+    """What the trainer's per-epoch validation hook computes on the val split."""
+
+    tasks: list[Literal["retrieval", "classification"]] = Field(default=["retrieval", "classification"])
+    batch_size: int | None = Field(default=None, gt=0)
+
+
+class EvaluationConfig(StrictModel):
+    """``medvl evaluate`` settings (also the ``evaluation`` section of a training config)."""
+
+    tasks: list[TaskName] = Field(default=["retrieval", "classification", "zeroshot", "probe"])
+    #: split evaluated (the probe also uses ``train`` and, for the C search, ``val``)
+    split: Literal["train", "val", "test"] = "test"
+    batch_size: int = Field(default=64, gt=0)
+    num_workers: int = Field(default=0, ge=0)
+    device: str = "cpu"
+    #: embedding cache directory (keyed by model, data and transform hashes); null = no cache
+    cache_dir: Path | None = None
+    #: progress bars on stderr
+    progress: bool = True
+    retrieval: RetrievalOptions = Field(default_factory=RetrievalOptions)
+    classification: ClassificationOptions = Field(default_factory=ClassificationOptions)
+    zeroshot: ZeroShotOptions = Field(default_factory=ZeroShotOptions)
+    probe: ProbeOptions = Field(default_factory=ProbeOptions)
+    validation: ValidationOptions = Field(default_factory=ValidationOptions)

@@ -1,0 +1,241 @@
+"""The evaluation suite: run the configured tasks on EmbeddingSets and write the result files.
+
+:func:`evaluate_embeddings` runs retrieval / classification / zero-shot / probe on embeddings
+that already exist (any model's); :func:`run_evaluation` is ``medvl evaluate``: load a model
+(medvl run/model directory or Hugging Face directory), extract the split's embeddings (cached),
+evaluate, and write ``results.json`` + ``metrics.csv`` + ``results.md`` with provenance.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvl import __version__
+from medvl.config.evaluation import EvaluationConfig
+from medvl.evaluation.classification import evaluate_embedding_heads
+from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError
+from medvl.evaluation.extraction import EmbeddingModel, extract_embeddings, load_encoder
+from medvl.evaluation.probe import evaluate_probe
+from medvl.evaluation.retrieval import evaluate_retrieval
+from medvl.evaluation.zeroshot import (
+    PromptSet,
+    build_class_embeddings,
+    builtin_prompt_sets,
+    evaluate_zeroshot,
+    load_prompts,
+)
+
+__all__ = ["evaluate_embeddings", "run_evaluation"]
+
+
+def _skipped(reason: str) -> dict[str, Any]:
+    return {"metrics": {}, "options": {}, "info": {"skipped": reason}}
+
+
+def _auto_prompts(emb: EmbeddingSet, task: str) -> tuple[PromptSet, str] | None:
+    """The built-in prompt set that names every class of ``task``, preferring exact name matches."""
+    classes = emb.task(task).classes
+    best: tuple[int, str, PromptSet] | None = None
+    for name in builtin_prompt_sets():
+        prompts = load_prompts(name)
+        try:
+            for c in classes:
+                prompts.prompts_for(c)
+        except ValueError:
+            continue
+        exact = sum(c in prompts.classes for c in classes)
+        if best is None or exact > best[0]:
+            best = (exact, name, prompts)
+    return None if best is None else (best[2], best[1])
+
+
+def _encode_fn(encoder: EmbeddingModel, batch_size: int) -> Any:
+    def encode(texts: list[str]) -> np.ndarray:
+        parts = [encoder.encode_texts(texts[i : i + batch_size])[0].detach().float().cpu().numpy()
+                 for i in range(0, len(texts), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    return encode
+
+
+def _zeroshot(emb: EmbeddingSet, cfg: EvaluationConfig, encoder: EmbeddingModel | None) -> dict[str, Any]:
+    zs = cfg.zeroshot
+    results: dict[str, Any] = {"metrics": {}, "options": {"mode": zs.mode, "subsets": list(zs.subsets)}, "info": {}}
+    names = list(zs.prompts) or [t for t in emb.task_names if emb.task(t).kind != "regression"]
+    scale = zs.logit_scale if zs.logit_scale is not None else (emb.meta.get("logit_scale") or 100.0)
+    for task in names:
+        if task not in emb.labels:
+            raise EmbeddingSetError(f"zeroshot.prompts names task {task!r}, which has no labels in this data")
+        info_t = emb.task(task)
+        class_emb = neg_emb = None
+        used: dict[str, list[str]] = {}
+        source = None
+        if zs.mode != "prototypes":
+            if encoder is None:
+                results["info"][task] = {"skipped": "text prompts need a text encoder (a model, not bare embeddings)"}
+                continue
+            if task in zs.prompts:
+                prompts, source = load_prompts(zs.prompts[task]), zs.prompts[task]
+            else:
+                found = _auto_prompts(emb, task)
+                if found is None:
+                    results["info"][task] = {"skipped": "no prompt file configured and no built-in set names every class"}
+                    continue
+                prompts, source = found
+            encode = _encode_fn(encoder, cfg.batch_size)
+            class_emb, used = build_class_embeddings(prompts, info_t.classes, encode,
+                                                     fallback_to_class_name=zs.fallback_to_class_name)
+            if zs.use_negative_prompts and info_t.kind == "multilabel" and prompts.negative_templates:
+                neg_emb, neg_used = build_class_embeddings(prompts, info_t.classes, encode, negative=True,
+                                                           fallback_to_class_name=zs.fallback_to_class_name)
+                used = {c: used[c] + [f"[negative] {p}" for p in neg_used[c]] for c in used}
+        res = evaluate_zeroshot(emb, task, class_emb=class_emb, negative_emb=neg_emb, prompts_used=used, mode=zs.mode,
+                                subsets=zs.subsets, logit_scale=float(scale), threshold=zs.threshold)
+        results["metrics"].update(res["metrics"])
+        results["options"][task] = {**res["options"], "prompt_source": source}
+        results["info"][task] = res["info"]
+    return results
+
+
+def _probe_task(emb: EmbeddingSet, cfg: EvaluationConfig) -> str | None:
+    if cfg.probe.task is not None:
+        return cfg.probe.task
+    for t in emb.task_names:
+        if emb.task(t).kind in ("multiclass", "ordinal"):
+            return t
+    return None
+
+
+def evaluate_embeddings(
+    emb: EmbeddingSet,
+    cfg: EvaluationConfig,
+    *,
+    encoder: EmbeddingModel | None = None,
+    train: EmbeddingSet | None = None,
+    val: EmbeddingSet | None = None,
+) -> dict[str, Any]:
+    """Every task of ``cfg.tasks`` on ``emb`` → ``{task: {"metrics", "options", "info"[, "summaries"]}}``.
+
+    Zero-shot with text prompts needs ``encoder``; the probe needs ``train`` (and ``val`` for the
+    C search on the val split). A task that cannot run says why under ``info.skipped``.
+    """
+    out: dict[str, Any] = {}
+    r = cfg.retrieval
+    for task in cfg.tasks:
+        if task == "retrieval":
+            if emb.num_texts == 0:
+                out[task] = _skipped("no captions in this split")
+                continue
+            out[task] = evaluate_retrieval(
+                emb, ks=r.ks, directions=r.directions, normalize=r.normalize, label_tasks=r.label_tasks,
+                precision_ks=r.precision_ks, multilabel_relevance=r.multilabel_relevance, exclude_own=r.exclude_own,
+                max_chunk_bytes=r.max_chunk_mb * 1024**2, device=cfg.device,
+            )
+        elif task == "classification":
+            heads = [t for t in emb.logits if t in emb.labels]
+            wanted = cfg.classification.tasks if cfg.classification.tasks is not None else heads
+            out[task] = (evaluate_embedding_heads(emb, wanted, threshold=cfg.classification.threshold)
+                         if wanted else _skipped("the model has no classifier heads for the labelled tasks"))
+        elif task == "zeroshot":
+            out[task] = _zeroshot(emb, cfg, encoder)
+        elif task == "probe":
+            name = _probe_task(emb, cfg)
+            p = cfg.probe
+            if name is None:
+                out[task] = _skipped("no multiclass/ordinal task to probe")
+            elif train is None:
+                out[task] = _skipped("the probe needs the train split's embeddings")
+            else:
+                use_val = p.c_mode == "search" and p.validation == "val_split"
+                if use_val and (val is None or val.num_images == 0):
+                    raise EmbeddingSetError("probe.validation is 'val_split' but the manifest has no val records; "
+                                            "set probe.validation=train_fraction")
+                out[task] = evaluate_probe(
+                    train, emb, name, val=val if use_val else None, shots=p.shots, seeds=p.seeds, features=p.features,
+                    normalize=p.normalize, c_mode=p.c_mode, c_grid=p.c_grid, refine_points=p.refine_points,
+                    c_fixed=p.c_fixed, val_fraction=p.val_fraction, class_balance=p.class_balance,
+                    max_iter=p.max_iter, tol=p.tol, solver_dtype=p.solver_dtype, device=cfg.device,
+                )
+    return out
+
+
+def _data_config(manifest_path: Path, checkpoint: Path | None) -> Any:
+    """The run's data settings (transforms, channels, tasks) when evaluating a run, else defaults."""
+    import yaml
+
+    from medvl.config.data import DataConfig
+    from medvl.config.loading import config_from_dict
+
+    if checkpoint is not None and (checkpoint / "config.yaml").is_file():
+        saved = yaml.safe_load((checkpoint / "config.yaml").read_text(encoding="utf-8")) or {}
+        data = dict(saved.get("data") or {})
+        data["manifest"] = str(manifest_path)
+        data["root"] = None
+        data["fold"] = None
+        return config_from_dict(data, DataConfig, source=f"{checkpoint / 'config.yaml'} (data section)")
+    return DataConfig(manifest=manifest_path)
+
+
+def run_evaluation(
+    cfg: EvaluationConfig,
+    *,
+    manifest: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | None = None,
+    hf_model: str | os.PathLike[str] | None = None,
+    which: str = "best",
+    root: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """``medvl evaluate``: load, extract (cached), evaluate, write results; returns the results dict."""
+    from medvl.data.dataset import ImageTextDataset, select_split
+    from medvl.data.manifest import read_manifest
+    from medvl.data.transforms import build_transforms
+    from medvl.evaluation.results import write_results
+
+    encoder = load_encoder(checkpoint, hf_model, which=which, device=cfg.device)
+    data_cfg = _data_config(Path(manifest), Path(checkpoint) if checkpoint is not None else None)
+    m = read_manifest(manifest, root=root)
+    transform = encoder.image_transform() or build_transforms(data_cfg, train=False)
+    manifest_hash = m.hash()
+
+    def embed(part: str) -> EmbeddingSet:
+        subset = select_split(m, data_cfg, part)  # type: ignore[arg-type]
+        if len(subset) == 0:
+            raise EmbeddingSetError(f"the {part!r} split of {manifest} is empty")
+        ds = ImageTextDataset(subset, train=False, transform=transform, tasks=data_cfg.tasks, seed=0,
+                              channels=data_cfg.channels, on_bad_sample=data_cfg.on_bad_sample,
+                              require_texts=False, dicom_window=data_cfg.dicom_window, bag_key=data_cfg.bag_key)
+        ident = {"manifest_hash": manifest_hash, "split": part, "ids": ds.ids}
+        return extract_embeddings(encoder, ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                                  progress=cfg.progress, cache_dir=cfg.cache_dir, data_identity=ident,
+                                  meta={"manifest": str(manifest), "manifest_hash": manifest_hash, "split": part})
+
+    emb = embed(cfg.split)
+    train = val = None
+    if "probe" in cfg.tasks:
+        train = embed("train")
+        if cfg.probe.c_mode == "search" and cfg.probe.validation == "val_split":
+            has_val = (m.records["split"].fillna("").astype(str) == data_cfg.val_split).any()
+            val = embed("val") if has_val else None
+    tasks = evaluate_embeddings(emb, cfg, encoder=encoder, train=train, val=val)
+    ident = encoder.identity
+    provenance = {
+        "medvl_version": __version__,
+        "model": ident,
+        "model_name": Path(str(ident.get("path", ""))).name,
+        "manifest": str(manifest),
+        "manifest_hash": manifest_hash,
+        "split": cfg.split,
+        "n_images": emb.num_images,
+        "n_captions": emb.num_texts,
+        "seeds": cfg.probe.seeds if "probe" in cfg.tasks else [],
+        "transform": repr(transform),
+        "skipped_records": emb.meta.get("skipped"),
+        "config": cfg.model_dump(mode="json"),
+    }
+    paths = write_results(out_dir, tasks, provenance)
+    return {"tasks": tasks, "provenance": provenance, "paths": paths}

@@ -1,0 +1,301 @@
+"""Zero-shot classification from prompt files, with base/novel subsets and DLILP's hybrid mode.
+
+* **Prompt files** (``prompts/*.yaml``, built-in ones under ``medvl/resources/prompts``)::
+
+      templates: ["{}", "a chest x-ray showing {}"]     # "{}" is replaced by each class name
+      negative_templates: ["no {}"]                       # optional (multilabel positive/negative)
+      classes:
+        Cardiomegaly: [cardiomegaly, enlarged heart]      # names, each put into every template
+        No Finding: {names: [...], prompts: ["normal chest x-ray"]}   # plus literal sentences
+
+  A task's class is found by exact name, else by a case/space/underscore-insensitive match.
+  A class missing from the file is an error (``fallback_to_class_name=True`` uses the class
+  name itself, with ``_`` read as a space, as DLILP does for classes without a prompt entry).
+  The prompts used for every class are written into the results.
+* **Class embedding** = mean of the L2-normalised prompt embeddings, **re-normalised**.
+* **Scores** = ``logit_scale · cos(image, class)``; probabilities by softmax over classes
+  (multiclass/ordinal) or sigmoid per class (multilabel). With negative templates, a multilabel
+  class's score is the scaled difference ``s_pos − s_neg`` (= softmax over the pair).
+* **Subsets**: ``all``, ``base`` and ``novel`` classes (from the task spec; base = not novel when
+  only novel classes are listed). For multiclass/ordinal tasks a subset keeps the images whose
+  label is in it and re-indexes the classes; for multilabel tasks it keeps the columns.
+* **Modes**: ``text`` (prompts for every class); ``prototypes`` (the model's label-prototype head
+  scores, ``EmbeddingSet.logits["prototypes/<task>"]``, for base classes only); ``hybrid``
+  (DLILP: base subset from the prototypes, novel subset from the text prompts).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvl.evaluation.classification import evaluate_classification, labelled_rows
+from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError, TaskInfo, l2_normalize
+
+__all__ = [
+    "PROTOTYPE_LOGITS_PREFIX",
+    "ClassPrompts",
+    "PromptSet",
+    "build_class_embeddings",
+    "builtin_prompt_sets",
+    "evaluate_zeroshot",
+    "load_prompts",
+    "zeroshot_scores",
+]
+
+PROTOTYPE_LOGITS_PREFIX = "prototypes/"
+SUBSETS = ("all", "base", "novel")
+MODES = ("text", "prototypes", "hybrid")
+
+
+class PromptError(ValueError):
+    """A prompt file is malformed or lacks a class; the message names the file and the class."""
+
+
+@dataclass(frozen=True)
+class ClassPrompts:
+    names: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
+
+
+@dataclass
+class PromptSet:
+    """Templates and per-class names/prompts read from a YAML file."""
+
+    name: str
+    templates: list[str]
+    classes: dict[str, ClassPrompts]
+    negative_templates: list[str] = field(default_factory=list)
+    source: str = "<memory>"
+
+    def _entry(self, class_name: str, fallback_to_class_name: bool) -> ClassPrompts:
+        if class_name in self.classes:
+            return self.classes[class_name]
+        key = _canonical(class_name)
+        for name, entry in self.classes.items():
+            if _canonical(name) == key:
+                return entry
+        if fallback_to_class_name:
+            return ClassPrompts(names=(class_name.replace("_", " "),))
+        raise PromptError(f"{self.source}: no prompts for class {class_name!r} (have: {sorted(self.classes)})")
+
+    def prompts_for(self, class_name: str, *, negative: bool = False, fallback_to_class_name: bool = False) -> list[str]:
+        """Every prompt of a class (template × name, then literal prompts), de-duplicated in order."""
+        entry = self._entry(class_name, fallback_to_class_name)
+        templates = self.negative_templates if negative else self.templates
+        out = [t.replace("{}", n) for n in entry.names for t in templates]
+        if not negative:
+            out.extend(entry.prompts)
+        seen: set[str] = set()
+        return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+
+
+def _canonical(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+def builtin_prompt_sets() -> list[str]:
+    """Names of the prompt files shipped with medvl."""
+    folder = resources.files("medvl.resources") / "prompts"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_prompts(source: str | os.PathLike[str]) -> PromptSet:
+    """Read a prompt YAML file, or a built-in set by name (``synthetic_findings``, ``chexpert``)."""
+    import yaml
+
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise PromptError(f"prompt file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+        where = str(path)
+    else:
+        ref = resources.files("medvl.resources") / "prompts" / f"{source}.yaml"
+        if not ref.is_file():
+            raise PromptError(f"no prompt file {source!r}; built-in sets: {builtin_prompt_sets()}")
+        text = ref.read_text(encoding="utf-8")
+        where = f"medvl:prompts/{source}.yaml"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PromptError(f"{where}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PromptError(f"{where}: top level must be a mapping")
+    unknown = set(data) - {"name", "description", "templates", "negative_templates", "classes"}
+    if unknown:
+        raise PromptError(f"{where}: unknown keys {sorted(unknown)}")
+    templates = data.get("templates") or ["{}"]
+    negatives = data.get("negative_templates") or []
+    for key, values in (("templates", templates), ("negative_templates", negatives)):
+        if not isinstance(values, list) or not all(isinstance(t, str) and "{}" in t for t in values):
+            raise PromptError(f"{where}: {key} must be a list of strings containing '{{}}'")
+    raw = data.get("classes")
+    if not isinstance(raw, dict) or not raw:
+        raise PromptError(f"{where}: 'classes' must be a non-empty mapping of class name to names/prompts")
+    classes: dict[str, ClassPrompts] = {}
+    for name, entry in raw.items():
+        if isinstance(entry, str):
+            entry = [entry]
+        if isinstance(entry, list):
+            cp = ClassPrompts(names=tuple(str(e) for e in entry))
+        elif isinstance(entry, dict):
+            bad = set(entry) - {"names", "prompts"}
+            if bad:
+                raise PromptError(f"{where}: class {name!r}: unknown keys {sorted(bad)} (use names, prompts)")
+            cp = ClassPrompts(tuple(str(e) for e in entry.get("names") or ()), tuple(str(e) for e in entry.get("prompts") or ()))
+        else:
+            raise PromptError(f"{where}: class {name!r} must be a list of names or a mapping")
+        if not cp.names and not cp.prompts:
+            raise PromptError(f"{where}: class {name!r} has no names and no prompts")
+        if any(not s.strip() for s in (*cp.names, *cp.prompts)):
+            raise PromptError(f"{where}: class {name!r} has an empty name or prompt")
+        classes[str(name)] = cp
+    return PromptSet(str(data.get("name") or Path(where).stem), list(templates), classes, list(negatives), where)
+
+
+def build_class_embeddings(
+    prompts: PromptSet,
+    classes: Sequence[str],
+    encode_text: Callable[[list[str]], np.ndarray],
+    *,
+    negative: bool = False,
+    fallback_to_class_name: bool = False,
+) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """(C, D) class embeddings (mean of normalised prompt embeddings, re-normalised) and the prompts used.
+
+    ``encode_text(list_of_prompts) -> (n, D)`` is called once with every prompt of every class.
+    """
+    per_class = {c: prompts.prompts_for(c, negative=negative, fallback_to_class_name=fallback_to_class_name) for c in classes}
+    flat = [p for c in classes for p in per_class[c]]
+    emb = l2_normalize(np.asarray(encode_text(flat), dtype=np.float32))
+    if emb.shape[0] != len(flat):
+        raise ValueError(f"encode_text returned {emb.shape[0]} rows for {len(flat)} prompts")
+    out = np.zeros((len(classes), emb.shape[1]), dtype=np.float32)
+    start = 0
+    for i, c in enumerate(classes):
+        n = len(per_class[c])
+        out[i] = emb[start : start + n].mean(0)
+        start += n
+    return l2_normalize(out), per_class
+
+
+def zeroshot_scores(
+    image_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float, negative_emb: np.ndarray | None = None
+) -> np.ndarray:
+    """(N, C) ``scale·cos(image, class)`` (minus the negative prompt's score when given)."""
+    img = l2_normalize(image_emb)
+    scores = logit_scale * img @ l2_normalize(class_emb).T
+    if negative_emb is not None:
+        scores = scores - logit_scale * img @ l2_normalize(negative_emb).T
+    return np.asarray(scores, dtype=np.float64)
+
+
+def _subset_indices(task: TaskInfo, subset: str) -> list[int]:
+    if subset == "all":
+        return list(range(task.num_classes))
+    novel = set(task.novel_classes)
+    if subset == "novel":
+        return [i for i, c in enumerate(task.classes) if c in novel]
+    base = set(task.base_classes) if task.base_classes else {c for c in task.classes if c not in novel}
+    return [i for i, c in enumerate(task.classes) if c in base]
+
+
+def _restrict(
+    scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None, task: TaskInfo, cols: list[int], subset: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, TaskInfo]:
+    sub_task = TaskInfo(f"{task.name}[{subset}]", task.kind, tuple(task.classes[i] for i in cols))
+    if task.kind == "multilabel":
+        return scores[:, cols], labels[:, cols], None if mask is None else mask[:, cols], sub_task
+    y = np.asarray(labels).astype(np.int64)
+    keep = np.isin(y, cols)
+    remap = np.full(task.num_classes, -1, dtype=np.int64)
+    remap[cols] = np.arange(len(cols))
+    return scores[keep][:, cols], remap[y[keep]], None, sub_task
+
+
+def evaluate_zeroshot(
+    embeddings: EmbeddingSet,
+    task: str,
+    *,
+    class_emb: np.ndarray | None = None,
+    negative_emb: np.ndarray | None = None,
+    prompts_used: Mapping[str, list[str]] | None = None,
+    mode: str = "text",
+    subsets: Sequence[str] = ("all", "base", "novel"),
+    logit_scale: float = 100.0,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Zero-shot metrics of ``task`` per class subset (see the module docstring).
+
+    ``class_emb`` (C, D) in the space of ``embeddings.image_emb`` is needed for ``text`` and
+    ``hybrid``; prototype scores come from ``embeddings.logits["prototypes/<task>"]``.
+    Metric names: ``<task>/<subset>/<metric>``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"zero-shot mode must be one of {MODES}, got {mode!r}")
+    info_t = embeddings.task(task)
+    if task not in embeddings.labels:
+        raise EmbeddingSetError(f"no labels for zero-shot task {task!r}")
+    if info_t.kind == "regression":
+        raise EmbeddingSetError(f"zero-shot classification needs class names; {task!r} is a regression task")
+    keep = labelled_rows(embeddings, task)
+    labels = np.asarray(embeddings.labels[task])[keep]
+    mask = embeddings.label_mask.get(task)
+    mask = None if mask is None or mask.ndim == 1 else mask[keep]
+    text_scores = proto_scores = None
+    if mode in ("text", "hybrid"):
+        if class_emb is None:
+            raise ValueError(f"zero-shot mode {mode!r} needs class embeddings from prompts")
+        if class_emb.shape != (info_t.num_classes, embeddings.dim):
+            raise ValueError(f"class_emb must be ({info_t.num_classes}, {embeddings.dim}), got {class_emb.shape}")
+        text_scores = zeroshot_scores(embeddings.image_emb[keep], class_emb, logit_scale, negative_emb)
+    if mode in ("prototypes", "hybrid"):
+        key = PROTOTYPE_LOGITS_PREFIX + task
+        if key not in embeddings.logits:
+            raise EmbeddingSetError(f"mode {mode!r} needs label-prototype scores {key!r} (the model has no prototype head for {task!r})")
+        proto_scores = np.asarray(embeddings.logits[key], dtype=np.float64)[keep]
+    metrics: dict[str, float] = {}
+    info: dict[str, Any] = {"n_unlabelled": int((~keep).sum())}
+    for subset in subsets:
+        if subset not in SUBSETS:
+            raise ValueError(f"unknown subset {subset!r}; choose from {SUBSETS}")
+        cols = _subset_indices(info_t, subset)
+        if not cols:
+            info[f"{subset}/skipped"] = "no classes in this subset"
+            continue
+        use_proto = mode == "prototypes" or (mode == "hybrid" and subset == "base")
+        if mode == "prototypes" and subset != "base" and set(cols) - set(_subset_indices(info_t, "base")):
+            info[f"{subset}/skipped"] = "label prototypes exist only for base classes"
+            continue
+        if mode == "hybrid" and subset == "all":
+            info["all/skipped"] = "hybrid mode scores base and novel classes with different heads; see base and novel"
+            continue
+        scores = proto_scores if use_proto else text_scores
+        assert scores is not None
+        s, y, m, sub_task = _restrict(scores, labels, mask, info_t, cols, subset)
+        if len(y) == 0:
+            info[f"{subset}/skipped"] = "no images with a label in this subset"
+            continue
+        res = evaluate_classification(s, y, sub_task, label_mask=m, threshold=threshold, prefix=f"{task}/{subset}/")
+        metrics.update(res["metrics"])
+        info[subset] = {"scorer": "prototypes" if use_proto else "text", "classes": list(sub_task.classes), **res["info"]}
+    options = {
+        "task": task,
+        "mode": mode,
+        "subsets": list(subsets),
+        "logit_scale": logit_scale,
+        "class_embedding": "mean of L2-normalised prompt embeddings, re-normalised",
+        "probabilities": "sigmoid per class" if info_t.kind == "multilabel" else "softmax over classes",
+        "negative_prompts": negative_emb is not None,
+        "threshold": threshold,
+        "prompts": dict(prompts_used or {}),
+        "prompt_counts": {c: len(p) for c, p in (prompts_used or {}).items()},
+    }
+    return {"metrics": metrics, "options": options, "info": info}
