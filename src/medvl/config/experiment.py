@@ -61,6 +61,13 @@ class GridSpec(StrictModel):
         return values
 
 
+class SelectionSpec(StrictModel):
+    """Which validation metric picks the 'best' epoch whose test results are reported."""
+
+    metric: str = "val/retrieval/i2t_R@5"
+    mode: Literal["min", "max"] = "max"
+
+
 class StageSpec(StrictModel):
     """One stage: a training run per cell of the grid."""
 
@@ -76,19 +83,15 @@ class StageSpec(StrictModel):
     init_from: str | None = None
     """Name of an earlier stage whose cell (same fold and seed) provides the initial weights."""
     init_checkpoint: Literal["best", "last"] = "best"
+    selection: SelectionSpec | None = None
+    """Overrides the experiment's ``selection`` for this stage (a stage-1 classifier picks its best
+    epoch by a classification metric, the tuning stage by retrieval)."""
 
     @model_validator(mode="after")
     def _has_config(self) -> StageSpec:
         if self.config is None and self.inline is None:
             raise ValueError(f"stage {self.name!r}: give `config` (a file) or `inline` (a mapping)")
         return self
-
-
-class SelectionSpec(StrictModel):
-    """Which validation metric picks the 'best' epoch whose test results are reported."""
-
-    metric: str = "val/retrieval/i2t_R@5"
-    mode: Literal["min", "max"] = "max"
 
 
 class BaselineSpec(StrictModel):
