@@ -64,21 +64,40 @@ def image_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 class LungField:
     """One lung on its pixel window ``window`` = (rows, cols) of the image.
 
-    ``x``, ``y``: patient coordinates; ``mask``: soft membership in [0, 1]; ``a``: lateral
-    fraction (0 medial edge → 1 lateral chest wall); ``b``: vertical fraction (0 upper border →
-    1 diaphragm); ``u``: distance from the midline towards this side. All float32 arrays of
-    the window's shape.
+    ``x``, ``y``: patient coordinates; ``u``: distance from the midline towards this side;
+    ``medial``, ``top``, ``dome``: the lung's medial edge, upper border and diaphragm at each
+    pixel; ``mask``: soft membership in [0, 1]. ``a`` (lateral fraction: 0 medial edge → 1
+    lateral chest wall) and ``b`` (vertical fraction: 0 upper border → 1 diaphragm) are computed
+    on first use (only findings need them). All float32 arrays of the window's shape.
     """
 
     geometry: LungGeometry
     window: tuple[slice, slice]
     x: np.ndarray
     y: np.ndarray
-    mask: np.ndarray
-    a: np.ndarray
-    b: np.ndarray
     u: np.ndarray
+    medial: np.ndarray
+    top: np.ndarray
+    dome: np.ndarray
+    mask: np.ndarray
     texture_index: np.ndarray | None = None
+    _a: np.ndarray | None = field(default=None, repr=False)
+    _b: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def a(self) -> np.ndarray:
+        """Lateral fraction, 0 at the medial edge, 1 at the lateral chest wall."""
+        if self._a is None:
+            g = self.geometry
+            self._a = (self.u - self.medial) * _F32(1.0 / max(g.lateral - g.medial, 0.05))
+        return self._a
+
+    @property
+    def b(self) -> np.ndarray:
+        """Vertical fraction, 0 at the upper border (apex), 1 at the diaphragm."""
+        if self._b is None:
+            self._b = (self.y - self.top) / np.maximum(self.dome - self.top, _F32(0.1))
+        return self._b
 
 
 @dataclass(frozen=True)
@@ -170,9 +189,7 @@ class Scene:
         mask *= ramp(u - medial, _EDGE)
         mask *= ramp(dome - y, _EDGE)
         mask *= ramp(y - top, _EDGE)
-        a = (u - medial) * _F32(1.0 / max(lung.lateral - lung.medial, 0.05))
-        b = (y - top) / np.maximum(dome - top, _F32(0.1))
-        return LungField(lung, window, x, y, mask, a, b, u)
+        return LungField(lung, window, x, y, u, medial, top, dome, mask)
 
     def _heart(self) -> np.ndarray:
         """Heart shadow (H, W) in [0, 1]: an ellipse resting on the diaphragm, mostly left of midline."""
