@@ -65,6 +65,28 @@ def register_data(data_app: typer.Typer) -> None:
             typer.echo(f"note: {note}")
         typer.echo(f"import info: {info_path}")
 
+    @data_app.command("datasets")
+    def datasets_command(
+        name: str | None = typer.Argument(None, help="Show one adapter's layout, options and command."),
+    ) -> None:
+        """List the dataset adapters (or show one: expected layout, options, import command)."""
+        from medvl.data.adapters import ADAPTERS
+
+        if name is None:
+            for key, spec in ADAPTERS.items():
+                typer.echo(f"{key:<16} {spec.summary}")
+            return
+        if name not in ADAPTERS:
+            typer.echo(f"error: unknown dataset {name!r}; available: {', '.join(sorted(ADAPTERS))}", err=True)
+            raise typer.Exit(2)
+        spec = ADAPTERS[name]
+        typer.echo(f"{name}: {spec.summary}\n\nexpected layout:\n{spec.layout}\n\noptions (--set key=value):")
+        for field, info in spec.options.model_fields.items():
+            default = "required" if info.is_required() else repr(info.default if info.default_factory is None
+                                                                 else info.default_factory())  # type: ignore[call-arg]
+            typer.echo(f"  {field} = {default}")
+        typer.echo(f"\nexample:\n  {spec.command}")
+
     @data_app.command("shard")
     def shard_command(
         manifest_path: Path = typer.Argument(..., help="Manifest (.parquet/.csv/.jsonl)."),

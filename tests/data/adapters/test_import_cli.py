@@ -70,3 +70,13 @@ def test_every_adapter_documents_layout_and_command() -> None:
         assert spec.layout.strip() and spec.summary
         assert spec.command.startswith(f"medvl data import {name} --root ")
         assert spec.extracts_images == ("extract_dir" in spec.options.model_fields)
+
+
+def test_datasets_command_lists_and_describes() -> None:
+    listing = _run("datasets")
+    assert listing.exit_code == 0 and all(name in listing.output for name in ADAPTERS)
+    detail = _run("datasets", "padchest")
+    assert detail.exit_code == 0
+    assert "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv" in detail.output
+    assert "frontal_only = False" in detail.output and ADAPTERS["padchest"].command in detail.output
+    assert _run("datasets", "nope").exit_code == 2
