@@ -7,7 +7,7 @@ values. See ``docs/evaluation.md`` for what each option means.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -122,6 +122,9 @@ class EvaluationConfig(StrictModel):
     cache_dir: Path | None = None
     #: progress bars on stderr
     progress: bool = True
+    #: data settings (``DataConfig`` keys: image_size, channels, mean, std, eval_transforms, tasks, …)
+    #: overriding the evaluated run's own data section (or the defaults for a bare model directory)
+    data: dict[str, Any] = Field(default_factory=dict)
     retrieval: RetrievalOptions = Field(default_factory=RetrievalOptions)
     classification: ClassificationOptions = Field(default_factory=ClassificationOptions)
     zeroshot: ZeroShotOptions = Field(default_factory=ZeroShotOptions)

@@ -270,16 +270,24 @@ def extract_embeddings(
     remap[kept] = np.arange(len(kept))
     keep_caps = np.flatnonzero(remap[c2i_full] >= 0)
     kept_texts = [texts[i] for i in keep_caps]
+    # Each distinct caption string is encoded once (report sentences repeat a lot), so equal
+    # captions get bit-identical embeddings whatever the batching, and ties stay exact ties.
+    unique_index: dict[str, int] = {}
+    caption_slot = np.asarray([unique_index.setdefault(t, len(unique_index)) for t in kept_texts], dtype=np.int64)
+    unique_texts = list(unique_index)
     text_emb_parts: list[np.ndarray] = []
     text_feat_parts: list[np.ndarray] = []
-    starts = range(0, len(kept_texts), batch_size)
+    starts = range(0, len(unique_texts), batch_size)
     for start in _progress(starts, len(starts), "captions", progress):
-        t_emb, feats = model.encode_texts(kept_texts[start : start + batch_size])
+        t_emb, feats = model.encode_texts(unique_texts[start : start + batch_size])
         text_emb_parts.append(t_emb.detach().float().cpu().numpy())
         if feats is not None:
             text_feat_parts.append(feats.detach().float().cpu().numpy())
     dim = arrays["image_emb"].shape[1]
-    text_emb = np.concatenate(text_emb_parts) if text_emb_parts else np.zeros((0, dim), np.float32)
+    text_emb = np.concatenate(text_emb_parts)[caption_slot] if text_emb_parts else np.zeros((0, dim), np.float32)
+    text_features = None
+    if text_feat_parts and len(text_feat_parts) == len(text_emb_parts):
+        text_features = np.concatenate(text_feat_parts)[caption_slot]
     labels, masks, specs = {}, {}, {}
     for t in task_names:
         labels[t] = np.asarray(dataset.labels(t))[kept]
@@ -306,7 +314,7 @@ def extract_embeddings(
         labels=labels,
         label_mask=masks,
         image_features=arrays.get("image_features"),
-        text_features=np.concatenate(text_feat_parts) if text_feat_parts and len(text_feat_parts) == len(text_emb_parts) else None,
+        text_features=text_features,
         logits=logits,
         meta=info,
         texts=kept_texts,

@@ -163,21 +163,25 @@ def evaluate_embeddings(
     return out
 
 
-def _data_config(manifest_path: Path, checkpoint: Path | None) -> Any:
-    """The run's data settings (transforms, channels, tasks) when evaluating a run, else defaults."""
+def _data_config(manifest_path: Path, checkpoint: Path | None, overrides: dict[str, Any]) -> Any:
+    """The run's data settings (transforms, channels, tasks) when evaluating a run, else defaults;
+    then ``evaluation.data`` overrides."""
     import yaml
 
     from medvl.config.data import DataConfig
     from medvl.config.loading import config_from_dict
 
+    data: dict[str, Any] = {}
+    source = "evaluation.data"
     if checkpoint is not None and (checkpoint / "config.yaml").is_file():
         saved = yaml.safe_load((checkpoint / "config.yaml").read_text(encoding="utf-8")) or {}
         data = dict(saved.get("data") or {})
-        data["manifest"] = str(manifest_path)
         data["root"] = None
         data["fold"] = None
-        return config_from_dict(data, DataConfig, source=f"{checkpoint / 'config.yaml'} (data section)")
-    return DataConfig(manifest=manifest_path)
+        source = f"{checkpoint / 'config.yaml'} (data section) + evaluation.data"
+    data.update(overrides)
+    data["manifest"] = str(manifest_path)
+    return config_from_dict(data, DataConfig, source=source)
 
 
 def run_evaluation(
@@ -197,7 +201,7 @@ def run_evaluation(
     from medvl.evaluation.results import write_results
 
     encoder = load_encoder(checkpoint, hf_model, which=which, device=cfg.device)
-    data_cfg = _data_config(Path(manifest), Path(checkpoint) if checkpoint is not None else None)
+    data_cfg = _data_config(Path(manifest), Path(checkpoint) if checkpoint is not None else None, cfg.data)
     m = read_manifest(manifest, root=root)
     transform = encoder.image_transform() or build_transforms(data_cfg, train=False)
     manifest_hash = m.hash()
