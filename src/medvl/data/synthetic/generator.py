@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -129,11 +130,17 @@ class SyntheticCase:
         return overall_severity_grade(self.findings)
 
 
+@lru_cache(maxsize=512)
+def _patient(seed: int, patient: int) -> tuple[PatientProfile, Anatomy]:
+    """A patient's latent profile and anatomy (pure function of its arguments; cached because a
+    patient's visits are consecutive records)."""
+    return sample_patient_profile(_rng(seed, _PROFILE, patient)), Anatomy.sample(_rng(seed, _ANATOMY, patient))
+
+
 def sample_case(seed: int, patient: int, visit: int, findings: Sequence[Finding] | None = None) -> SyntheticCase:
     """Draw case ``(patient, visit)``; ``findings`` overrides the sampled findings (for tests and
     illustrations: the same patient and acquisition rendered with other findings)."""
-    profile = sample_patient_profile(_rng(seed, _PROFILE, patient))
-    anatomy = Anatomy.sample(_rng(seed, _ANATOMY, patient))
+    profile, anatomy = _patient(seed, patient)
     acquisition = Acquisition.sample(_rng(seed, _ACQUISITION, patient, visit))
     if findings is None:
         chosen = sample_visit_findings(profile, _rng(seed, _VISIT_FINDINGS, patient, visit))
