@@ -78,7 +78,8 @@ def clip_loss(
         rows_image, rows_text = image[local], text[local]
         all_image, all_text = all_image[columns], all_text[columns]
     logits_per_image = logit_scale * rows_image @ all_text.T
-    logits_per_text = logit_scale * rows_text @ all_image.T
+    # one process: the text-side logits are the transpose; distributed: local text rows × all images
+    logits_per_text = logits_per_image.T if g.world == 1 else logit_scale * rows_text @ all_image.T
     summed = F.cross_entropy(logits_per_image, target, reduction="sum") + F.cross_entropy(
         logits_per_text, target, reduction="sum"
     )

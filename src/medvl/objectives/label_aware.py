@@ -78,7 +78,7 @@ def unicl_loss(
     positives_t2i = share_label(text_labels, all_image_labels)
     positives_t2i[rows, own] = True
     logits_per_image = logit_scale * image @ all_text.T
-    logits_per_text = logit_scale * text @ all_image.T
+    logits_per_text = logits_per_image.T if g.world == 1 else logit_scale * text @ all_image.T
     target_i2t = positives_i2t.to(logits_per_image.dtype)
     target_i2t = target_i2t / target_i2t.sum(dim=1, keepdim=True)
     target_t2i = positives_t2i.to(logits_per_text.dtype)
