@@ -169,11 +169,14 @@ def test_registry_selection_and_skips(paired: tuple[np.ndarray, np.ndarray]) -> 
     )
 
     x, y = paired
+    x0, y0 = x.copy(), y.copy()
     outputs = [c for m in ALIGNMENT_METRICS.values() for c in m.outputs]
     assert set(outputs) == set(HIGHER_IS_BETTER)
     assert resolve_metric_names("paper,mutual_knn,sas") == [*METRIC_PRESETS["paper"], "mutual_knn"]
     rep = compute_alignment_metrics(x, y, "all", AlignmentOptions(knn_k=5, memory_budget=50_000))
     assert set(rep.values) == set(outputs) and not rep.skipped
+    np.testing.assert_array_equal(x, x0)  # inputs are never modified (float64 blocks alias them)
+    np.testing.assert_array_equal(y, y0)
     assert rep.values["sas_it"] == pytest.approx(spectral_alignment_score(x, y))
     assert rep.values["mutual_knn"] == pytest.approx(mutual_knn(x, y, k=5))
     # different d: a preset skips same-space metrics with the reason; naming one is an error
