@@ -13,8 +13,8 @@ from medvl.experiments.grid import Cell
 from medvl.experiments.report import build_report, markdown_table
 from medvl.utils.io import atomic_write_json
 
-CLS = "classification/mAP_macro"
-RET = "retrieval/i2t_R@5"
+CLS = "classification/findings/map_macro"
+RET = "retrieval/i2t/recall@5"
 
 
 def _config() -> ExperimentConfig:
@@ -27,6 +27,7 @@ def _config() -> ExperimentConfig:
                 {"name": "tune", "inline": {}, "init_from": "classifier"},
             ],
             "baseline": {"stage": "classifier"},
+            "classification_metric": CLS,
         }
     )
 
@@ -64,7 +65,7 @@ def test_report_tables_and_figures(tmp_path: Path) -> None:
     assert "| tune λ=0.9 | 0.720 (0.675–0.765) | 0.310 (0.305–0.315) | -10.0 | 3 |" in text
     assert "| tune λ=1.0 | 0.240 (0.225–0.255)" in text
     assert "-70.0" in text
-    assert "λ = 1.0 (contrastive only) changes classification/mAP_macro by -70.0 %" in text
+    assert "λ = 1.0 (contrastive only) changes classification/findings/map_macro by -70.0 %" in text
     # every embedded image exists
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert len(images) == 3
@@ -83,6 +84,13 @@ def test_report_tables_and_figures(tmp_path: Path) -> None:
 def test_report_without_cells_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no finished cells"):
         build_report(tmp_path, _config())
+
+
+def test_unknown_axis_metric_names_the_available_ones(tmp_path: Path) -> None:
+    _write_cell(tmp_path, Cell("classifier", None, 0, 0), 0.8, 0.0)
+    cfg = _config().model_copy(update={"retrieval_metric": "retrieval/i2t_R@5"})
+    with pytest.raises(ValueError, match=r"retrieval_metric='retrieval/i2t_R@5' is not among .*recall@5"):
+        build_report(tmp_path, cfg)
 
 
 def test_markdown_table() -> None:

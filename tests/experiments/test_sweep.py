@@ -21,6 +21,7 @@ def _config(jobs: int = 1) -> ExperimentConfig:
                 {"name": "tune", "inline": {}, "init_from": "classifier", "set": ["objective.balance={lambda}"]},
             ],
             "jobs": jobs,
+            "classification_metric": "classification/findings/map_macro",
         }
     )
 
@@ -102,6 +103,8 @@ def test_directory_of_another_experiment_is_refused(tmp_path: Path) -> None:
 
 def test_config_validation_names_the_problem() -> None:
     with pytest.raises(ValueError, match="must name an earlier stage"):
-        ExperimentConfig.model_validate({"stages": [{"name": "a", "inline": {}, "init_from": "b"}]})
+        ExperimentConfig.model_validate({"classification_metric": "m",
+                                         "stages": [{"name": "a", "inline": {}, "init_from": "b"}]})
     with pytest.raises(ValueError, match=r"λ must lie in \[0, 1\]"):
-        ExperimentConfig.model_validate({"grid": {"lambdas": [1.5]}, "stages": [{"name": "a", "inline": {}}]})
+        ExperimentConfig.model_validate({"classification_metric": "m", "grid": {"lambdas": [1.5]},
+                                         "stages": [{"name": "a", "inline": {}}]})

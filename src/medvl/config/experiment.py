@@ -18,7 +18,8 @@ Example (the Balancing Act protocol)::
         config: configs/train_synthetic.yaml
         init_from: classifier
         set: ["objective.balance={lambda}", "data.fold={fold}", "seed={seed}"]
-    selection: {metric: val/retrieval/i2t_R@5, mode: max}
+    selection: {metric: val/retrieval/i2t/recall@5, mode: max}
+    classification_metric: classification/findings/map_macro
     baseline: {stage: classifier}
 """
 
@@ -64,7 +65,7 @@ class GridSpec(StrictModel):
 class SelectionSpec(StrictModel):
     """Which validation metric picks the 'best' epoch whose test results are reported."""
 
-    metric: str = "val/retrieval/i2t_R@5"
+    metric: str = "val/retrieval/i2t/recall@5"
     mode: Literal["min", "max"] = "max"
 
 
@@ -109,9 +110,10 @@ class ExperimentConfig(StrictModel):
     stages: list[StageSpec] = Field(min_length=1)
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
     baseline: BaselineSpec = Field(default_factory=BaselineSpec)
-    classification_metric: str = "classification/mAP_macro"
-    """Metric on the classification axis of tables and trade-off plots."""
-    retrieval_metric: str = "retrieval/i2t_R@5"
+    classification_metric: str
+    """Metric on the classification axis of tables and trade-off plots, as the evaluation suite
+    names it, e.g. ``classification/findings/map_macro`` (no default: it names a task)."""
+    retrieval_metric: str = "retrieval/i2t/recall@5"
     """Metric on the retrieval axis of tables and trade-off plots."""
     report_metrics: list[str] = Field(default_factory=list)
     """Extra metrics to tabulate (besides the two axes)."""

@@ -126,6 +126,23 @@ class SharedFeatureCache(Callback):
         self.store(_unwrap(trainer.model))
 
 
+class SelectionMetricCheck(Callback):
+    """Fails at the first validation (epoch 0) when the selection metric is not logged.
+
+    Without it a misspelt metric would silently leave the run without a ``best`` checkpoint.
+    """
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+
+    def on_epoch_end(self, trainer: Any, record: Any) -> None:
+        logged = [k for k in record if k.startswith("val/")]
+        if logged and self.metric not in record:
+            raise ValueError(
+                f"selection metric {self.metric!r} is not among the validation metrics: {', '.join(sorted(logged))}"
+            )
+
+
 def _unwrap(model: Any) -> Any:
     """The DualEncoder inside Fabric/DDP wrappers."""
     for attr in ("module", "_forward_module"):
@@ -173,12 +190,13 @@ def run_cell(config: ExperimentConfig, cell: Cell, sweep_dir: Path, experiment_d
     cell_dir = sweep_dir / cell.relpath
     run_dir = cell_dir / RUN_SUBDIR
     shared = SharedFeatureCache(sweep_dir / CACHE_SUBDIR)
-    result = run_training(run_cfg, run_dir, resume=True, callbacks=[shared])
+    selection = _stage(config, cell.stage).selection or config.selection
+    checks = [shared, SelectionMetricCheck(selection.metric)]
+    result = run_training(run_cfg, run_dir, resume=True, callbacks=checks)
     if result.status == "non_finite_loss":
         raise RuntimeError(f"cell {cell.key}: {result.message}")
     history = read_jsonl(run_dir / "logs" / "epochs.jsonl")
     training = read_json(run_dir / "training_result.json")
-    selection = _stage(config, cell.stage).selection or config.selection
 
     manifest = read_manifest(run_cfg.data.manifest, root=run_cfg.data.root)
     test_manifest = select_split(manifest, run_cfg.data, "test")

@@ -159,6 +159,15 @@ def build_report(sweep_dir: str | os.PathLike[str], config: ExperimentConfig | N
     baseline_stage = cfg.baseline.stage or cfg.stages[0].name
     test = relative_change(test, baseline_stage, cfg.baseline.checkpoint)
 
+    available = set(test["metric"])
+    for key, metric in (("classification_metric", cfg.classification_metric),
+                        ("retrieval_metric", cfg.retrieval_metric)):
+        if metric not in available:
+            names = ", ".join(sorted(available)) or "none"
+            raise ValueError(f"{key}={metric!r} is not among the cells' test metrics: {names}")
+    missing = [m for m in cfg.report_metrics if m not in available]
+    if missing:
+        raise ValueError(f"report_metrics {missing} are not among the cells' test metrics")
     summary = summarise(test, by=["stage", "lambda", "checkpoint", "metric"])
     deltas = summarise(test.rename(columns={"value": "raw"}).rename(columns={"delta_pct": "value"}),
                        by=["stage", "lambda", "checkpoint", "metric"])
