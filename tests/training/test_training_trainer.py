@@ -216,3 +216,21 @@ def test_checkpoints_hold_no_pickle(tmp_path: Path) -> None:
     _fit(tmp_path, tiny_config(epochs=1))
     files = [p for p in (tmp_path / "checkpoints").rglob("*") if p.is_file()]
     assert files and all(p.suffix in {".safetensors", ".json"} for p in files)
+
+
+def test_bf16_autocast_clipping_and_tensorboard(tmp_path: Path) -> None:
+    class AutocastSpy(TinyObjective):
+        seen: list[bool] = []
+
+        def forward(self, outputs: Any, batch: Any) -> dict[str, torch.Tensor]:
+            self.seen.append(torch.is_autocast_enabled("cpu") and outputs["logits.cls"].dtype == torch.bfloat16)
+            return super().forward(outputs, batch)
+
+    cfg = tiny_config(epochs=1, precision="bf16-mixed", grad_clip_norm=0.5,
+                      logging={"every_n_steps": 1, "tensorboard": True, "progress_bar": False})
+    spy = AutocastSpy()
+    _, (_, result) = _fit(tmp_path, cfg, objective=spy)
+    assert result.status == "completed" and spy.seen and all(spy.seen)  # training and validation under bf16
+    steps = read_jsonl(tmp_path / "logs" / "steps.jsonl")
+    assert all(r["grad_norm"] > 0 for r in steps)  # measured before clipping, logged every step
+    assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
