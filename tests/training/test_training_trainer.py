@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -220,7 +220,7 @@ def test_checkpoints_hold_no_pickle(tmp_path: Path) -> None:
 
 def test_bf16_autocast_clipping_and_tensorboard(tmp_path: Path) -> None:
     class AutocastSpy(TinyObjective):
-        seen: list[bool] = []
+        seen: ClassVar[list[bool]] = []
 
         def forward(self, outputs: Any, batch: Any) -> dict[str, torch.Tensor]:
             self.seen.append(torch.is_autocast_enabled("cpu") and outputs["logits.cls"].dtype == torch.bfloat16)
