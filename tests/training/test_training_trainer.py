@@ -234,3 +234,25 @@ def test_bf16_autocast_clipping_and_tensorboard(tmp_path: Path) -> None:
     steps = read_jsonl(tmp_path / "logs" / "steps.jsonl")
     assert all(r["grad_norm"] > 0 for r in steps)  # measured before clipping, logged every step
     assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resume_with_more_epochs_resizes_the_schedule(tmp_path: Path) -> None:
+    sched = {"kind": "cosine", "warmup_steps": 0, "min_lr_ratio": 0.1}
+    _, (_, first) = _fit(tmp_path, tiny_config(epochs=1, schedule=sched))
+    assert first.global_step == 5
+    _, (trainer, result) = _fit(tmp_path, tiny_config(epochs=3, schedule=sched), resume=True)
+    assert result.global_step == 15 and trainer.schedule.total_steps == 15
+    lrs = [r["lr"] for r in read_jsonl(tmp_path / "logs" / "steps.jsonl")]
+    assert len(lrs) == 15 and lrs[-1] == pytest.approx(1e-3)  # the new curve ends at min_lr_ratio · lr
+    assert lrs[5] > lrs[4]  # epoch 1 ran on the 1-epoch curve; step 6 continues on the 3-epoch curve
+
+
+def test_resume_after_early_stop_does_not_train_again(tmp_path: Path) -> None:
+    def hook(ctx: ValidationContext) -> dict[str, float]:
+        return {"score": 1.0}  # never improves after epoch 0
+
+    cfg = tiny_config(epochs=6, early_stopping={"enabled": True, "metric": "val/score", "patience": 1})
+    _, (_, result) = _fit(tmp_path, cfg, hooks=[hook])
+    assert result.status == "early_stopped" and result.global_step == 5
+    _, (_, again) = _fit(tmp_path, cfg, hooks=[hook], resume=True)
+    assert again.status == "early_stopped" and again.global_step == 5

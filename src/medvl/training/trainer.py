@@ -253,10 +253,13 @@ class Trainer:
         if resume and self.checkpoints.has_checkpoint():
             self._restore()
             resumed = True
-        elif cfg.init_weights is not None:
-            init = Path(cfg.init_weights)
-            weights = init if init.is_file() else resolve_checkpoint(init, "best") / "model.safetensors"
-            load_model_weights(model, weights)
+        else:
+            # a fresh start (also --resume of a run killed before its first checkpoint): no old records
+            self.logger.truncate(max_step=0, max_epoch=-1)
+            if cfg.init_weights is not None:
+                init = Path(cfg.init_weights)
+                weights = init if init.is_file() else resolve_checkpoint(init, "best") / "model.safetensors"
+                load_model_weights(model, weights)
 
         try:
             for callback in self.callbacks:
@@ -274,6 +277,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------
     def _fit_epochs(self, baseline: bool) -> str:
         cfg = self.cfg
+        if self.early_stopping.should_stop:  # resumed after an early stop
+            return "early_stopped"
         if baseline:
             baseline_record: dict[str, Any] = {"epoch": 0, "step": 0, **self._validate(0)}
             self._end_epoch(0, baseline_record, validated=True)
@@ -597,12 +602,23 @@ class Trainer:
                 f"this run {self.n_batches} (dataset, batch size or number of processes changed)"
             )
         self.sampler.load_state_dict(state["sampler"])
+        sizing = dict(vars(self.schedule))
         self.scheduler.load_state_dict(state["scheduler"])
+        if vars(self.schedule) != sizing:
+            # training.epochs (or the schedule) changed: continue on the new curve from this step
+            vars(self.schedule).update(sizing)
+            lrs = [base * self.schedule(self.scheduler.last_epoch) for base in self.scheduler.base_lrs]
+            for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+                group["lr"] = lr
+            self.scheduler._last_lr = lrs
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.best_tracker.load_state_dict(state["best_tracker"])
         self.position = _Position(epoch=state["epoch"], batch=state["batch_in_epoch"],
                                   global_step=state["global_step"], sums=dict(state["epoch_sums"]),
                                   samples=float(state["epoch_samples"]))
+        es, stop = self.cfg.early_stopping, self.early_stopping  # patience etc. may change on resume
+        stop.should_stop = es.enabled and stop.bad_validations >= es.patience \
+            and self.position.epoch - 1 >= es.min_epochs
         self.last_checkpoint = payload["_path"]
         self.logger.truncate(max_step=self.position.global_step, max_epoch=self.position.epoch - 1)
         self.history = [r for r in read_jsonl(self.logger.epochs_path) if r["epoch"] < self.position.epoch] \
