@@ -141,6 +141,7 @@ def retrieval_scan(
     if ks and max(ks) > n_g - n_excluded_max:
         raise ValueError(f"precision@{max(ks)} needs a gallery of at least {max(ks)} items (have {n_g - n_excluded_max})")
     buf = torch.empty((min(chunk, n_q), n_g), dtype=torch.float32, device=device)
+    acc_dtype = torch.float32 if n_g < 2**24 else torch.float64
     for start in range(0, n_q, chunk):
         stop = min(start + chunk, n_q)
         rows = stop - start
@@ -148,22 +149,12 @@ def retrieval_scan(
         torch.mm(queries[start:stop], gallery_t, out=s)
         pos = positives[start:stop]
         valid = pos >= 0
+        has_pos = valid.any(1)
         pos_scores = s.gather(1, pos.clamp(min=0)).masked_fill(~valid, float("-inf"))
         which = pos_scores.argmax(1, keepdim=True)  # first max -> lowest gallery index among ties
         best = pos_scores.gather(1, which)
         best_j = pos.gather(1, which)
-        n_gt = (s > best).sum(1)
-        n_eq = (s == best).sum(1)
-        r = n_gt + 1
-        tie_rows = torch.nonzero(n_eq > 1).flatten()
-        if len(tie_rows):
-            earlier = (s[tie_rows] == best[tie_rows]) & (ar[None, :] < best_j[tie_rows])
-            r[tie_rows] += earlier.sum(1)
-        has_pos = valid.any(1)
-        ranks[start:stop] = torch.where(has_pos, r, torch.zeros_like(r))
-        if top1 is None and not ks:
-            continue
-        if exclude_own:
+        if exclude_own:  # positives leave the gallery of the label-aware metrics (not of the ranks)
             r_idx, c_idx = torch.nonzero(valid, as_tuple=True)
             s[r_idx, pos[r_idx, c_idx]] = float("-inf")
         if top1 is not None:
@@ -184,6 +175,20 @@ def retrieval_scan(
                 else:
                     match = gl == ql[:, None]
                 relevant[k][start:stop] = match.sum(1)
+        # Rank = 1 + #items scoring above the best positive + #tied items with a lower index.
+        # Counted in place with float sums of sign(s - best), which vectorise far better than
+        # boolean counts: Σsign = n_gt − n_lt and Σ|sign| = n_gt + n_lt (exact below 2^24 items).
+        sign = s.sub_(best).sign_()
+        total = sign.sum(1, dtype=acc_dtype)
+        absolute = torch.linalg.vector_norm(sign, ord=1, dim=1, dtype=acc_dtype)
+        n_gt = ((total + absolute) / 2).round().to(torch.int64)
+        n_eq = n_g - absolute.round().to(torch.int64)  # includes the best positive unless excluded
+        r = n_gt + 1
+        tie_rows = torch.nonzero(n_eq > (0 if exclude_own else 1)).flatten()
+        if len(tie_rows):
+            earlier = (sign[tie_rows] == 0) & (ar[None, :] < best_j[tie_rows])
+            r[tie_rows] += earlier.sum(1)
+        ranks[start:stop] = torch.where(has_pos, r, torch.zeros_like(r))
     return RetrievalScan(ranks=ranks.cpu(), top1=None if top1 is None else top1.cpu(), relevant={k: v.cpu() for k, v in relevant.items()})
 
 
