@@ -12,10 +12,13 @@ Example::
       - {model: clip-base, dataset: coco, embeddings: emb/clip-base/coco}
       - {model: clip-base, dataset: roco, embeddings: emb/clip-base/roco}
       - {model: plip, dataset: roco, embeddings: emb/plip/roco, group: benchmark}
+      - model: my-run
+        dataset: roco
+        extract: {checkpoint: runs/my_run, manifest: data/roco/manifest.parquet, split: test}
     metrics: {metrics: all, topq: 0.1}
     correlation: {methods: [spearman, kendall, pearson], bootstrap_resamples: 1000, seed: 0}
 
-Relative ``embeddings`` paths are resolved against the directory of the config file.
+Relative ``embeddings`` / ``extract`` paths are resolved against the directory of the config file.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = [
     "AlignmentMetricsConfig",
     "AlignmentStudyConfig",
     "CorrelationConfig",
+    "ExtractSpec",
     "StudyEntry",
 ]
 
@@ -70,13 +74,39 @@ class AlignmentMetricsConfig(StrictModel):
         return values
 
 
+class ExtractSpec(StrictModel):
+    """Extract an entry's embeddings with ``medvl.evaluation.extraction`` (as ``medvl evaluate`` does).
+
+    ``manifest`` and the model paths are resolved against the config file's directory.
+    """
+
+    manifest: str
+    checkpoint: str | None = None
+    hf_model: str | None = None
+    which: str = "best"
+    split: Literal["train", "val", "test"] = "test"
+    root: str | None = None
+    batch_size: int = Field(default=64, gt=0)
+    num_workers: int = Field(default=0, ge=0)
+    device: str = "cpu"
+    cache_dir: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    progress: bool = False
+
+    @model_validator(mode="after")
+    def _one_model(self) -> ExtractSpec:
+        if (self.checkpoint is None) == (self.hf_model is None):
+            raise ValueError("give exactly one of 'checkpoint' (a medvl run/model directory) or 'hf_model'")
+        return self
+
+
 class StudyEntry(StrictModel):
     """One (model, dataset) cell: where its embeddings come from and which domain it belongs to."""
 
     model: str = Field(min_length=1)
     dataset: str = Field(min_length=1)
     embeddings: str | None = None
-    extract: dict[str, Any] | None = None
+    extract: ExtractSpec | None = None
     domain: str | None = None
     group: str = "main"
 

@@ -19,7 +19,6 @@ Pipeline of :func:`run_study` (config: :class:`medvl.config.alignment.AlignmentS
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import time
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from medvl import __version__
-from medvl.config.alignment import AlignmentMetricsConfig, AlignmentStudyConfig, StudyEntry
+from medvl.config.alignment import AlignmentMetricsConfig, AlignmentStudyConfig, ExtractSpec, StudyEntry
 from medvl.evaluation.alignment.correlation import (
     correlate,
     domain_comparison,
@@ -181,16 +180,48 @@ def load_entry_embeddings(entry: StudyEntry, base_dir: Path) -> tuple[Any, dict[
         source = {"embeddings": str(path), "sha256": hash_file(tensors) if tensors.is_file() else None,
                   "meta": emb.meta}
         return emb, source
+    assert entry.extract is not None
+    spec = entry.extract
     try:
-        extraction = importlib.import_module("medvl.evaluation.extraction")
-    except ImportError as exc:  # pragma: no cover - depends on the installed version
-        raise StudyError(
-            f"entry {label}: 'extract' needs medvl.evaluation.extraction, which is not available; "
-            "give a saved EmbeddingSet directory as 'embeddings' instead"
-        ) from exc
-    spec = dict(entry.extract or {})
-    emb = extraction.extract_embeddings(**spec)
-    return emb, {"extract": spec, "extract_hash": hash_object(spec), "meta": getattr(emb, "meta", {})}
+        emb = _extract(spec, base_dir)
+    except (OSError, ValueError) as exc:
+        raise StudyError(f"entry {label}: extraction failed: {exc}") from exc
+    return emb, {"extract": spec.model_dump(mode="json"), "extract_hash": hash_object(spec.model_dump(mode="json")),
+                 "meta": emb.meta}
+
+
+def _extract(spec: ExtractSpec, base_dir: Path) -> Any:
+    """Encode one split of a manifest with a medvl checkpoint or a Hugging Face model (cached when asked).
+
+    Mirrors ``medvl evaluate``: the run's own data settings (plus ``spec.data`` overrides) and the
+    model's image transform; the split's records in evaluation mode (every caption).
+    """
+    from medvl.data.dataset import ImageTextDataset, select_split
+    from medvl.data.manifest import read_manifest
+    from medvl.data.transforms import build_transforms
+    from medvl.evaluation.extraction import extract_embeddings, load_encoder
+    from medvl.evaluation.suite import _data_config
+
+    def opt(path: str | None) -> Path | None:
+        return None if path is None else _resolve(path, base_dir)
+
+    manifest, checkpoint = _resolve(spec.manifest, base_dir), opt(spec.checkpoint)
+    encoder = load_encoder(checkpoint, opt(spec.hf_model), which=spec.which, device=spec.device)
+    data_cfg = _data_config(manifest, checkpoint, spec.data)
+    m = read_manifest(manifest, root=opt(spec.root))
+    subset = select_split(m, data_cfg, spec.split)
+    if len(subset) == 0:
+        raise StudyError(f"the {spec.split!r} split of {manifest} is empty")
+    transform = encoder.image_transform() or build_transforms(data_cfg, train=False)
+    ds = ImageTextDataset(subset, train=False, transform=transform, tasks=data_cfg.tasks, seed=0,
+                          channels=data_cfg.channels, on_bad_sample=data_cfg.on_bad_sample, require_texts=False,
+                          dicom_window=data_cfg.dicom_window, bag_key=data_cfg.bag_key)
+    manifest_hash = m.hash()
+    return extract_embeddings(
+        encoder, ds, batch_size=spec.batch_size, num_workers=spec.num_workers, progress=spec.progress,
+        cache_dir=opt(spec.cache_dir), data_identity={"manifest_hash": manifest_hash, "split": spec.split, "ids": ds.ids},
+        meta={"manifest": str(manifest), "manifest_hash": manifest_hash, "split": spec.split},
+    )
 
 
 # ----------------------------------------------------------------------------- statistics
