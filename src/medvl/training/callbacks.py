@@ -57,7 +57,7 @@ class ValidationContext:
     model: nn.Module
     """The unwrapped model (put in eval mode by the trainer)."""
     forward: Callable[[Any], tuple[Mapping[str, Any], Mapping[str, torch.Tensor] | None]]
-    """``forward(batch) -> (outputs, losses)`` through the Fabric wrapper (precision, DDP)."""
+    """``forward(batch) -> (outputs, losses)`` of model + objective under the run's precision."""
     fabric: Fabric
     epoch: int
     global_step: int

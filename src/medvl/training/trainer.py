@@ -217,6 +217,9 @@ class Trainer:
         self.val_collate: Callable[..., Any] | None = None
         if val_data is not None:
             self.val_set, self.val_collate = _split_data(val_data, collate_fn)
+            if len(self.val_set) < self.world_size:  # type: ignore[arg-type]
+                raise ValueError(f"the validation set has {len(self.val_set)} records, fewer than the "  # type: ignore[arg-type]
+                                 f"{self.world_size} processes; every process needs at least one")
         self.model, self.objective = model, objective
         self.task = TrainTask(model, objective)
         optimizer, self.param_groups = build_optimizer(self.task, cfg.optimizer)
@@ -399,6 +402,13 @@ class Trainer:
         with self.fabric.autocast():
             return self._module(batch, **kwargs)
 
+    def _eval_forward(self, batch: Any) -> Any:
+        """Validation forward on the unwrapped task: no DDP collectives (buffer broadcasts), so
+        processes may run different numbers of validation batches."""
+        assert self.fabric is not None
+        with self.fabric.autocast():
+            return self.task(batch)
+
     def _no_sync(self, last: bool) -> Any:
         assert self.fabric is not None
         return self.fabric.no_backward_sync(self.task_w, enabled=self.world_size > 1 and not last)
@@ -546,7 +556,7 @@ class Trainer:
                 num_workers=self.cfg.num_workers,
                 pin_memory=self.cfg.pin_memory,
             )
-        ctx = ValidationContext(model=self.model, forward=self.forward, fabric=self.fabric, epoch=epoch,
+        ctx = ValidationContext(model=self.model, forward=self._eval_forward, fabric=self.fabric, epoch=epoch,
                                 global_step=self.position.global_step, loader=loader, run_dir=self.run_dir,
                                 to_device=self.to_device)
         metrics: dict[str, float] = {}
