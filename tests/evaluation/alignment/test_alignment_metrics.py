@@ -173,7 +173,7 @@ def test_registry_selection_and_skips(paired: tuple[np.ndarray, np.ndarray]) -> 
     outputs = [c for m in ALIGNMENT_METRICS.values() for c in m.outputs]
     assert set(outputs) == set(HIGHER_IS_BETTER)
     assert resolve_metric_names("paper,mutual_knn,sas") == [*METRIC_PRESETS["paper"], "mutual_knn"]
-    rep = compute_alignment_metrics(x, y, "all", AlignmentOptions(knn_k=5, memory_budget=50_000))
+    rep = compute_alignment_metrics(x, y, "all", AlignmentOptions(knn_k=5))
     assert set(rep.values) == set(outputs) and not rep.skipped
     np.testing.assert_array_equal(x, x0)  # inputs are never modified (float64 blocks alias them)
     np.testing.assert_array_equal(y, y0)
