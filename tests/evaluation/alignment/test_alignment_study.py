@@ -152,12 +152,12 @@ def test_cli_metrics_and_study(study_config: Path, tmp_path: Path) -> None:
     npz = tmp_path / "pair.npz"
     np.savez(npz, image=rng.standard_normal((30, 16)), text=rng.standard_normal((30, 16)))
     out = tmp_path / "align_out"
-    result = runner.invoke(app, ["align", str(emb), str(npz), "--metrics", "fast", "--topq", "0.2",
+    result = runner.invoke(app, ["align", str(emb), str(npz), "--metrics", "fast,mutual_knn", "--topq", "0.2",
                                  "--out", str(out), "--per-record", "--sweep"])
     assert result.exit_code == 0, result.output
     assert "sas_it" in result.output and "rsum" in result.output
     saved = json.loads((out / "natset.json").read_text())
-    assert saved["options"]["topq"] == 0.2 and "rsum" in saved["values"]
+    assert saved["options"]["topq"] == 0.2 and "rsum" in saved["values"] and "mutual_knn" in saved["values"]
     assert len(saved["sweep"]) == 10
     per = (out / "natset.per_record_sas.csv").read_text().splitlines()
     assert per[0] == "image_id,sas_it,sas_ti" and per[1].startswith("img0,")

@@ -182,9 +182,15 @@ METRIC_PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _split_items(metrics: str | Sequence[str]) -> list[str]:
+    """``"a,b"`` or ``["a,b", "c"]`` → ``["a", "b", "c"]``."""
+    parts = [metrics] if isinstance(metrics, str) else [str(m) for m in metrics]
+    return [item.strip() for part in parts for item in part.split(",") if item.strip()]
+
+
 def resolve_metric_names(metrics: str | Sequence[str]) -> list[str]:
     """Expand presets / comma lists into registered names (order kept, duplicates dropped)."""
-    items = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else [str(m) for m in metrics]
+    items = _split_items(metrics)
     names: list[str] = []
     for item in items:
         if not item:
@@ -239,7 +245,7 @@ def compute_alignment_metrics(
     """
     opts = options or AlignmentOptions()
     x, y = check_paired(image, text, same_dim=False, min_n=2, names=("image", "text"))
-    items = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else [str(m) for m in metrics]
+    items = _split_items(metrics)
     explicit = {m for m in items if m in ALIGNMENT_METRICS}  # named directly, not through a preset
     report = AlignmentReport(values={}, options=opts, n=x.shape[0], dims=(x.shape[1], y.shape[1]))
     for name in resolve_metric_names(metrics):
