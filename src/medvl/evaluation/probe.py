@@ -235,7 +235,12 @@ def _fit_logistic(
             searching = searching & ~ok
             if not bool(searching.any()):
                 break
-            step = torch.where(searching, step * 0.5, step)
+            # safeguarded quadratic interpolation of f along the direction: t ∈ [0.1·t, 0.5·t]
+            curv = f_c - f - step * gd
+            t_quad = -gd * step * step / (2 * curv.clamp_min(torch.finfo(dtype).tiny))
+            t_new = torch.minimum(torch.maximum(t_quad, 0.1 * step), 0.5 * step)
+            t_new = torch.where(torch.isfinite(t_new), t_new, 0.5 * step)
+            step = torch.where(searching, t_new, step)
         moved = active & (accepted > 0)  # a failed search means no decrease is possible in this precision
         s_vec = accepted[..., None] * direction
         new_theta = theta + s_vec
