@@ -46,6 +46,8 @@ class EmbeddingModel(Protocol):
     identity: dict[str, Any]
     #: learnt logit scale (exp of the log-scale), or None
     logit_scale: float | None
+    #: whether the model has a text tower (image-only models give an EmbeddingSet without captions)
+    has_text: bool
 
     def image_transform(self) -> Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None:
         """The deterministic image preprocessing this model expects (None = use the data config's)."""
@@ -75,6 +77,7 @@ class MedvlEncoder:
         self.identity = identity or {"kind": "medvl", "config_hash": hash_object(model.config.model_dump(mode="json"))}
         scale = getattr(model, "logit_scale", None)
         self.logit_scale = float(scale().detach()) if callable(scale) else None
+        self.has_text = getattr(model, "text", None) is not None
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], which: str = "best", device: str = "cpu") -> MedvlEncoder:
@@ -137,6 +140,7 @@ class HFClipEncoder:
         self.identity = {"kind": "hf", "path": str(root), "class": type(self.model).__name__, "weights": _weights_hashes(root)}
         scale = getattr(self.model, "logit_scale", None)
         self.logit_scale = float(scale.exp().detach()) if isinstance(scale, torch.Tensor) else None
+        self.has_text = True
         text_cfg = getattr(self.model.config, "text_config", None)
         self.max_length = int(getattr(text_cfg, "max_position_embeddings", 77) or 77)
 
@@ -266,6 +270,8 @@ def extract_embeddings(
     kept = np.concatenate(indices)
     arrays = {name: np.concatenate(parts) for name, parts in chunks.items()}
     texts, c2i_full = dataset.captions()
+    if not getattr(model, "has_text", True):  # image-only model: no caption embeddings
+        texts, c2i_full = [], np.zeros(0, dtype=np.int64)
     remap = np.full(len(dataset), -1, dtype=np.int64)
     remap[kept] = np.arange(len(kept))
     keep_caps = np.flatnonzero(remap[c2i_full] >= 0)
