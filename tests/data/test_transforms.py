@@ -117,3 +117,17 @@ def test_build_transforms_train_vs_eval() -> None:
 
 def test_compose_reports_pipeline() -> None:
     assert "Resize" in repr(Compose([Resize(4)]))
+
+
+@pytest.mark.parametrize(("height", "width", "degrees"), [(64, 64, 5.0), (31, 48, -12.0), (8, 5, 30.0)])
+def test_affine_sampling_grid_equals_torch_affine_grid(height: int, width: int, degrees: float) -> None:
+    import math
+
+    import torch.nn.functional as F
+
+    from medvl.data.transforms import affine_sampling_grid
+
+    t = math.radians(degrees)
+    a, b, c, d = math.cos(t), -math.sin(t) * height / width, math.sin(t) * width / height, math.cos(t)
+    expected = F.affine_grid(torch.tensor([[[a, b, 0.0], [c, d, 0.0]]]), [1, 1, height, width], align_corners=False)
+    assert torch.allclose(affine_sampling_grid(a, b, c, d, height, width), expected, atol=1e-6)
