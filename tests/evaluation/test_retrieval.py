@@ -135,3 +135,12 @@ def test_errors() -> None:
         evaluate_retrieval(labelled, label_tasks=["a"], precision_ks=(5,))
     with pytest.raises(Exception, match="not in the EmbeddingSet labels"):
         evaluate_retrieval(emb, label_tasks=["nope"])
+
+
+def test_unlabelled_images_are_an_error_for_label_metrics() -> None:
+    emb = EmbeddingSet.from_arrays(
+        np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32), labels={"a": np.array([0, -1, 1])},
+        tasks={"a": {"kind": "multiclass", "classes": ["x", "y"]}},
+    )
+    with pytest.raises(Exception, match="unannotated"):
+        evaluate_retrieval(emb, label_tasks=["a"], precision_ks=(1,))

@@ -261,8 +261,11 @@ def evaluate_retrieval(
                 if lab.ndim == 2:
                     lab_t = torch.from_numpy(np.nan_to_num(lab.astype(np.float32), nan=-1.0))
                 else:
-                    if np.issubdtype(lab.dtype, np.floating) and not np.all(np.isfinite(lab)):
-                        raise EmbeddingSetError(f"labels[{task!r}] has missing values; retrieval needs complete labels")
+                    if (np.issubdtype(lab.dtype, np.floating) and not np.all(np.isfinite(lab))) or (lab < 0).any():
+                        raise EmbeddingSetError(
+                            f"labels[{task!r}] has unannotated images (NaN or -1); label-aware retrieval "
+                            "metrics need every image labelled (evaluate a labelled subset)"
+                        )
                     lab_t = torch.from_numpy(lab.astype(np.int64))
                     single_label = True
                 kw = {
