@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=6.0, help="feature noise (sets the task difficulty)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tol", type=float, default=1e-4, help="gradient tolerance for both solvers")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="medvl solver precision")
+    ap.add_argument("--dtype", default="float64", choices=["float32", "float64"], help="medvl solver precision")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
