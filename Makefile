@@ -28,7 +28,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-test: setup lint
+test: setup lint typecheck
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: setup
