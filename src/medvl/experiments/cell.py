@@ -143,6 +143,21 @@ class SelectionMetricCheck(Callback):
             )
 
 
+class EpochSummary(Callback):
+    """Prints one line per epoch with the metrics a sweep is about (visible progress in logs)."""
+
+    def __init__(self, metrics: list[str], log: Any = None) -> None:
+        self.metrics = list(dict.fromkeys(metrics))
+        self.log = log if log is not None else (lambda line: print(line, flush=True))
+
+    def on_epoch_end(self, trainer: Any, record: Any) -> None:
+        shown = [f"{name.removeprefix('val/')} {record[name]:.3f}" for name in self.metrics
+                 if isinstance(record.get(name), (int, float))]
+        loss = record.get("train/loss")
+        head = f"  epoch {record.get('epoch')}" + (f": train loss {loss:.4f}" if isinstance(loss, float) else "")
+        self.log(head + ("; " if shown else "") + ", ".join(shown))
+
+
 def _unwrap(model: Any) -> Any:
     """The DualEncoder inside Fabric/DDP wrappers."""
     for attr in ("module", "_forward_module"):
@@ -191,7 +206,8 @@ def run_cell(config: ExperimentConfig, cell: Cell, sweep_dir: Path, experiment_d
     run_dir = cell_dir / RUN_SUBDIR
     shared = SharedFeatureCache(sweep_dir / CACHE_SUBDIR)
     selection = _stage(config, cell.stage).selection or config.selection
-    checks = [shared, SelectionMetricCheck(selection.metric)]
+    shown = [selection.metric, f"val/{config.classification_metric}", f"val/{config.retrieval_metric}"]
+    checks = [shared, SelectionMetricCheck(selection.metric), EpochSummary(shown)]
     result = run_training(run_cfg, run_dir, resume=True, callbacks=checks)
     if result.status == "non_finite_loss":
         raise RuntimeError(f"cell {cell.key}: {result.message}")
