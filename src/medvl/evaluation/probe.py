@@ -110,7 +110,7 @@ def fit_logistic_batched(
     max_iter: int = 1000,
     tol: float = 1e-4,
     ftol: float | None = None,
-    history: int = 10,
+    history: int = 5,
     dtype: torch.dtype = torch.float64,
 ) -> LogisticFit:
     """Fit S×G L2-regularised logistic regressions with one batched L-BFGS.
@@ -124,7 +124,9 @@ def fit_logistic_batched(
     gradient is below ``tol`` (scikit-learn's ``tol`` for lbfgs), when an iteration decreases the
     objective by less than ``ftol`` relative (default ``64·eps``, scikit-learn's choice), or when
     a line search can no longer decrease it. Computed in ``dtype`` (float64 by default, like
-    scikit-learn; float32 is faster on GPUs and stops earlier because of its ``ftol``). Gradients are analytic; line searches reuse ``X·direction`` (logits are linear
+    scikit-learn; float32 is faster on GPUs and stops earlier because of its ``ftol``). ``history``
+    L-BFGS pairs are kept (5: on these small problems the two-loop recursion's memory traffic costs
+    more than the few iterations a longer memory saves; scikit-learn/scipy keep 10). Gradients are analytic; line searches reuse ``X·direction`` (logits are linear
     in the step), so each iteration costs two matrix products for all S×G problems together.
     """
     if x.ndim != 3 or y.shape != x.shape[:2]:
@@ -396,8 +398,10 @@ def _solve_sets(
         n = len(sets[i].y)
         return n * min(n, sets[i].x.shape[1])
 
-    for i in order:  # new bucket when padding would cost > 4× and the problem is not tiny
-        if buckets and (size(i) <= 4 * max(size(buckets[-1][0]), 1) or size(i) <= 16384):
+    # new bucket when padding would cost > 4× (buckets ~ one shot count each): padding multiplies the
+    # memory traffic of every L-BFGS vector operation, which dominates these small problems
+    for i in order:
+        if buckets and (size(i) <= 4 * max(size(buckets[-1][0]), 1) or size(i) <= 256):
             buckets[-1].append(i)
         else:
             buckets.append([i])
