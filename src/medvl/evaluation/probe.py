@@ -166,6 +166,7 @@ def _fit_logistic(
     sw_n = sw / n_s[:, None]
     y1h = y.to(dtype)[..., None] if c_out == 1 else torch.nn.functional.one_hot(y.long(), c_out).to(dtype)
     m = d * c_out + c_out
+    x_t = x.transpose(1, 2).contiguous()  # (S, d, n): the gradient's product reads it row-wise
 
     def split(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return v[..., : d * c_out].reshape(s, g, d, c_out), v[..., d * c_out :]
@@ -178,7 +179,9 @@ def _fit_logistic(
         data, resid = _data_loss(logits, y1h, sw_n)
         w, _ = split(theta)
         f = data + l2 * (w * w).sum((-1, -2)) / 2
-        gw = torch.einsum("snd,sgnc->sgdc", x, resid) + l2[..., None, None] * w
+        # Xᵀ·resid for all G problems of a set in one (d × n)·(n × G·C_out) product
+        xr = torch.bmm(x_t, resid.permute(0, 2, 1, 3).reshape(s, n, g * c_out))
+        gw = xr.reshape(s, d, g, c_out).permute(0, 2, 1, 3) + l2[..., None, None] * w
         gb = resid.sum(2)
         return f, torch.cat([gw.reshape(s, g, -1), gb], dim=-1)
 
