@@ -175,8 +175,10 @@ def _fit_logistic(
         vw, vb = split(v)
         return torch.einsum("snd,sgdc->sgnc", x, vw) + vb[:, :, None, :]
 
-    def objective(logits: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        data, resid = _data_loss(logits, y1h, sw_n)
+    def objective(
+        logits: torch.Tensor, theta: torch.Tensor, known: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        data, resid = _data_loss(logits, y1h, sw_n) if known is None else known
         w, _ = split(theta)
         f = data + l2 * (w * w).sum((-1, -2)) / 2
         # Xᵀ·resid for all G problems of a set in one (d × n)·(n × G·C_out) product
@@ -231,11 +233,20 @@ def _fit_logistic(
         ww, w_wd, wdwd = (w0 * w0).sum((-1, -2)), (w0 * wd).sum((-1, -2)), (wd * wd).sum((-1, -2))
         searching = active.clone()
         accepted = torch.zeros((s, g), dtype=dtype, device=device)
-        for _ in range(40):
+        # the accepted trial's logits, data loss and residuals are kept: the new gradient reuses them
+        for trial in range(40):
             t4 = step[..., None, None]
-            data, _ = _data_loss(logits + t4 * x_dir, y1h, sw_n)
+            trial_logits = logits + t4 * x_dir
+            data, resid = _data_loss(trial_logits, y1h, sw_n)
             f_c = data + l2 * (ww + 2 * step * w_wd + step * step * wdwd) / 2
             ok = searching & (f_c <= f + 1e-4 * step * gd)
+            if trial == 0:
+                acc_logits, acc_data, acc_resid = trial_logits, data, resid
+            else:
+                ok4 = ok[..., None, None]
+                acc_logits = torch.where(ok4, trial_logits, acc_logits)
+                acc_data = torch.where(ok, data, acc_data)
+                acc_resid = torch.where(ok4, resid, acc_resid)
             accepted = torch.where(ok, step, accepted)
             searching = searching & ~ok
             if not bool(searching.any()):
@@ -249,8 +260,8 @@ def _fit_logistic(
         moved = active & (accepted > 0)  # a failed search means no decrease is possible in this precision
         s_vec = accepted[..., None] * direction
         new_theta = theta + s_vec
-        new_logits = logits + accepted[..., None, None] * x_dir
-        new_f, new_grad = objective(new_logits, new_theta)
+        new_logits = acc_logits  # = logits + accepted·x_dir where a step was accepted
+        new_f, new_grad = objective(new_logits, new_theta, (acc_data, acc_resid))
         y_vec = new_grad - grad
         sy = (s_vec * y_vec).sum(-1)
         yy = (y_vec * y_vec).sum(-1)
