@@ -171,19 +171,34 @@ def _fit_logistic(
     def split(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return v[..., : d * c_out].reshape(s, g, d, c_out), v[..., d * c_out :]
 
-    def project(v: torch.Tensor) -> torch.Tensor:  # X·v for a parameter-shaped v: (S, G, n, C_out)
+    def project(v: torch.Tensor, cols: torch.Tensor | None) -> torch.Tensor:
+        """X·v (S, G, n, C_out) for a parameter-shaped v; only grid columns ``cols`` (others 0)."""
         vw, vb = split(v)
-        return torch.einsum("snd,sgdc->sgnc", x, vw) + vb[:, :, None, :]
+        if cols is None:
+            return torch.einsum("snd,sgdc->sgnc", x, vw) + vb[:, :, None, :]
+        out = torch.zeros((s, g, n, c_out), dtype=dtype, device=device)
+        out[:, cols] = torch.einsum("snd,sgdc->sgnc", x, vw[:, cols]) + vb[:, cols, None, :]
+        return out
 
     def objective(
-        logits: torch.Tensor, theta: torch.Tensor, known: tuple[torch.Tensor, torch.Tensor] | None = None
+        logits: torch.Tensor,
+        theta: torch.Tensor,
+        known: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cols: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objective (S, G) and gradient (S, G, m); the data gradient only in grid columns ``cols``."""
         data, resid = _data_loss(logits, y1h, sw_n) if known is None else known
         w, _ = split(theta)
         f = data + l2 * (w * w).sum((-1, -2)) / 2
         # Xᵀ·resid for all G problems of a set in one (d × n)·(n × G·C_out) product
-        xr = torch.bmm(x_t, resid.permute(0, 2, 1, 3).reshape(s, n, g * c_out))
-        gw = xr.reshape(s, d, g, c_out).permute(0, 2, 1, 3) + l2[..., None, None] * w
+        if cols is None:
+            xr = torch.bmm(x_t, resid.permute(0, 2, 1, 3).reshape(s, n, g * c_out))
+            gw = xr.reshape(s, d, g, c_out).permute(0, 2, 1, 3) + l2[..., None, None] * w
+        else:
+            k = len(cols)
+            xr = torch.bmm(x_t, resid[:, cols].permute(0, 2, 1, 3).reshape(s, n, k * c_out))
+            gw = l2[..., None, None] * w
+            gw[:, cols] += xr.reshape(s, d, k, c_out).permute(0, 2, 1, 3)
         gb = resid.sum(2)
         return f, torch.cat([gw.reshape(s, g, -1), gb], dim=-1)
 
@@ -227,7 +242,11 @@ def _fit_logistic(
             torch.ones((s, g), dtype=dtype, device=device),
         )
         # backtracking Armijo line search; logits are linear in the step
-        x_dir = project(direction)
+        # once some grid columns have converged in every set, the products skip them
+        col_active = active.any(0)
+        n_cols = int(col_active.sum())
+        cols = None if n_cols > 0.75 * g else torch.nonzero(col_active)[:, 0]
+        x_dir = project(direction, cols)
         w0, _ = split(theta)
         wd, _ = split(direction)
         ww, w_wd, wdwd = (w0 * w0).sum((-1, -2)), (w0 * wd).sum((-1, -2)), (wd * wd).sum((-1, -2))
@@ -261,7 +280,7 @@ def _fit_logistic(
         s_vec = accepted[..., None] * direction
         new_theta = theta + s_vec
         new_logits = acc_logits  # = logits + accepted·x_dir where a step was accepted
-        new_f, new_grad = objective(new_logits, new_theta, (acc_data, acc_resid))
+        new_f, new_grad = objective(new_logits, new_theta, (acc_data, acc_resid), cols)
         y_vec = new_grad - grad
         sy = (s_vec * y_vec).sum(-1)
         yy = (y_vec * y_vec).sum(-1)
