@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import posixpath
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from benchmarks.timing import best_of
 from medvl.data.manifest import Manifest, TaskSpec, read_manifest, validate_manifest, write_manifest
 
 
@@ -72,13 +70,6 @@ def per_row_validate(m: Manifest) -> list[tuple[str, str]]:
     return errors
 
 
-def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def main() -> None:
@@ -89,11 +80,11 @@ def main() -> None:
     m = build(args.rows, args.classes)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "manifest.parquet"
-        t_write, _ = timed(lambda: write_manifest(m, path))
-        t_pandas, _ = timed(lambda: pd.read_parquet(path))
-        t_read, loaded = timed(lambda: read_manifest(path))
-        t_validate, report = timed(lambda: validate_manifest(loaded))
-        t_baseline, baseline_errors = timed(lambda: per_row_validate(loaded))
+        t_write, _ = best_of(lambda: write_manifest(m, path))
+        t_pandas, _ = best_of(lambda: pd.read_parquet(path))
+        t_read, loaded = best_of(lambda: read_manifest(path))
+        t_validate, report = best_of(lambda: validate_manifest(loaded))
+        t_baseline, baseline_errors = best_of(lambda: per_row_validate(loaded))
     assert report.ok and not baseline_errors, (report.format(), baseline_errors[:5])
     n = args.rows
     print(f"manifest of {n} rows, {args.classes} classes, 2 captions/record")

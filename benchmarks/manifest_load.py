@@ -24,9 +24,7 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +33,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from benchmarks.manifest_io import build
+from benchmarks.timing import best_of
 from medvl.data.manifest import Manifest, read_manifest, sidecar_path, write_manifest
 from medvl.utils.io import atomic_write_json
 
@@ -55,14 +54,6 @@ def write_csv(manifest: Manifest, path: Path) -> None:
     atomic_write_json(sidecar_path(path), {"format_version": 1, "tasks": [t.to_dict() for t in manifest.tasks.values()]})
 
 
-def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Fastest wall time of ``repeat`` calls and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def main() -> None:
