@@ -523,3 +523,27 @@ def encode_png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(data).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def finish_import(
+    frame: pd.DataFrame,
+    tasks: Mapping[str, TaskSpec],
+    root: Path,
+    name: str,
+    options: CommonOptions,
+    skips: SkipCounter,
+    notes: Sequence[str] = (),
+    *,
+    source: str | None = None,
+    check_files: bool | None = None,
+    **extra: Any,
+) -> ImportedDataset:
+    """The shared end of every adapter: file check, :func:`finalise_records`, info.
+
+    ``check_files`` defaults to ``options.check_files``; adapters that write their own images
+    (MedMNIST, PCam) or check files elsewhere pass ``False``. ``source`` defaults to ``name``.
+    """
+    if options.check_files if check_files is None else check_files:
+        frame = check_image_files(frame, root, skips)
+    frame = finalise_records(frame, tasks, source or name)
+    return ImportedDataset(frame, dict(tasks), root, make_info(name, options, frame, skips, notes, **extra))

@@ -33,10 +33,8 @@ from medvl.data.adapters.base import (
     UncertainPolicy,
     apply_uncertainty_policy,
     carve_val_split,
-    check_image_files,
-    finalise_records,
+    finish_import,
     hash_unit,
-    make_info,
     normalise_id,
     read_table,
     require_columns,
@@ -174,10 +172,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
         template = load_template(options.caption_template)
         masks = frame["label_mask.chexpert"].tolist() if "label_mask.chexpert" in frame.columns else None
         frame["texts"] = template_texts(frame["labels.chexpert"].tolist(), CHEXPERT_CLASSES, template, masks)
-    if options.check_files:
-        frame = check_image_files(frame, image_root, skips)
-    frame = finalise_records(frame, tasks, "chexpert")
-    return ImportedDataset(frame, tasks, image_root, make_info("chexpert", options, frame, skips))
+    return finish_import(frame, tasks, image_root, "chexpert", options, skips)
 
 
 SPEC = AdapterSpec(

@@ -21,9 +21,7 @@ from medvl.data.adapters.base import (
     DatasetFormatError,
     ImportedDataset,
     SkipCounter,
-    check_image_files,
-    finalise_records,
-    make_info,
+    finish_import,
     normalise_id,
     require_paths,
 )
@@ -137,12 +135,9 @@ def load(root: Path, options: Options) -> ImportedDataset:
         record_id = normalise_id(image_id)
         kept.append({"id": record_id, "group": record_id, "labels.objects": vector, **row})
     frame = pd.DataFrame(kept, columns=["id", "image", "texts", "group", "split", "labels.objects"])
-    if options.check_files:
-        frame = check_image_files(frame, root, skips)
     tasks = {"objects": TaskSpec("objects", "multilabel", tuple(name for _, name in categories))}
-    frame = finalise_records(frame, tasks, f"coco{year}")
     notes = ["objects: categories in ascending COCO category id order"]
-    return ImportedDataset(frame, tasks, root, make_info("coco", options, frame, skips, notes))
+    return finish_import(frame, tasks, root, "coco", options, skips, notes, source=f"coco{year}")
 
 
 SPEC = AdapterSpec(

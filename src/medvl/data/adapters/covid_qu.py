@@ -20,9 +20,8 @@ from medvl.data.adapters.base import (
     DatasetLayoutError,
     ImportedDataset,
     SkipCounter,
-    finalise_records,
+    finish_import,
     hash_split,
-    make_info,
 )
 from medvl.data.adapters.captions import load_template, template_texts
 from medvl.data.manifest import TaskSpec
@@ -80,9 +79,8 @@ def load(root: Path, options: Options) -> ImportedDataset:
     tasks = {"covid": TaskSpec("covid", "multiclass", classes)}
     if options.caption_template:
         frame["texts"] = template_texts(frame["labels.covid"].tolist(), classes, load_template(options.caption_template))
-    frame = finalise_records(frame, tasks, f"covid_{options.variant}")
-    return ImportedDataset(frame, tasks, root, make_info("covid_qu", options, frame, skips,
-                                                         ["no patient ids in the release: one group per image"]))
+    return finish_import(frame, tasks, root, "covid_qu", options, skips,
+                                                         ["no patient ids in the release: one group per image"], source=f"covid_{options.variant}", check_files=False)
 
 
 SPEC = AdapterSpec(

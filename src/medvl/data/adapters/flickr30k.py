@@ -24,10 +24,8 @@ from medvl.data.adapters.base import (
     DatasetFormatError,
     ImportedDataset,
     SkipCounter,
-    check_image_files,
-    finalise_records,
     find_first,
-    make_info,
+    finish_import,
     require_paths,
 )
 from medvl.data.adapters.image_text import caption_records
@@ -79,10 +77,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
     frame = caption_records(table, image_column="filename", caption_column="raw", split_column="split",
                             source="flickr30k", skips=skips, image_prefix=prefix,
                             id_of=lambda p: Path(p).stem)
-    if options.check_files:
-        frame = check_image_files(frame, root, skips)
-    frame = finalise_records(frame, {}, "flickr30k")
-    return ImportedDataset(frame, {}, root, make_info("flickr30k", options, frame, skips, [f"format: {fmt}"]))
+    return finish_import(frame, {}, root, "flickr30k", options, skips, [f"format: {fmt}"])
 
 
 SPEC = AdapterSpec(

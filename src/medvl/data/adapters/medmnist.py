@@ -30,8 +30,7 @@ from medvl.data.adapters.base import (
     ImportedDataset,
     SkipCounter,
     encode_png,
-    finalise_records,
-    make_info,
+    finish_import,
     require_extract_dir,
     require_paths,
     write_image_file,
@@ -121,9 +120,8 @@ def load(root: Path, options: Options) -> ImportedDataset:
     if options.caption_template:
         frame["texts"] = template_texts(frame[f"labels.{options.flag}"].tolist(), classes,
                                         load_template(options.caption_template))
-    frame = finalise_records(frame, tasks, f"medmnist_{options.flag}")
-    return ImportedDataset(frame, tasks, out_root, make_info("medmnist", options, frame, skips,
-                                                             ["images written as PNG; one group per image"]))
+    return finish_import(frame, tasks, out_root, "medmnist", options, skips,
+                                                             ["images written as PNG; one group per image"], source=f"medmnist_{options.flag}", check_files=False)
 
 
 SPEC = AdapterSpec(

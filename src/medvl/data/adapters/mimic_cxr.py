@@ -12,7 +12,7 @@ supervision). The official split file decides train/val/test (``validate`` → `
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -26,9 +26,7 @@ from medvl.data.adapters.base import (
     SkipCounter,
     UncertainPolicy,
     apply_uncertainty_policy,
-    check_image_files,
-    finalise_records,
-    make_info,
+    finish_import,
     normalise_ids,
     read_table,
     require_columns,
@@ -196,12 +194,8 @@ def load(root: Path, options: Options) -> ImportedDataset:
             return cache[text]
 
         frame["text_labels.chexpert"] = [[sentence_targets(t) for t in texts] for texts in frame["texts"]]
-    if options.check_files:
-        frame = check_image_files(frame, root, skips)
     tasks = {"chexpert": TaskSpec("chexpert", "multilabel", CHEXPERT_CLASSES)}
-    frame = finalise_records(frame, tasks, "mimic_cxr")
-    extra: dict[str, Any] = {"label_source": options.labels}
-    return ImportedDataset(frame, tasks, root, make_info("mimic_cxr", options, frame, skips, notes, **extra))
+    return finish_import(frame, tasks, root, "mimic_cxr", options, skips, notes, label_source=options.labels)
 
 
 SPEC = AdapterSpec(

@@ -20,9 +20,8 @@ from medvl.data.adapters.base import (
     ImportedDataset,
     SkipCounter,
     carve_val_split,
-    finalise_records,
     find_first,
-    make_info,
+    finish_import,
     normalise_ids,
     read_table,
     require_columns,
@@ -106,9 +105,8 @@ def load(root: Path, options: Options) -> ImportedDataset:
     tasks = {"nih": TaskSpec("nih", "multilabel", CLASSES)}
     if options.caption_template:
         frame["texts"] = template_texts(frame["labels.nih"].tolist(), CLASSES, load_template(options.caption_template))
-    frame = finalise_records(frame, tasks, "nih_cxr14")
     notes = [f"{unlisted} images in neither official list (split '')"] if unlisted else []
-    return ImportedDataset(frame, tasks, root, make_info("nih_cxr14", options, frame, skips, notes))
+    return finish_import(frame, tasks, root, "nih_cxr14", options, skips, notes, check_files=False)
 
 
 SPEC = AdapterSpec(

@@ -33,11 +33,9 @@ from medvl.data.adapters.base import (
     DatasetFormatError,
     ImportedDataset,
     SkipCounter,
-    check_image_files,
-    finalise_records,
     find_first,
+    finish_import,
     hash_split,
-    make_info,
     normalise_ids,
     read_table,
     require_columns,
@@ -161,17 +159,14 @@ def load(root: Path, options: Options) -> ImportedDataset:
         template = load_template(options.caption_template)
         frame["texts"] = template_texts(frame["labels.padchest"].tolist(), classes, template,
                                         frame["label_mask.padchest"].tolist())
-    if options.check_files:
-        frame = check_image_files(frame, root, skips)
-    frame = finalise_records(frame, tasks, "padchest")
     notes = [f"{int(unlabelled.sum())} images without usable labels (mask all false)"]
     if outside:
         notes.append(f"labels outside the class list (not encoded): {dict(sorted(outside.items()))}")
     never = [c for c, a in zip(classes, annotated, strict=True) if not a]
     if never:
         notes.append(f"classes never annotated by PadChest (mask false): {never}")
-    return ImportedDataset(frame, tasks, root, make_info("padchest", options, frame, skips, notes,
-                                                         label_counts=dict(sorted(observed.items()))))
+    return finish_import(frame, tasks, root, "padchest", options, skips, notes,
+                         label_counts=dict(sorted(observed.items())))
 
 
 SPEC = AdapterSpec(

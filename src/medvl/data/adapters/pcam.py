@@ -26,8 +26,7 @@ from medvl.data.adapters.base import (
     ImportedDataset,
     SkipCounter,
     encode_png,
-    finalise_records,
-    make_info,
+    finish_import,
     read_table,
     require_columns,
     require_extract_dir,
@@ -100,8 +99,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
     tasks = {"tumor": TaskSpec("tumor", "multiclass", CLASSES)}
     if options.caption_template:
         frame["texts"] = template_texts(frame["labels.tumor"].tolist(), CLASSES, load_template(options.caption_template))
-    frame = finalise_records(frame, tasks, "pcam")
-    return ImportedDataset(frame, tasks, out_root, make_info("pcam", options, frame, skips))
+    return finish_import(frame, tasks, out_root, "pcam", options, skips, check_files=False)
 
 
 SPEC = AdapterSpec(

@@ -23,9 +23,7 @@ from medvl.data.adapters.base import (
     ImportedDataset,
     SkipCounter,
     assign_missing_splits,
-    check_image_files,
-    finalise_records,
-    make_info,
+    finish_import,
     require_paths,
 )
 from medvl.data.adapters.image_text import article_group, load_caption_files
@@ -57,10 +55,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
                                image_dir=options.image_dir, group_column=None, source="pmc_oa", skips=skips,
                                group_of=article_group)
     frame = assign_missing_splits(frame, options)
-    if options.check_files:
-        frame = check_image_files(frame, root, skips)
-    frame = finalise_records(frame, {}, "pmc_oa")
-    return ImportedDataset(frame, {}, root, make_info("pmc_oa", options, frame, skips))
+    return finish_import(frame, {}, root, "pmc_oa", options, skips)
 
 
 SPEC = AdapterSpec(

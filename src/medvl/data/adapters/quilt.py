@@ -28,8 +28,7 @@ from medvl.data.adapters.base import (
     SkipCounter,
     assign_missing_splits,
     check_image_files,
-    finalise_records,
-    make_info,
+    finish_import,
     require_paths,
 )
 from medvl.data.adapters.image_text import load_caption_files
@@ -71,15 +70,14 @@ def load(root: Path, options: Options) -> ImportedDataset:
                                image_dir=options.image_dir, group_column=options.group_column, source="quilt",
                                skips=skips, group_of=video_of)
     frame = assign_missing_splits(frame, options)
-    if options.check_files:
+    if options.check_files:  # before the note below, which counts the records that remain
         frame = check_image_files(frame, root, skips)
-    frame = finalise_records(frame, {}, "quilt")
     notes = []
     if not options.group_column:
         unmatched = int((frame["group"] == frame["image"].map(lambda p: Path(p).stem)).sum())
         if unmatched:
             notes.append(f"{unmatched} images matched neither group_column nor group_pattern: each is its own group")
-    return ImportedDataset(frame, {}, root, make_info("quilt", options, frame, skips, notes))
+    return finish_import(frame, {}, root, "quilt", options, skips, notes, check_files=False)
 
 
 SPEC = AdapterSpec(

@@ -45,9 +45,7 @@ from medvl.data.adapters.base import (
     DatasetLayoutError,
     ImportedDataset,
     SkipCounter,
-    check_image_files,
-    finalise_records,
-    make_info,
+    finish_import,
     require_extract_dir,
     write_image_file,
 )
@@ -212,10 +210,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
             raise DatasetLayoutError(f"ROCO: no {{train,validation,test}}-*.parquet files under {root}\nExpected layout:\n{LAYOUT}")
         image_root = require_extract_dir(options.extract_dir, "ROCO (parquet form)")
         frame = _load_parquet(parquet_files, image_root, skips)
-    if options.check_files:
-        frame = check_image_files(frame, image_root, skips)
-    frame = finalise_records(frame, {}, "roco")
-    return ImportedDataset(frame, {}, image_root, make_info("roco", options, frame, skips, [f"format: {fmt}"]))
+    return finish_import(frame, {}, image_root, "roco", options, skips, [f"format: {fmt}"])
 
 
 SPEC = AdapterSpec(

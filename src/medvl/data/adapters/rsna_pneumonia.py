@@ -20,10 +20,8 @@ from medvl.data.adapters.base import (
     DatasetFormatError,
     ImportedDataset,
     SkipCounter,
-    check_image_files,
-    finalise_records,
+    finish_import,
     hash_split,
-    make_info,
     read_table,
     require_columns,
     require_paths,
@@ -90,10 +88,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
     if options.caption_template:
         frame["texts"] = template_texts(frame["labels.pneumonia"].tolist(), ("no finding", "pneumonia"),
                                         load_template(options.caption_template))
-    if options.check_files:
-        frame = check_image_files(frame, root, skips)
-    frame = finalise_records(frame, tasks, "rsna_pneumonia")
-    return ImportedDataset(frame, tasks, root, make_info("rsna_pneumonia", options, frame, skips))
+    return finish_import(frame, tasks, root, "rsna_pneumonia", options, skips)
 
 
 SPEC = AdapterSpec(

@@ -19,10 +19,9 @@ from medvl.data.adapters.base import (
     DatasetFormatError,
     ImportedDataset,
     SkipCounter,
-    finalise_records,
     find_first,
+    finish_import,
     hash_split,
-    make_info,
     normalise_id,
     read_table,
     require_columns,
@@ -93,8 +92,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
         frame["texts"] = template_texts(frame["labels.pneumothorax"].tolist(), ("no finding", "pneumothorax"),
                                         load_template(options.caption_template))
     tasks = {"pneumothorax": TaskSpec("pneumothorax", "multiclass", classes)}
-    frame = finalise_records(frame, tasks, "siim_acr")
-    return ImportedDataset(frame, tasks, root, make_info("siim_acr", options, frame, skips))
+    return finish_import(frame, tasks, root, "siim_acr", options, skips, check_files=False)
 
 
 SPEC = AdapterSpec(

@@ -33,11 +33,10 @@ from medvl.data.adapters.base import (
     ImportedDataset,
     SkipCounter,
     assert_no_group_crosses_splits,
-    finalise_records,
     find_first,
+    finish_import,
     hash_split,
     hash_unit,
-    make_info,
     normalise_id,
     require_paths,
 )
@@ -158,8 +157,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
     if frame.empty:
         raise DatasetLayoutError(f"slides: no usable slide under {root} (skipped: {skips.counts})")
     tasks = {"grade": TaskSpec("grade", "ordinal", tuple(options.grade_names))}
-    frame = finalise_records(frame, tasks, "slides")
-    return ImportedDataset(frame, tasks, root, make_info("slides", options, frame, skips, notes))
+    return finish_import(frame, tasks, root, "slides", options, skips, notes, check_files=False)
 
 
 SPEC = AdapterSpec(

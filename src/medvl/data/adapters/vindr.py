@@ -24,9 +24,7 @@ from medvl.data.adapters.base import (
     ImportedDataset,
     SkipCounter,
     carve_val_split,
-    check_image_files,
-    finalise_records,
-    make_info,
+    finish_import,
     read_table,
     require_columns,
     require_paths,
@@ -91,12 +89,8 @@ def load(root: Path, options: Options) -> ImportedDataset:
     tasks = {"vindr": TaskSpec("vindr", "multilabel", tuple(classes))}
     if options.caption_template:
         frame["texts"] = template_texts(frame["labels.vindr"].tolist(), classes, load_template(options.caption_template))
-    if options.check_files:
-        frame = check_image_files(frame, root, skips)
-    source = f"vindr_{options.variant}"
-    frame = finalise_records(frame, tasks, source)
-    return ImportedDataset(frame, tasks, root, make_info(source, options, frame, skips,
-                                                         ["no patient ids in the release: one group per image"]))
+    return finish_import(frame, tasks, root, f"vindr_{options.variant}", options, skips,
+                         ["no patient ids in the release: one group per image"])
 
 
 SPEC = AdapterSpec(
