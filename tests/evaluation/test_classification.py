@@ -145,3 +145,28 @@ def test_binary_auroc_ap_with_ties_vs_sklearn(seed: int) -> None:
     assert ap == pytest.approx(average_precision_score(y, s))
     assert np.isnan(binary_auroc_ap(np.zeros(5, bool), s[:5])[1])
     assert np.isnan(binary_auroc_ap(np.ones(5, bool), s[:5])[0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_per_class_auroc_ap_masked_with_ties_vs_sklearn(seed: int) -> None:
+    """The column-wise computation equals scikit-learn run on each class's unmasked entries."""
+    from medvl.evaluation.classification import per_class_auroc_ap
+
+    rng = np.random.default_rng(seed)
+    n, c = 80, 6
+    y = (rng.random((n, c)) < 0.3).astype(np.float64)
+    y[:, 4] = 0.0  # a class without positives
+    y[:, 5] = 1.0  # a class without negatives
+    s = np.round(rng.normal(size=(n, c)) + y, 1)  # coarse scores: ties within and across groups
+    mask = rng.random((n, c)) < 0.8
+    y[rng.random((n, c)) < 0.05] = np.nan  # non-finite targets count as masked
+    auroc, ap = per_class_auroc_ap(y, s, mask)
+    for k in range(c):
+        keep = mask[:, k] & np.isfinite(y[:, k])
+        yk, sk = y[keep, k] > 0.5, s[keep, k]
+        if yk.any() and not yk.all():
+            assert auroc[k] == pytest.approx(roc_auc_score(yk, sk))
+            assert ap[k] == pytest.approx(average_precision_score(yk, sk))
+        else:
+            assert np.isnan(auroc[k])
+            assert np.isnan(ap[k]) == (not yk.any())

@@ -149,38 +149,54 @@ def binary_auroc_ap(targets: np.ndarray, scores: np.ndarray) -> tuple[float, flo
     Same definitions as ``sklearn.metrics.roc_auc_score`` / ``average_precision_score``: tied
     scores form one threshold. AUROC is NaN without both classes, AP is NaN without positives.
     """
-    y = np.asarray(targets, dtype=bool).reshape(-1)
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    n_pos = int(y.sum())
-    if n_pos == 0:
-        return float("nan"), float("nan")
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    ends = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]  # last index of each tie group
-    tps = np.cumsum(y_sorted)[ends].astype(np.float64)
-    fps = (ends + 1) - tps
-    recall = tps / n_pos
-    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * (tps / (tps + fps))))
-    n_neg = len(y) - n_pos
-    if n_neg == 0:
-        return float("nan"), ap
-    auroc = float(np.trapezoid(np.r_[0.0, recall], np.r_[0.0, fps / n_neg]))
-    return auroc, ap
+    y = np.asarray(targets, dtype=np.float64).reshape(-1, 1)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
+    auroc, ap = per_class_auroc_ap(y, s)
+    return float(auroc[0]), float(ap[0])
 
 
 def per_class_auroc_ap(
     targets: np.ndarray, scores: np.ndarray, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class AUROC and AP for (N, C) 0/1 targets; NaN where a class lacks positives (or negatives)."""
+    """Per-class AUROC and AP for (N, C) 0/1 targets; NaN where a class lacks positives (or negatives).
+
+    All classes at once: one column-wise sort, then per row the counts at the end of its tie group
+    (tied scores form one threshold, as in scikit-learn). AP = mean over positives of the precision
+    at their group's end; AUROC = mean over positives of (negatives scored lower + ½ tied
+    negatives) / n_neg, which equals the trapezoidal ROC area. Entries outside ``mask`` (or with
+    non-finite targets) count as neither positive nor negative.
+    """
     y = np.asarray(targets, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
     m = np.ones_like(y, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     m = m & np.isfinite(y)
-    n_classes = y.shape[1]
+    n, n_classes = y.shape
+    pos = (m & (np.nan_to_num(y) > 0.5)).astype(np.float64)
+    neg = (m & ~(np.nan_to_num(y) > 0.5)).astype(np.float64)
+    n_pos, n_neg = pos.sum(0), neg.sum(0)
     auroc = np.full(n_classes, np.nan)
     ap = np.full(n_classes, np.nan)
-    for c in range(n_classes):
-        auroc[c], ap[c] = binary_auroc_ap(y[m[:, c], c] > 0.5, s[m[:, c], c])
+    if n == 0:
+        return auroc, ap
+    order = np.argsort(-s, axis=0, kind="stable")
+    s_sorted = np.take_along_axis(s, order, 0)
+    pos_s, neg_s = np.take_along_axis(pos, order, 0), np.take_along_axis(neg, order, 0)
+    rows = np.arange(n)[:, None]
+    boundary = s_sorted[1:] != s_sorted[:-1]  # (N-1, C): row i ends a tie group
+    is_end = np.vstack([boundary, np.ones((1, n_classes), bool)])
+    is_start = np.vstack([np.ones((1, n_classes), bool), boundary])
+    group_end = np.minimum.accumulate(np.where(is_end, rows, n)[::-1], axis=0)[::-1]
+    group_start = np.maximum.accumulate(np.where(is_start, rows, 0), axis=0)
+    tp_cum, fp_cum = np.cumsum(pos_s, 0), np.cumsum(neg_s, 0)
+    tp_end = np.take_along_axis(tp_cum, group_end, 0)
+    fp_end = np.take_along_axis(fp_cum, group_end, 0)
+    fp_before = np.take_along_axis(fp_cum - neg_s, group_start, 0)
+    has_pos = n_pos > 0
+    precision = np.divide(tp_end, tp_end + fp_end, out=np.zeros_like(tp_end), where=pos_s > 0)
+    ap[has_pos] = (pos_s * precision).sum(0)[has_pos] / n_pos[has_pos]
+    both = has_pos & (n_neg > 0)
+    ranked_lower = pos_s * ((n_neg - fp_end) + 0.5 * (fp_end - fp_before))
+    auroc[both] = ranked_lower.sum(0)[both] / (n_pos[both] * n_neg[both])
     return auroc, ap
 
 

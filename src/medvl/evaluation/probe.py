@@ -10,8 +10,11 @@ Protocol (recorded in every result under ``options``):
   the whole training pool.
 * **Classifier**: multinomial logistic regression (binary tasks: one logit + sigmoid), with
   intercept, minimising ``C·Σ_i w_i·CE_i + ½‖W‖²`` (scikit-learn's ``LogisticRegression``
-  objective; the intercept is not penalised), solved full-batch with L-BFGS in torch. Every
-  (seed, C) problem of one K is solved in one batched L-BFGS run. ``class_balance=True`` gives
+  objective; the intercept is not penalised), solved full-batch with L-BFGS in torch
+  (:mod:`medvl.evaluation.logistic`; the same stopping tests and line-search conditions as
+  scikit-learn's lbfgs). Every (seed, C) problem of similar size is solved in one batched run;
+  a set with fewer samples than features is solved exactly in its row space. ``solver_dtype``
+  ``"mixed"`` (default) keeps float64 state with float32 matrix products. ``class_balance=True`` gives
   ``w_i = n / (n_classes_present · n_{y_i})`` (scikit-learn's ``class_weight="balanced"``).
 * **C selection** (``c_mode="search"``, the CLIP protocol): every C of ``c_grid`` (then
   ``refine_points`` log-spaced values between the best C's grid neighbours) is fitted on the shots
@@ -26,8 +29,7 @@ Protocol (recorded in every result under ``options``):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,273 +39,27 @@ import torch
 from medvl.evaluation.aggregate import summarize_values
 from medvl.evaluation.classification import evaluate_classification, labelled_rows
 from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError, TaskInfo, l2_normalize
+from medvl.evaluation.logistic import fit_logistic_batched
 
 #: 10^-4 … 10^4, one value per decade (refined around the best by ``refine_points``).
 DEFAULT_C_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 
+#: ``solver_dtype`` → (state/objective precision, matrix-product precision).
+_SOLVER_DTYPES: dict[str, tuple[torch.dtype, torch.dtype]] = {
+    "float64": (torch.float64, torch.float64),
+    "mixed": (torch.float64, torch.float32),
+    "float32": (torch.float32, torch.float32),
+}
+
+#: Padded bucket size (sets × n × min(n, d)) up to which problems share a bucket whatever the padding.
+_SMALL_BUCKET = 40_000
+
 __all__ = [
     "DEFAULT_C_GRID",
-    "LogisticFit",
     "evaluate_probe",
-    "fit_logistic_batched",
     "probe_features",
     "sample_shots",
 ]
-
-
-@dataclass
-class LogisticFit:
-    """Weights of S×G logistic models: ``weight`` (S, G, d, C_out), ``bias`` (S, G, C_out)."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor
-    n_iter: torch.Tensor  # (S, G) iterations used
-    converged: torch.Tensor  # (S, G) bool
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(S, G, n, C_out) logits for features ``x`` (n, d) or (S, n, d)."""
-        if x.ndim == 2:
-            return torch.einsum("nd,sgdc->sgnc", x, self.weight) + self.bias[:, :, None, :]
-        return torch.einsum("snd,sgdc->sgnc", x, self.weight) + self.bias[:, :, None, :]
-
-
-def _data_loss(logits: torch.Tensor, y1h: torch.Tensor, sw_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted mean cross-entropy (S, G) and its gradient w.r.t. the logits (S, G, n, C_out).
-
-    ``y1h`` (S, n, C_out) one-hot targets (binary: (S, n, 1) 0/1), ``sw_n`` (S, n) = w_i / n.
-    """
-    if logits.shape[-1] == 1:
-        z = logits[..., 0]
-        t = y1h[:, None, :, 0]
-        ce = torch.nn.functional.softplus(z) - z * t
-        resid = (torch.sigmoid(z) - t)[..., None]
-    else:
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-        ce = (lse[..., 0] - (logits * y1h[:, None]).sum(-1))
-        resid = torch.exp(logits - lse) - y1h[:, None]
-    w = sw_n[:, None, :]
-    return (ce * w).sum(-1), resid * w[..., None]
-
-
-@contextmanager
-def _cpu_threads_for(work: int, device: torch.device) -> Iterator[None]:
-    """Run small CPU problems single-threaded: intra-op threads only add overhead on tiny tensors."""
-    if device.type != "cpu" or work > 2_000_000:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def fit_logistic_batched(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    c_values: Sequence[float] | np.ndarray | torch.Tensor,
-    num_classes: int,
-    *,
-    sample_weight: torch.Tensor | None = None,
-    n_samples: torch.Tensor | None = None,
-    max_iter: int = 1000,
-    tol: float = 1e-4,
-    ftol: float | None = None,
-    history: int = 5,
-    dtype: torch.dtype = torch.float64,
-) -> LogisticFit:
-    """Fit S×G L2-regularised logistic regressions with one batched L-BFGS.
-
-    ``x`` (S, n, d) features of S training sets, ``y`` (S, n) int64 labels in ``[0, num_classes)``,
-    ``c_values`` the G inverse regularisation strengths (scikit-learn's C), shared (G,) or per set
-    (S, G). Sets of different sizes are padded: padded rows get ``sample_weight`` 0 and
-    ``n_samples`` (S,) gives each set's real size (default n).
-    Minimises, per problem, ``mean_i(w_i·CE_i) + ‖W‖² / (2·C·n)`` (the scikit-learn objective
-    divided by C·n, as scikit-learn's own L-BFGS path does). A problem stops when its max-abs
-    gradient is below ``tol`` (scikit-learn's ``tol`` for lbfgs), when an iteration decreases the
-    objective by less than ``ftol`` relative (default ``64·eps``, scikit-learn's choice), or when
-    a line search can no longer decrease it. Computed in ``dtype`` (float64 by default, like
-    scikit-learn; float32 is faster on GPUs and stops earlier because of its ``ftol``). ``history``
-    L-BFGS pairs are kept (5: on these small problems the two-loop recursion's memory traffic costs
-    more than the few iterations a longer memory saves; scikit-learn/scipy keep 10). Gradients are analytic; line searches reuse ``X·direction`` (logits are linear
-    in the step), so each iteration costs two matrix products for all S×G problems together.
-    """
-    if x.ndim != 3 or y.shape != x.shape[:2]:
-        raise ValueError(f"x must be (S, n, d) and y (S, n); got {tuple(x.shape)} and {tuple(y.shape)}")
-    n_grid = int(np.asarray(c_values).shape[-1])
-    with _cpu_threads_for(x.numel() * n_grid * max(num_classes - 1, 1), x.device):
-        return _fit_logistic(x, y, c_values, num_classes, sample_weight, n_samples, max_iter, tol, ftol, history, dtype)
-
-
-def _fit_logistic(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    c_values: Sequence[float] | np.ndarray | torch.Tensor,
-    num_classes: int,
-    sample_weight: torch.Tensor | None,
-    n_samples: torch.Tensor | None,
-    max_iter: int,
-    tol: float,
-    ftol: float | None,
-    history: int,
-    dtype: torch.dtype,
-) -> LogisticFit:
-    s, n, d = x.shape
-    c_out = 1 if num_classes == 2 else num_classes
-    device = x.device
-    x = x.to(dtype)
-    ftol = 64 * torch.finfo(dtype).eps if ftol is None else ftol
-    cs = torch.as_tensor(np.asarray(c_values, dtype=np.float64), dtype=dtype, device=device)
-    if (cs <= 0).any():
-        raise ValueError("every C must be > 0")
-    if cs.ndim == 1:
-        cs = cs[None, :].expand(s, -1)
-    g = cs.shape[1]
-    n_s = torch.full((s,), float(n), dtype=dtype, device=device) if n_samples is None else n_samples.to(dtype)
-    l2 = 1.0 / (cs * n_s[:, None])  # (S, G)
-    sw = torch.ones((s, n), dtype=dtype, device=device) if sample_weight is None else sample_weight.to(dtype)
-    sw_n = sw / n_s[:, None]
-    y1h = y.to(dtype)[..., None] if c_out == 1 else torch.nn.functional.one_hot(y.long(), c_out).to(dtype)
-    m = d * c_out + c_out
-    x_t = x.transpose(1, 2).contiguous()  # (S, d, n): the gradient's product reads it row-wise
-
-    def split(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return v[..., : d * c_out].reshape(s, g, d, c_out), v[..., d * c_out :]
-
-    def project(v: torch.Tensor, cols: torch.Tensor | None) -> torch.Tensor:
-        """X·v (S, G, n, C_out) for a parameter-shaped v; only grid columns ``cols`` (others 0)."""
-        vw, vb = split(v)
-        if cols is None:
-            return torch.einsum("snd,sgdc->sgnc", x, vw) + vb[:, :, None, :]
-        out = torch.zeros((s, g, n, c_out), dtype=dtype, device=device)
-        out[:, cols] = torch.einsum("snd,sgdc->sgnc", x, vw[:, cols]) + vb[:, cols, None, :]
-        return out
-
-    def objective(
-        logits: torch.Tensor,
-        theta: torch.Tensor,
-        known: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cols: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Objective (S, G) and gradient (S, G, m); the data gradient only in grid columns ``cols``."""
-        data, resid = _data_loss(logits, y1h, sw_n) if known is None else known
-        w, _ = split(theta)
-        f = data + l2 * (w * w).sum((-1, -2)) / 2
-        # Xᵀ·resid for all G problems of a set in one (d × n)·(n × G·C_out) product
-        if cols is None:
-            xr = torch.bmm(x_t, resid.permute(0, 2, 1, 3).reshape(s, n, g * c_out))
-            gw = xr.reshape(s, d, g, c_out).permute(0, 2, 1, 3) + l2[..., None, None] * w
-        else:
-            k = len(cols)
-            xr = torch.bmm(x_t, resid[:, cols].permute(0, 2, 1, 3).reshape(s, n, k * c_out))
-            gw = l2[..., None, None] * w
-            gw[:, cols] += xr.reshape(s, d, k, c_out).permute(0, 2, 1, 3)
-        gb = resid.sum(2)
-        return f, torch.cat([gw.reshape(s, g, -1), gb], dim=-1)
-
-    theta = torch.zeros((s, g, m), dtype=dtype, device=device)
-    logits = torch.zeros((s, g, n, c_out), dtype=dtype, device=device)
-    f, grad = objective(logits, theta)
-    s_hist = torch.zeros((history, s, g, m), dtype=dtype, device=device)
-    y_hist = torch.zeros_like(s_hist)
-    rho = torch.zeros((history, s, g), dtype=dtype, device=device)
-    n_stored = torch.zeros((s, g), dtype=torch.int64, device=device)  # history slots since the last reset
-    gamma = torch.ones((s, g), dtype=dtype, device=device)  # initial Hessian scale s·y / y·y
-    active = grad.abs().amax(-1) > tol
-    n_iter = torch.zeros((s, g), dtype=torch.int64, device=device)
-    slot = 0
-    for it in range(max_iter):
-        if not bool(active.any()):
-            break
-        # two-loop recursion over each problem's newest n_stored pairs
-        q = grad.clone()
-        alphas = []
-        for j in range(min(it, history)):
-            k = (slot - 1 - j) % history
-            valid = (n_stored > j).to(dtype)
-            a = rho[k] * (s_hist[k] * q).sum(-1) * valid
-            q -= a[..., None] * y_hist[k]
-            alphas.append((k, a, valid))
-        q *= torch.where(n_stored > 0, gamma, torch.ones_like(gamma))[..., None]
-        for k, a, valid in reversed(alphas):
-            b = rho[k] * (y_hist[k] * q).sum(-1) * valid
-            q += (a - b)[..., None] * s_hist[k]
-        direction = -q
-        gd = (grad * direction).sum(-1)
-        bad = gd >= 0  # not a descent direction: restart from steepest descent
-        if bool(bad.any()):
-            direction = torch.where(bad[..., None], -grad, direction)
-            gd = torch.where(bad, -(grad * grad).sum(-1), gd)
-            n_stored = torch.where(bad, torch.zeros_like(n_stored), n_stored)
-        step = torch.where(
-            n_stored == 0,
-            torch.clamp(1.0 / grad.abs().sum(-1).clamp_min(1e-12), max=1.0),
-            torch.ones((s, g), dtype=dtype, device=device),
-        )
-        # backtracking Armijo line search; logits are linear in the step
-        # once some grid columns have converged in every set, the products skip them
-        col_active = active.any(0)
-        n_cols = int(col_active.sum())
-        cols = None if n_cols > 0.75 * g else torch.nonzero(col_active)[:, 0]
-        x_dir = project(direction, cols)
-        w0, _ = split(theta)
-        wd, _ = split(direction)
-        ww, w_wd, wdwd = (w0 * w0).sum((-1, -2)), (w0 * wd).sum((-1, -2)), (wd * wd).sum((-1, -2))
-        searching = active.clone()
-        accepted = torch.zeros((s, g), dtype=dtype, device=device)
-        # the accepted trial's logits, data loss and residuals are kept: the new gradient reuses them
-        for trial in range(40):
-            t4 = step[..., None, None]
-            trial_logits = logits + t4 * x_dir
-            data, resid = _data_loss(trial_logits, y1h, sw_n)
-            f_c = data + l2 * (ww + 2 * step * w_wd + step * step * wdwd) / 2
-            ok = searching & (f_c <= f + 1e-4 * step * gd)
-            if trial == 0:
-                acc_logits, acc_data, acc_resid = trial_logits, data, resid
-            else:
-                ok4 = ok[..., None, None]
-                acc_logits = torch.where(ok4, trial_logits, acc_logits)
-                acc_data = torch.where(ok, data, acc_data)
-                acc_resid = torch.where(ok4, resid, acc_resid)
-            accepted = torch.where(ok, step, accepted)
-            searching = searching & ~ok
-            if not bool(searching.any()):
-                break
-            # safeguarded quadratic interpolation of f along the direction: t ∈ [0.1·t, 0.5·t]
-            curv = f_c - f - step * gd
-            t_quad = -gd * step * step / (2 * curv.clamp_min(torch.finfo(dtype).tiny))
-            t_new = torch.minimum(torch.maximum(t_quad, 0.1 * step), 0.5 * step)
-            t_new = torch.where(torch.isfinite(t_new), t_new, 0.5 * step)
-            step = torch.where(searching, t_new, step)
-        moved = active & (accepted > 0)  # a failed search means no decrease is possible in this precision
-        s_vec = accepted[..., None] * direction
-        new_theta = theta + s_vec
-        new_logits = acc_logits  # = logits + accepted·x_dir where a step was accepted
-        new_f, new_grad = objective(new_logits, new_theta, (acc_data, acc_resid), cols)
-        y_vec = new_grad - grad
-        sy = (s_vec * y_vec).sum(-1)
-        yy = (y_vec * y_vec).sum(-1)
-        store = moved & (sy > torch.finfo(dtype).eps * yy) & (yy > 0)
-        # a pair that fails the curvature test is stored as zeros (rho 0): the two-loop recursion
-        # then ignores it, and every problem's newest n_stored slots stay aligned
-        s_hist[slot] = torch.where(store[..., None], s_vec, torch.zeros_like(s_vec))
-        y_hist[slot] = torch.where(store[..., None], y_vec, torch.zeros_like(y_vec))
-        rho[slot] = torch.where(store, 1.0 / sy.clamp_min(1e-300 if dtype == torch.float64 else 1e-30), torch.zeros_like(sy))
-        gamma = torch.where(store, sy / yy.clamp_min(1e-300 if dtype == torch.float64 else 1e-30), gamma)
-        n_stored = torch.where(moved, n_stored + 1, torch.zeros_like(n_stored))
-        slot = (slot + 1) % history
-        f_prev = f
-        theta = torch.where(moved[..., None], new_theta, theta)
-        logits = torch.where(moved[..., None, None], new_logits, logits)
-        f = torch.where(moved, new_f, f)
-        grad = torch.where(moved[..., None], new_grad, grad)
-        n_iter += moved.to(torch.int64)
-        rel_decrease = (f_prev - f) / torch.maximum(torch.maximum(f_prev.abs(), f.abs()), torch.ones_like(f))
-        active = moved & (grad.abs().amax(-1) > tol) & (rel_decrease > ftol)
-    converged = ~active
-    w, b = split(theta)
-    return LogisticFit(weight=w, bias=b, n_iter=n_iter, converged=converged)
 
 
 def probe_features(embeddings: EmbeddingSet, features: str = "backbone", normalize: bool = False) -> np.ndarray:
@@ -406,6 +162,7 @@ def _solve_sets(
     max_iter: int,
     tol: float,
     dtype: torch.dtype = torch.float64,
+    product_dtype: torch.dtype | None = None,
 ) -> None:
     """Fit every set's grid, batching sets of similar size into one L-BFGS run each.
 
@@ -427,14 +184,16 @@ def _solve_sets(
             unique.append(i)
     order = sorted(unique, key=lambda i: len(sets[i].y))
     buckets: list[list[int]] = []
+
     def size(i: int) -> int:  # solved dimension: n × min(n, d)
         n = len(sets[i].y)
         return n * min(n, sets[i].x.shape[1])
 
-    # new bucket when padding would cost > 4× (buckets ~ one shot count each): padding multiplies the
-    # memory traffic of every L-BFGS vector operation, which dominates these small problems
+    # Small problems are bound by per-iteration overhead: they share a bucket while the padded
+    # bucket stays small (typically K = 1…8 shots together). Larger ones get a new bucket when
+    # padding would cost > 4×, since padding multiplies every vector operation's memory traffic.
     for i in order:
-        if buckets and (size(i) <= 4 * max(size(buckets[-1][0]), 1) or size(i) <= 256):
+        if buckets and ((len(buckets[-1]) + 1) * size(i) <= _SMALL_BUCKET or size(i) <= 4 * max(size(buckets[-1][0]), 1)):
             buckets[-1].append(i)
         else:
             buckets.append([i])
@@ -465,7 +224,8 @@ def _solve_sets(
             cb[j] = grid + [grid[-1]] * (g_max - len(grid))  # pad by repeating the last C
         n_real = torch.tensor([len(sets[i].y) for i in bucket], dtype=dtype, device=device)
         fit = fit_logistic_batched(
-            xb, yb, cb, num_classes, sample_weight=wb, n_samples=n_real, max_iter=max_iter, tol=tol, dtype=dtype
+            xb, yb, cb, num_classes, sample_weight=wb, n_samples=n_real, max_iter=max_iter, tol=tol, dtype=dtype,
+            product_dtype=product_dtype,
         )
         for j, i in enumerate(bucket):
             g = len(sets[i].grid)
@@ -508,7 +268,7 @@ def evaluate_probe(
     class_balance: bool = False,
     max_iter: int = 1000,
     tol: float = 1e-4,
-    solver_dtype: str = "float64",
+    solver_dtype: str = "mixed",
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Few-shot linear probe of ``task`` (see the module docstring for the protocol).
@@ -520,9 +280,9 @@ def evaluate_probe(
         raise ValueError(f"c_mode must be 'search' or 'fixed', got {c_mode!r}")
     if not seeds:
         raise ValueError("at least one seed is needed")
-    if solver_dtype not in ("float32", "float64"):
-        raise ValueError(f"solver_dtype must be 'float32' or 'float64', got {solver_dtype!r}")
-    dtype = torch.float64 if solver_dtype == "float64" else torch.float32
+    if solver_dtype not in _SOLVER_DTYPES:
+        raise ValueError(f"solver_dtype must be one of {sorted(_SOLVER_DTYPES)}, got {solver_dtype!r}")
+    dtype, product_dtype = _SOLVER_DTYPES[solver_dtype]
     if not shots:
         raise ValueError("at least one shot count is needed")
     train = train.subset(np.flatnonzero(labelled_rows(train, task)))
@@ -561,7 +321,7 @@ def evaluate_probe(
                 _ProbeSet(f"{k}shot", si, x_pool[shot_idx], y_s, w_s, x_v, y_v, list(grid),
                           identity=identity if identity[0] is not None else ())
             )
-    _solve_sets(sets, n_cls, device, max_iter, tol, dtype)
+    _solve_sets(sets, n_cls, device, max_iter, tol, dtype, product_dtype)
     best = [0 if c_mode == "fixed" else _select(st, n_cls, class_balance, device) for st in sets]
     if c_mode == "search" and refine_points > 0 and len(grid) > 1:
         # one coarse-to-fine round per set around its best C (the CLIP search protocol)
@@ -572,7 +332,7 @@ def evaluate_probe(
             fine_sets.append(
                 _ProbeSet(st.key, st.seed_index, st.x, st.y, st.w, st.x_val, st.y_val, fine, identity=st.identity)
             )
-        _solve_sets(fine_sets, n_cls, device, max_iter, tol, dtype)
+        _solve_sets(fine_sets, n_cls, device, max_iter, tol, dtype, product_dtype)
         sets = fine_sets
         best = [_select(st, n_cls, class_balance, device) for st in sets]
     per_seed: dict[str, list[dict[str, float]]] = {}
