@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,12 @@ def recording_runner(config: ExperimentConfig, cell: Cell, sweep_dir: Path, expe
     parent = parent_cell(config, cell)
     if parent is not None:
         assert (sweep_dir / parent.relpath / "cell_results.json").is_file(), "parent must finish first"
+    import torch
+
     with (sweep_dir / "calls.log").open("a") as handle:
         handle.write(cell.key + "\n")
+    with (sweep_dir / "threads.log").open("a") as handle:
+        handle.write(f"{torch.get_num_threads()}\n")
     atomic_write_json(sweep_dir / cell.relpath / "cell_results.json", {"cell": cell.as_dict()})
 
 
@@ -92,6 +97,9 @@ def test_failure_blocks_only_dependants(tmp_path: Path) -> None:
 def test_parallel_jobs_respect_dependencies(tmp_path: Path) -> None:
     summary = run_sweep(_config(jobs=2), tmp_path, recording_runner, log=lambda _: None)
     assert summary.ok and len(summary.ran) == 6
+    # each worker gets its share of the cores, not all of them (no oversubscription)
+    threads = {int(t) for t in (tmp_path / "threads.log").read_text().split()}
+    assert threads == {max(1, (os.cpu_count() or 1) // 2)}
 
 
 def test_directory_of_another_experiment_is_refused(tmp_path: Path) -> None:

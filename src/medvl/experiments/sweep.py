@@ -137,7 +137,10 @@ def run_sweep(
             summary.ran.append(cell.key)
     else:
         context = multiprocessing.get_context("spawn")
-        with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        threads = max(1, (os.cpu_count() or 1) // workers)  # the cores shared out, no oversubscription
+        with futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)
+        ) as pool:
             running: dict[futures.Future[None], Cell] = {}
             queue = list(pending)
             while queue or running:
@@ -173,3 +176,11 @@ def run_sweep(
          "failed": summary.failed, "seconds": summary.seconds},
     )
     return summary
+
+
+def _limit_threads(threads: int) -> None:
+    """Worker initializer: each parallel cell gets its share of the CPU cores for torch and BLAS."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
