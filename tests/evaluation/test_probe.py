@@ -60,3 +60,25 @@ def test_probe_errors() -> None:
         evaluate_probe(EmbeddingSet.from_arrays(train.image_emb, labels=train.labels, meta=train.meta), test, "t")
     with pytest.raises(EmbeddingSetError, match="only"):
         evaluate_probe(train, test, "t", shots=(1000,), features="projected")
+
+
+def test_grid_chunked_under_a_memory_budget_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grid too large for the solver-memory budget is solved in column chunks, same answer."""
+    import medvl.evaluation.probe as probe_module
+
+    train, val, test = _sets(np.random.default_rng(4))
+    kw: dict = {"val": val, "shots": (2, "all"), "seeds": (0, 1), "features": "projected",
+                "c_grid": tuple(10.0 ** np.arange(-3, 4))}
+    whole = evaluate_probe(train, test, "t", **kw)
+    monkeypatch.setattr(probe_module, "_SOLVER_MEMORY", 1)  # one C value per batched run
+    chunked = evaluate_probe(train, test, "t", **kw)
+    assert chunked["info"]["chosen_c"] == whole["info"]["chosen_c"]
+    for key, value in whole["metrics"].items():
+        assert chunked["metrics"][key] == pytest.approx(value, abs=1e-6)
+
+
+def test_default_grid_is_the_clip_papers_sweep() -> None:
+    # Radford et al. 2021 (CLIP), appendix A.3: 96 logarithmically spaced steps between 1e-6 and 1e6
+    from medvl.evaluation.probe import DEFAULT_C_GRID
+
+    np.testing.assert_allclose(DEFAULT_C_GRID, np.logspace(-6, 6, 96))

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from medvl.config.base import StrictModel
 
 __all__ = [
+    "CLIP_C_GRID",
     "ClassificationOptions",
     "EvaluationConfig",
     "ProbeOptions",
@@ -23,6 +24,10 @@ __all__ = [
 ]
 
 TaskName = Literal["retrieval", "classification", "zeroshot", "probe"]
+
+#: The CLIP paper's linear-probe sweep (Radford et al. 2021, appendix A.3): 96 log-spaced values
+#: of the inverse L2 strength C from 1e-6 to 1e6.
+CLIP_C_GRID: tuple[float, ...] = tuple(10.0 ** (-6.0 + 12.0 * i / 95) for i in range(96))
 
 
 class RetrievalOptions(StrictModel):
@@ -82,8 +87,10 @@ class ProbeOptions(StrictModel):
     features: Literal["backbone", "projected"] = "backbone"
     normalize: bool = False
     c_mode: Literal["search", "fixed"] = "search"
-    c_grid: list[float] = Field(default=[1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4])
-    refine_points: int = Field(default=4, ge=0)
+    #: C values searched (default: the CLIP paper's 96 values, 1e-6…1e6); all solved in one batch
+    c_grid: list[float] = Field(default_factory=lambda: list(CLIP_C_GRID))
+    #: extra log-spaced values between the best C's grid neighbours (a coarse-to-fine second round)
+    refine_points: int = Field(default=0, ge=0)
     #: C of the fixed protocol (DLILP: 0.316 with class balancing)
     c_fixed: float = Field(default=0.316, gt=0)
     #: validation for the C search: the manifest's val split, or a fraction of the train pool

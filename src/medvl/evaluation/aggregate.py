@@ -21,14 +21,15 @@ def summarize_values(values: Sequence[float] | np.ndarray) -> dict[str, float]:
     finite = arr[np.isfinite(arr)]
     n = int(finite.size)
     nan = float("nan")
+    q1, median, q3 = (float(q) for q in np.quantile(finite, (0.25, 0.5, 0.75))) if n else (nan, nan, nan)
     return {
         "n": n,
         "n_missing": int(arr.size - n),
         "mean": float(finite.mean()) if n else nan,
         "std": float(finite.std(ddof=1)) if n > 1 else nan,
-        "median": float(np.quantile(finite, 0.5)) if n else nan,
-        "q1": float(np.quantile(finite, 0.25)) if n else nan,
-        "q3": float(np.quantile(finite, 0.75)) if n else nan,
+        "median": median,
+        "q1": q1,
+        "q3": q3,
         "min": float(finite.min()) if n else nan,
         "max": float(finite.max()) if n else nan,
     }

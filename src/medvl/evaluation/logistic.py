@@ -181,31 +181,26 @@ class _LBFGS:
     def split(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return v[..., : self.d * self.c_out].reshape(self.s, self.g, self.d, self.c_out), v[..., self.d * self.c_out :]
 
-    def project(self, v: torch.Tensor, cols: torch.Tensor | None) -> torch.Tensor:
-        """X·v (S, G, n, C_out) for a parameter-shaped v; only grid columns ``cols`` (others 0)."""
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        """X·v (S, G, n, C_out) for a parameter-shaped v (S, G, m)."""
         vw, vb = self.split(v)
-        if cols is None:
-            return torch.einsum("snd,sgdc->sgnc", self.x, vw.to(self.pdtype)).to(self.dtype) + vb[:, :, None, :]
-        out = torch.zeros((self.s, self.g, self.n, self.c_out), dtype=self.dtype, device=self.device)
-        xw = torch.einsum("snd,sgdc->sgnc", self.x, vw[:, cols].to(self.pdtype)).to(self.dtype)
-        out[:, cols] = xw + vb[:, cols, None, :]
-        return out
+        return torch.einsum("snd,sgdc->sgnc", self.x, vw.to(self.pdtype)).to(self.dtype) + vb[:, :, None, :]
 
-    def gradient(self, theta: torch.Tensor, resid: torch.Tensor, cols: torch.Tensor | None) -> torch.Tensor:
-        """Objective gradient (S, G, m) from the logit residuals; the data part only in columns ``cols``."""
-        s, n, d, c_out = self.s, self.n, self.d, self.c_out
+    def gradient(self, theta: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
+        """Objective gradient (S, G, m) from the weighted logit residuals (S, G, n, C_out)."""
+        s, n, d, c_out, g = self.s, self.n, self.d, self.c_out, self.g
         w, _ = self.split(theta)
-        sel = resid if cols is None else resid[:, cols]
-        k = sel.shape[1]
         # Xᵀ·resid for all problems of a set in one (d × n)·(n × G·C_out) product
-        xr = torch.bmm(self.x_t, sel.permute(0, 2, 1, 3).reshape(s, n, k * c_out).to(self.pdtype))
-        xr = xr.to(self.dtype).reshape(s, d, k, c_out).permute(0, 2, 1, 3)
-        gw = self.l2[..., None, None] * w
-        if cols is None:
-            gw = gw + xr
-        else:
-            gw[:, cols] += xr
-        return torch.cat([gw.reshape(s, self.g, -1), resid.sum(2)], dim=-1)
+        xr = torch.bmm(self.x_t, resid.permute(0, 2, 1, 3).reshape(s, n, g * c_out).to(self.pdtype))
+        gw = xr.to(self.dtype).reshape(s, d, g, c_out).permute(0, 2, 1, 3) + self.l2[..., None, None] * w
+        return torch.cat([gw.reshape(s, g, -1), resid.sum(2)], dim=-1)
+
+    def keep_columns(self, keep: torch.Tensor) -> None:
+        """Drop the grid columns not in ``keep`` from the per-problem constants."""
+        self.g = len(keep)
+        self.l2 = self.l2[:, keep]
+        self.inv_diag = self.inv_diag[:, keep]
+        self.preconditioned = self.preconditioned[:, keep]
 
     def penalty(self, theta: torch.Tensor) -> torch.Tensor:
         w, _ = self.split(theta)
@@ -220,7 +215,7 @@ class _LBFGS:
         logits = self.bias0[:, None, None, :].expand(s, g, self.n, self.c_out).clone()
         data, resid = _data_loss(logits, self.y1h, self.sw_n)
         f = data
-        grad = self.gradient(theta, resid, None)
+        grad = self.gradient(theta, resid)
         s_hist = torch.zeros((history, s, g, m), dtype=dtype, device=device)
         y_hist = torch.zeros_like(s_hist)
         rho = torch.zeros((history, s, g), dtype=dtype, device=device)
@@ -228,50 +223,63 @@ class _LBFGS:
         gamma = torch.ones((s, g), dtype=dtype, device=device)  # initial Hessian scale s·y / y·y
         active = grad.abs().amax(-1) > tol
         n_iter = torch.zeros((s, g), dtype=torch.int64, device=device)
+        # grid columns finished in every set are written out and dropped from the state, so the
+        # remaining iterations cost in proportion to the problems still running
+        out_theta, out_iter, out_active = theta.clone(), n_iter.clone(), active.clone()
+        col_map = torch.arange(g, device=device)
         slot = 0
         for it in range(max_iter):
             if not bool(active.any()):
                 break
-            # two-loop recursion over each problem's newest n_stored pairs
+            col_active = active.any(0)
+            if int(col_active.sum()) <= 0.75 * self.g:
+                keep = torch.nonzero(col_active)[:, 0]
+                out_theta[:, col_map], out_iter[:, col_map], out_active[:, col_map] = theta, n_iter, active
+                col_map = col_map[keep]
+                theta, logits, f, grad, active, n_iter = (
+                    theta[:, keep], logits[:, keep], f[:, keep], grad[:, keep], active[:, keep], n_iter[:, keep]
+                )
+                s_hist, y_hist, rho = s_hist[:, :, keep], y_hist[:, :, keep], rho[:, :, keep]
+                n_stored, gamma = n_stored[:, keep], gamma[:, keep]
+                self.keep_columns(keep)
+                g = self.g
+            # two-loop recursion; a pair from before a problem's last restart has rho = 0 and so
+            # leaves q unchanged (no per-pair validity mask needed)
             q = grad.clone()
             alphas = []
             for j in range(min(it, history)):
                 k = (slot - 1 - j) % history
-                valid = (n_stored > j).to(dtype)
-                a = rho[k] * (s_hist[k] * q).sum(-1) * valid
+                a = rho[k] * torch.linalg.vecdot(s_hist[k], q)
                 q -= a[..., None] * y_hist[k]
-                alphas.append((k, a, valid))
+                alphas.append((k, a))
             q *= torch.where(n_stored > 0, gamma, torch.ones_like(gamma))[..., None] * self.inv_diag
-            for k, a, valid in reversed(alphas):
-                b = rho[k] * (y_hist[k] * q).sum(-1) * valid
+            for k, a in reversed(alphas):
+                b = rho[k] * torch.linalg.vecdot(y_hist[k], q)
                 q += (a - b)[..., None] * s_hist[k]
             direction = -q
-            gd = (grad * direction).sum(-1)
+            gd = torch.linalg.vecdot(grad, direction)
             bad = gd >= 0  # not a descent direction: restart from steepest descent
             if bool(bad.any()):
                 direction = torch.where(bad[..., None], -grad * self.inv_diag, direction)
-                gd = torch.where(bad, -(grad * grad * self.inv_diag).sum(-1), gd)
+                gd = torch.where(bad, -torch.linalg.vecdot(grad * self.inv_diag, grad), gd)
                 n_stored = torch.where(bad, torch.zeros_like(n_stored), n_stored)
+                rho = rho * ~bad  # forget the pairs of restarted problems
             # first step after a (re)start: 1 on a preconditioned problem, scipy's 1/‖d‖ otherwise; later 1
             step = torch.where(
                 (n_stored == 0) & ~self.preconditioned,
                 1.0 / direction.norm(dim=-1).clamp_min(tiny),
                 torch.ones((s, g), dtype=dtype, device=device),
             )
-            # once some grid columns have converged in every set, the products skip them
-            col_active = active.any(0)
-            n_cols = int(col_active.sum())
-            cols = None if n_cols > 0.75 * g else torch.nonzero(col_active)[:, 0]
-            x_dir = self.project(direction, cols)
+            x_dir = self.project(direction)
             accepted, new_logits, new_data, new_resid = self.line_search(theta, direction, logits, x_dir, f, gd, step, active)
             moved = active & (accepted > 0)  # a failed search means no decrease is possible in this precision
             s_vec = accepted[..., None] * direction
             new_theta = theta + s_vec
             new_f = new_data + self.penalty(new_theta)
-            new_grad = self.gradient(new_theta, new_resid, cols)
+            new_grad = self.gradient(new_theta, new_resid)
             y_vec = new_grad - grad
-            sy = (s_vec * y_vec).sum(-1)
-            yy = (y_vec * y_vec * self.inv_diag).sum(-1)
+            sy = torch.linalg.vecdot(s_vec, y_vec)
+            yy = torch.linalg.vecdot(y_vec * self.inv_diag, y_vec)
             store = moved & (sy > torch.finfo(dtype).eps * yy) & (yy > 0)
             # a pair that fails the curvature test is stored as zeros (rho 0): the two-loop recursion
             # then ignores it, and every problem's newest n_stored slots stay aligned
@@ -289,8 +297,10 @@ class _LBFGS:
             n_iter += moved.to(torch.int64)
             rel_decrease = (f_prev - f) / torch.maximum(torch.maximum(f_prev.abs(), f.abs()), torch.ones_like(f))
             active = moved & (grad.abs().amax(-1) > tol) & (rel_decrease > ftol)
-        w, b = self.split(theta)
-        return LogisticFit(weight=w, bias=b, n_iter=n_iter, converged=~active)
+        out_theta[:, col_map], out_iter[:, col_map], out_active[:, col_map] = theta, n_iter, active
+        self.g = out_theta.shape[1]
+        w, b = self.split(out_theta)
+        return LogisticFit(weight=w, bias=b, n_iter=out_iter, converged=~out_active)
 
     def line_search(
         self,
@@ -310,12 +320,27 @@ class _LBFGS:
         found) and the logits, data loss and residuals at it. The best sufficient-decrease point
         seen is kept, so a search that runs out of trials still returns a decrease when one exists.
         """
-        dtype = self.dtype
         w0, _ = self.split(theta)
         wd, _ = self.split(direction)
-        w_wd, wdwd = (w0 * wd).sum((-1, -2)), (wd * wd).sum((-1, -2))
+        w_wd, wdwd = torch.linalg.vecdot(w0.flatten(-2), wd.flatten(-2)), torch.linalg.vecdot(wd.flatten(-2), wd.flatten(-2))
         pen0 = self.penalty(theta)
         zero = torch.zeros_like(f0)
+
+        def trial(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            """Logits, data loss, residuals, objective and slope at per-problem steps ``t``."""
+            trial_logits = logits + t[..., None, None] * x_dir
+            data, resid = _data_loss(trial_logits, self.y1h, self.sw_n)
+            f_t = data + pen0 + self.l2 * (t * w_wd + t * t * wdwd / 2)
+            g_t = (resid * x_dir).sum((-1, -2)) + self.l2 * (w_wd + t * wdwd)
+            return trial_logits, data, resid, f_t, g_t
+
+        t = step
+        trial_logits, data, resid, f_t, g_t = trial(t)
+        # the usual case: every first trial satisfies both Wolfe conditions
+        first_ok = (f_t <= f0 + _WOLFE_DECREASE * t * g0) & (g_t.abs() <= -_WOLFE_CURVATURE * g0)
+        if bool((first_ok | ~active).all()):
+            moved0 = active & first_ok
+            return torch.where(moved0, t, zero), trial_logits, torch.where(moved0, data, zero), resid
         # lo: the best point satisfying sufficient decrease so far (t = 0 at the start); hi: bracket end
         t_lo, f_lo, g_lo = zero.clone(), f0.clone(), g0.clone()
         t_hi, f_hi, g_hi = zero.clone(), f0.clone(), g0.clone()
@@ -323,19 +348,12 @@ class _LBFGS:
         zooming = torch.zeros_like(active)
         searching = active.clone()
         done = ~active
-        t = step
-        for _trial in range(_MAX_TRIALS):
-            trial_logits = logits + t[..., None, None] * x_dir
-            data, resid = _data_loss(trial_logits, self.y1h, self.sw_n)
-            f_t = data + pen0 + self.l2 * (t * w_wd + t * t * wdwd / 2)
-            g_t = (resid * x_dir).sum((-1, -2)) + self.l2 * (w_wd + t * wdwd)
+        for n_trial in range(_MAX_TRIALS):
+            if n_trial > 0:
+                trial_logits, data, resid, f_t, g_t = trial(t)
             finite = torch.isfinite(f_t) & torch.isfinite(g_t)
             worse = ~finite | (f_t > f0 + _WOLFE_DECREASE * t * g0) | (f_t >= f_lo)
             flat = ~worse & (g_t.abs() <= -_WOLFE_CURVATURE * g0)
-            if _trial == 0 and bool((flat | ~searching).all()):
-                # the usual case: every first trial satisfies both Wolfe conditions
-                moved0 = searching & flat
-                return torch.where(moved0, t, zero), trial_logits, torch.where(moved0, data, zero), resid
             # the trial becomes the new lo where it decreases enough and is the best so far
             new_lo = searching & ~worse
             # bracketing: a worse point or an upward slope closes the bracket
@@ -367,12 +385,7 @@ class _LBFGS:
             t_zoom = torch.where(inside, t_cubic, (t_lo + t_hi) / 2)
             t = torch.where(zooming, t_zoom, 4 * t)
         moved = t_lo > 0
-        return (
-            torch.where(moved, t_lo, zero),
-            lo_logits,
-            torch.where(moved, lo_data, zero.to(dtype)),
-            lo_resid,
-        )
+        return torch.where(moved, t_lo, zero), lo_logits, torch.where(moved, lo_data, zero), lo_resid
 
 
 def _cubic_minimiser(
