@@ -41,6 +41,17 @@ def recording_runner(config: ExperimentConfig, cell: Cell, sweep_dir: Path, expe
     atomic_write_json(sweep_dir / cell.relpath / "cell_results.json", {"cell": cell.as_dict()})
 
 
+def timed_runner(config: ExperimentConfig, cell: Cell, sweep_dir: Path, experiment_dir: Path) -> None:
+    """Records when each cell starts and ends (a short sleep makes concurrency visible)."""
+    import time
+
+    start = time.time()
+    time.sleep(0.3)
+    with (sweep_dir / "times.log").open("a") as handle:
+        handle.write(f"{cell.key}\t{start}\t{time.time()}\n")
+    atomic_write_json(sweep_dir / cell.relpath / "cell_results.json", {"cell": cell.as_dict()})
+
+
 class Killed(RuntimeError):
     pass
 
@@ -100,6 +111,17 @@ def test_parallel_jobs_respect_dependencies(tmp_path: Path) -> None:
     # each worker gets its share of the cores, not all of them (no oversubscription)
     threads = {int(t) for t in (tmp_path / "threads.log").read_text().split()}
     assert threads == {max(1, (os.cpu_count() or 1) // 2)}
+
+
+def test_first_cell_of_a_fresh_parallel_sweep_runs_alone(tmp_path: Path) -> None:
+    """Shared files (a frozen tower's feature cache) are then filled once, independent of timing."""
+    summary = run_sweep(_config(jobs=2), tmp_path, timed_runner, log=lambda _: None)
+    assert summary.ok
+    rows = [line.split("\t") for line in (tmp_path / "times.log").read_text().splitlines()]
+    spans = sorted((float(start), float(end), key) for key, start, end in rows)
+    first_end = spans[0][1]
+    assert spans[0][2] == "classifier[λ=-,fold=0,seed=3]"
+    assert all(start >= first_end for start, _, _ in spans[1:])
 
 
 def test_directory_of_another_experiment_is_refused(tmp_path: Path) -> None:

@@ -144,12 +144,16 @@ def run_sweep(
             running: dict[futures.Future[None], Cell] = {}
             queue = list(pending)
             while queue or running:
+                # the first cell of a fresh sweep runs alone: what cells share through files (a frozen
+                # tower's feature cache) is then computed once, in that cell's deterministic order,
+                # instead of by whichever concurrent cell saves last, so results do not depend on timing
+                capacity = workers if (done or summary.failed) else 1
                 for cell in list(queue):
                     if parent_failed(cell):
                         queue.remove(cell)
                         blocked.add(cell)
                         summary.failed[cell.key] = "not run: the cell it starts from failed"
-                    elif ready(cell) and len(running) < workers:
+                    elif ready(cell) and len(running) < capacity:
                         queue.remove(cell)
                         log(f"[start] {cell.key}")
                         running[pool.submit(runner, config, cell, root, exp_dir)] = cell
