@@ -108,3 +108,8 @@ def test_float32_products_match_float64() -> None:
     assert bool(mixed.converged.all())
     scale = full.weight.abs().amax((-1, -2), keepdim=True)
     assert float(((mixed.weight - full.weight).abs() / scale).max()) < 1e-3
+    # logits of every (set, C) model at once, for shared features (n, d) or per-set ones (S, n, d)
+    logits = full.logits(xt[0])
+    assert logits.shape == (1, 3, 300, 4)
+    torch.testing.assert_close(logits[0, 1], xt[0] @ full.weight[0, 1] + full.bias[0, 1])
+    torch.testing.assert_close(full.logits(xt), logits)
