@@ -56,16 +56,8 @@ FINDINGS: tuple[str, ...] = (
 #: The novel set is the focal lesions and the bone finding: their appearance (round opacities,
 #: a cortical break) is not a variation of any base finding, so a model can only name them
 #: from what it learnt from text.
-BASE_FINDINGS: tuple[str, ...] = (
-    "cardiomegaly",
-    "pleural_effusion",
-    "pneumothorax",
-    "consolidation",
-    "edema",
-    "atelectasis",
-    "support_devices",
-)
 NOVEL_FINDINGS: tuple[str, ...] = ("nodule", "mass", "rib_fracture")
+BASE_FINDINGS: tuple[str, ...] = tuple(f for f in FINDINGS if f not in NOVEL_FINDINGS)
 
 FINDING_DESCRIPTIONS: dict[str, str] = {
     "cardiomegaly": "enlarged heart shadow: cardiothoracic ratio ≈0.54 / 0.60 / 0.67 (normal 0.40–0.49)",
