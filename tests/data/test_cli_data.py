@@ -13,13 +13,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medvl.cli.data import register_data
+from medvl.cli.main import MedvlGroup
 from medvl.data.manifest import Manifest, TaskSpec, read_manifest, write_manifest
 from medvl.data.summary import summarize_manifest
 
 
 @pytest.fixture
 def app() -> typer.Typer:
-    data_app = typer.Typer()
+    data_app = typer.Typer(cls=MedvlGroup)  # the root group's handler turns data errors into exit code 2
     register_data(data_app)
     return data_app
 

@@ -178,19 +178,14 @@ def study_command(
     """Metrics + retrieval per model × dataset, correlations with retrieval, domain tests, tables, plots."""
     from rich.console import Console
 
-    from medvl.config import ConfigError, load_config
+    from medvl.config import load_config
     from medvl.config.alignment import AlignmentStudyConfig
     from medvl.evaluation.alignment.study import run_study
-    from medvl.utils.rundir import RunDirExistsError
 
     console = Console()
-    try:
-        cfg = load_config(config, AlignmentStudyConfig, overrides)
-        out_dir = run_study(cfg, config_dir=config.resolve().parent, out_dir=out, overwrite=overwrite,
-                            progress=console.print)
-    except (ConfigError, RunDirExistsError, ValueError) as exc:
-        console.print(f"[red]error[/red] {exc}")
-        raise typer.Exit(code=1) from None
+    cfg = load_config(config, AlignmentStudyConfig, overrides)
+    out_dir = run_study(cfg, config_dir=config.resolve().parent, out_dir=out, overwrite=overwrite,
+                        progress=console.print)
     console.print(f"study written to {out_dir} (correlations.md, domain_tests.md, entries.md, plots/)")
 
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from medvl.utils.errors import UserInputError
+
 if TYPE_CHECKING:
     from medvl.data.manifest import Manifest
 
@@ -21,14 +23,10 @@ DATA_COMMAND_MODULES: tuple[str, ...] = ("medvl.cli.data_synth", "medvl.cli.data
 
 
 def _read(manifest: Path, root: Path | None) -> Manifest:
-    """Read a manifest, or exit with code 2 and the reason."""
-    from medvl.data.manifest import ManifestError, read_manifest
+    """Read a manifest (a :class:`ManifestError` exits with code 2 via the central handler)."""
+    from medvl.data.manifest import read_manifest
 
-    try:
-        return read_manifest(manifest, root=root)
-    except ManifestError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+    return read_manifest(manifest, root=root)
 
 
 def check_command(
@@ -48,20 +46,14 @@ def check_command(
     from rich.console import Console
 
     from medvl.data.dataset import preflight
-    from medvl.data.manifest import ManifestError, validate_manifest
+    from medvl.data.manifest import validate_manifest
     from medvl.data.splits import find_group_leakage
     from medvl.data.summary import render_summary, summarize_manifest
     from medvl.utils.io import atomic_write_json
 
     m = _read(manifest, root)
     validation = validate_manifest(m, require_texts=require_texts)
-    problems = None
-    if verify_files:
-        try:
-            problems = preflight(m, decode=decode, workers=workers)
-        except ManifestError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
+    problems = preflight(m, decode=decode, workers=workers) if verify_files else None
     summary = summarize_manifest(
         m,
         validation=validation,
@@ -92,27 +84,22 @@ def split_command(
     """Assign grouped, stratified train/val/test splits and folds; write a new manifest."""
     from rich.console import Console
 
-    from medvl.data.manifest import ManifestError, write_manifest
+    from medvl.data.manifest import write_manifest
     from medvl.data.splits import assign_splits, find_group_leakage
     from medvl.data.summary import render_summary, summarize_manifest
 
     if out.exists() and not overwrite:
-        typer.echo(f"error: {out} exists; pass --overwrite to replace it", err=True)
-        raise typer.Exit(code=2)
+        raise UserInputError(f"{out} exists; pass --overwrite to replace it")
     m = _read(manifest, root)
-    try:
-        result = assign_splits(
-            m,
-            test_fraction=test_fraction,
-            val_fraction=val_fraction,
-            n_folds=folds,
-            task=task,
-            seed=seed,
-            keep_existing_test=keep_test,
-        )
-    except (ManifestError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+    result = assign_splits(
+        m,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        n_folds=folds,
+        task=task,
+        seed=seed,
+        keep_existing_test=keep_test,
+    )
     write_manifest(result, out)
     leakage = find_group_leakage(result)
     render_summary(summarize_manifest(result, leakage=leakage), Console())

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from medvl.utils.errors import UserInputError
+
 _IMPORT_HELP = """Turn a public dataset's own files into a medvl manifest.
 
 NAME is one of: chexpert, coco, covid_qu, flickr30k, medmnist, mimic_cxr, nih_cxr14, padchest,
@@ -27,29 +29,23 @@ def register_data(data_app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing manifest."),
     ) -> None:
         import medvl
-        from medvl.config import ConfigError, apply_overrides
-        from medvl.data.adapters import ADAPTERS, DatasetFormatError, DatasetLayoutError, import_dataset
-        from medvl.data.manifest import ManifestError, validate_manifest, write_manifest
+        from medvl.config import apply_overrides
+        from medvl.data.adapters import ADAPTERS, import_dataset
+        from medvl.data.manifest import validate_manifest, write_manifest
         from medvl.utils.io import atomic_write_json
 
         if name not in ADAPTERS:
-            typer.echo(f"error: unknown dataset {name!r}; available: {', '.join(sorted(ADAPTERS))}", err=True)
-            raise typer.Exit(2)
+            raise UserInputError(f"unknown dataset {name!r}; available: {', '.join(sorted(ADAPTERS))}")
         if out.exists() and not overwrite:
-            typer.echo(f"error: {out} exists; pass --overwrite to replace it", err=True)
-            raise typer.Exit(2)
-        try:
-            options = apply_overrides({}, set_)
-            spec = ADAPTERS[name]
-            if spec.extracts_images and "extract_dir" not in options:
-                options["extract_dir"] = str(out.parent / f"{out.name.split('.')[0]}_images")
-            imported = import_dataset(name, root, options)
-            manifest = imported.to_manifest()
-            validate_manifest(manifest).raise_if_errors()
-            write_manifest(manifest, out)
-        except (ConfigError, DatasetLayoutError, DatasetFormatError, ManifestError, KeyError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            raise UserInputError(f"{out} exists; pass --overwrite to replace it")
+        options = apply_overrides({}, set_)
+        spec = ADAPTERS[name]
+        if spec.extracts_images and "extract_dir" not in options:
+            options["extract_dir"] = str(out.parent / f"{out.name.split('.')[0]}_images")
+        imported = import_dataset(name, root, options)
+        manifest = imported.to_manifest()
+        validate_manifest(manifest).raise_if_errors()
+        write_manifest(manifest, out)
         info = {**imported.info, "medvl_version": medvl.__version__, "root": str(Path(root).resolve()),
                 "manifest": str(out), "manifest_hash": manifest.hash(),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
@@ -77,8 +73,7 @@ def register_data(data_app: typer.Typer) -> None:
                 typer.echo(f"{key:<16} {spec.summary}")
             return
         if name not in ADAPTERS:
-            typer.echo(f"error: unknown dataset {name!r}; available: {', '.join(sorted(ADAPTERS))}", err=True)
-            raise typer.Exit(2)
+            raise UserInputError(f"unknown dataset {name!r}; available: {', '.join(sorted(ADAPTERS))}")
         spec = ADAPTERS[name]
         typer.echo(f"{name}: {spec.summary}\n\nexpected layout:\n{spec.layout}\n\noptions (--set key=value):")
         for field, info in spec.options.model_fields.items():
@@ -96,18 +91,16 @@ def register_data(data_app: typer.Typer) -> None:
         on_bad_sample: str = typer.Option("error", "--on-bad-sample", help="error or skip (counted in index.json)."),
     ) -> None:
         """Write WebDataset tar shards (+ index.json) from any manifest."""
-        from medvl.data.manifest import ManifestError, read_manifest
+        from medvl.data.manifest import read_manifest
         from medvl.data.shards import write_shards
 
         if on_bad_sample not in ("error", "skip"):
-            typer.echo("error: --on-bad-sample must be error or skip", err=True)
-            raise typer.Exit(2)
+            raise UserInputError("--on-bad-sample must be error or skip")
+        manifest = read_manifest(manifest_path)
         try:
-            manifest = read_manifest(manifest_path)
             index = write_shards(manifest, out, shard_size, split=split, on_bad_sample=on_bad_sample)  # type: ignore[arg-type]
-        except (ManifestError, FileNotFoundError, FileExistsError, ValueError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+        except (FileNotFoundError, FileExistsError, ValueError) as exc:  # write_shards' input errors
+            raise UserInputError(str(exc)) from None
         typer.echo(f"wrote {len(index.shards)} shards with {index.total} records to {out}")
         if index.meta.get("skipped"):
             typer.echo(f"skipped {len(index.meta['skipped'])} records (listed in {out / 'index.json'})")

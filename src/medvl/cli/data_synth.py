@@ -26,18 +26,13 @@ def register_data(data_app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from medvl.data.synthetic import SynthConfig, generate_dataset
-        from medvl.utils.rundir import RunDirExistsError
 
         try:
             config = SynthConfig(n=n, seed=seed, size=size, workers=workers, test_fraction=test_fraction,
                                  val_fraction=val_fraction, n_folds=n_folds)
         except ValidationError as exc:
             raise typer.BadParameter(str(exc)) from None
-        try:
-            summary = generate_dataset(out, config, overwrite=overwrite)
-        except RunDirExistsError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        summary = generate_dataset(out, config, overwrite=overwrite)
         _print_summary(out, summary)
 
     @data_app.command("gallery")

@@ -22,8 +22,8 @@ def evaluate(
 ) -> None:
     """Evaluate a model; writes results.json, metrics.csv and results.md and prints the table."""
     from medvl.config.evaluation import EvaluationConfig
-    from medvl.config.loading import ConfigError, load_config
-    from medvl.utils.rundir import RunDirExistsError, prepare_run_dir
+    from medvl.config.loading import load_config
+    from medvl.utils.rundir import prepare_run_dir
 
     if (checkpoint is None) == (hf_model is None):
         raise typer.BadParameter("give exactly one of --checkpoint or --hf-model")
@@ -35,30 +35,20 @@ def evaluate(
         overrides.append(f"tasks=[{','.join(names)}]")
     if split is not None:
         overrides.append(f"split={split}")
-    try:
-        cfg = load_config(config, EvaluationConfig, overrides=overrides)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    cfg = load_config(config, EvaluationConfig, overrides=overrides)
     if out is None:
         if checkpoint is None:
             raise typer.BadParameter("--out is required with --hf-model")
         out = checkpoint / f"eval-{cfg.split}"
-    try:
-        prepare_run_dir(out, overwrite=overwrite)
-    except RunDirExistsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    prepare_run_dir(out, overwrite=overwrite)
 
-    from medvl.data.manifest import ManifestError
-    from medvl.evaluation.embeddings import EmbeddingSetError
     from medvl.evaluation.results import markdown_table, metric_rows
     from medvl.evaluation.suite import run_evaluation
 
     try:
         result = run_evaluation(cfg, manifest=data, out_dir=out, checkpoint=checkpoint, hf_model=hf_model,
                                 which=which, root=root)
-    except (ConfigError, ManifestError, EmbeddingSetError, FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # domain errors (UserInputError) reach cli.main's handler
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(markdown_table(metric_rows(result["tasks"], result["provenance"])))

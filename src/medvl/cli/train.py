@@ -15,17 +15,12 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory first."),
 ) -> None:
     """Train a model; checkpoints, logs and the resolved config go to the run directory."""
-    from medvl.config.loading import ConfigError, load_config
+    from medvl.config.loading import load_config
     from medvl.config.training import RunConfig
-    from medvl.utils.rundir import RunDirExistsError
 
     if resume and overwrite:
         raise typer.BadParameter("--resume and --overwrite exclude each other")
-    try:
-        cfg = load_config(config, RunConfig, overrides=set_)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    cfg = load_config(config, RunConfig, overrides=set_)
     run_dir = out if out is not None else Path("runs") / cfg.name
 
     from medvl.training.run import run_training
@@ -33,9 +28,6 @@ def train(
 
     try:
         result = run_training(cfg, run_dir, resume=resume, overwrite=overwrite)
-    except (ConfigError, RunDirExistsError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     except NonFiniteLossError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from medvl.utils.errors import UserInputError
 from medvl.utils.io import atomic_write_text
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError, ValueError):
     """A configuration problem; the message names the file and the key path."""
 
 

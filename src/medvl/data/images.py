@@ -25,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from medvl.utils.errors import UserInputError
+
 __all__ = [
     "FEATURE_BAG_KEYS",
     "ImageLoadError",
@@ -45,7 +47,7 @@ FEATURE_BAG_KEYS: tuple[str, ...] = ("features", "feats", "embeddings", "x")
 WindowMode = Literal["header", "minmax"]
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserInputError, ValueError):
     """An image or feature bag that cannot be loaded; names the record and the file."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str, record_id: str | None = None) -> None:

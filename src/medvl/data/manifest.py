@@ -36,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medvl.utils.errors import UserInputError
 from medvl.utils.io import atomic_open, atomic_write_json, read_json
 
 __all__ = [
@@ -102,7 +103,7 @@ _CORE_DEFAULTS: dict[str, Any] = {
 _STRING_COLUMNS: tuple[str, ...] = ("id", "image", "image_type", "group", "split", "source")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserInputError, ValueError):
     """A manifest that cannot be read or does not validate; the message names records and columns."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medvl.data.manifest import Manifest, ManifestError
+from medvl.utils.errors import InvalidArgumentError
 
 __all__ = [
     "LeakageReport",
@@ -216,9 +217,11 @@ def assign_splits(
     Fractions are of records (groups weighted by size). Stratification uses ``task``.
     """
     if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
-        raise ValueError(f"need 0 <= test, val and test + val < 1; got test={test_fraction}, val={val_fraction}")
+        raise InvalidArgumentError(
+            f"need 0 <= test, val and test + val < 1; got test={test_fraction}, val={val_fraction}"
+        )
     if n_folds == 1 or n_folds < 0:
-        raise ValueError(f"n_folds must be 0 (none) or >= 2, got {n_folds}")
+        raise InvalidArgumentError(f"n_folds must be 0 (none) or >= 2, got {n_folds}")
     n = len(manifest)
     if n == 0:
         raise ManifestError("cannot split an empty manifest")

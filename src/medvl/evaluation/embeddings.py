@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from medvl.utils.errors import UserInputError
 from medvl.utils.io import atomic_write_bytes, atomic_write_json, read_json
 
 __all__ = ["EMBEDDINGS_FORMAT_VERSION", "EmbeddingSet", "EmbeddingSetError", "TaskInfo", "l2_normalize"]
@@ -39,7 +40,7 @@ _META_FILE = "embeddings.json"
 TASK_KINDS = ("multilabel", "multiclass", "ordinal", "regression")
 
 
-class EmbeddingSetError(ValueError):
+class EmbeddingSetError(UserInputError, ValueError):
     """An EmbeddingSet (or the arrays given to build one) is inconsistent; the message says which field."""
 
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from medvl.evaluation.classification import evaluate_classification, labelled_rows
 from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError, TaskInfo, l2_normalize
+from medvl.utils.errors import UserInputError
 
 __all__ = [
     "PROTOTYPE_LOGITS_PREFIX",
@@ -54,7 +55,7 @@ SUBSETS = ("all", "base", "novel")
 MODES = ("text", "prototypes", "hybrid")
 
 
-class PromptError(ValueError):
+class PromptError(UserInputError, ValueError):
     """A prompt file is malformed or lacks a class; the message names the file and the class."""
 
 

@@ -20,11 +20,12 @@ import torch
 from torch import Tensor, nn
 
 from medvl.config.objective import TermOptions, validate_term_options
+from medvl.utils.errors import UserInputError
 
 __all__ = ["MissingInputError", "ObjectiveInputError", "ObjectiveTerm", "lookup", "zero_loss"]
 
 
-class ObjectiveInputError(ValueError):
+class ObjectiveInputError(UserInputError, ValueError):
     """An objective's input is missing or has the wrong shape; the message names the term and key."""
 
 

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from medvl import __version__
+from medvl.utils.errors import UserInputError
 from medvl.utils.io import atomic_write_json, read_json, to_jsonable
 
 __all__ = [
@@ -50,7 +51,7 @@ CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step-\d{8}-e\d+(\.\d+)?$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserInputError, RuntimeError):
     """A checkpoint is missing, incomplete or does not fit the model/optimizer."""
 
 

@@ -6,10 +6,12 @@ import os
 import shutil
 from pathlib import Path
 
+from medvl.utils.errors import UserInputError
+
 __all__ = ["RunDirExistsError", "prepare_run_dir"]
 
 
-class RunDirExistsError(FileExistsError):
+class RunDirExistsError(UserInputError, FileExistsError):
     """Raised when a run directory already holds results and ``overwrite`` was not given."""
 
 

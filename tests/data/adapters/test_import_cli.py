@@ -39,9 +39,9 @@ def test_import_errors_are_clear(tmp_path: Path) -> None:
     unknown = _run("import", "imagenet", "--root", str(tmp_path), "--out", str(tmp_path / "m.parquet"))
     assert unknown.exit_code == 2 and "available: chexpert" in unknown.output
     missing = _run("import", "nih_cxr14", "--root", str(tmp_path), "--out", str(tmp_path / "m.parquet"))
-    assert missing.exit_code == 1 and "train_val_list.txt" in missing.output and "Expected layout" in missing.output
+    assert missing.exit_code == 2 and "train_val_list.txt" in missing.output and "Expected layout" in missing.output
     bad_option = _run("import", "coco", "--root", str(tmp_path), "--out", str(tmp_path / "m.parquet"), "--set", "yeer=1")
-    assert bad_option.exit_code == 1 and "yeer" in bad_option.output
+    assert bad_option.exit_code == 2 and "yeer" in bad_option.output
 
 
 def test_import_extracting_adapter_then_shard(tmp_path: Path) -> None:

@@ -172,7 +172,7 @@ def test_cli_metrics_and_study(study_config: Path, tmp_path: Path) -> None:
     assert (tmp_path / "s" / "correlations.csv").is_file() and not (tmp_path / "s" / "plots").exists()
     assert "study" in runner.invoke(app, ["align", "--help"]).output
     missing = runner.invoke(app, ["align", "study", str(tmp_path / "nope.yaml")])
-    assert missing.exit_code == 1 and "config file not found" in missing.output
+    assert missing.exit_code == 2 and "config file not found" in missing.output
 
 
 def test_plots(tmp_path: Path) -> None:

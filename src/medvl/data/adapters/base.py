@@ -30,6 +30,7 @@ from pydantic import Field, field_validator
 from medvl.config.base import StrictModel
 from medvl.data.manifest import SPLITS as MANIFEST_SPLITS
 from medvl.data.manifest import TaskSpec
+from medvl.utils.errors import UserInputError
 
 __all__ = [
     "SPLITS",
@@ -63,11 +64,11 @@ SPLITS: tuple[str, ...] = tuple(s for s in MANIFEST_SPLITS if s)
 UncertainPolicy = Literal["zeros", "ones", "ignore"]
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(UserInputError, FileNotFoundError):
     """A dataset directory lacks files an adapter needs; the message lists them and the layout."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserInputError, ValueError):
     """A dataset file exists but its content does not have the expected form."""
 
 

@@ -48,6 +48,7 @@ from medvl.evaluation.alignment.registry import (
 )
 from medvl.evaluation.alignment.sas import sas_from_stats, spectral_stats
 from medvl.evaluation.alignment.tables import fmt, markdown_table, write_csv
+from medvl.utils.errors import UserInputError
 from medvl.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 
-class StudyError(ValueError):
+class StudyError(UserInputError, ValueError):
     """A study cannot run as configured; the message names the entry or key."""
 
 

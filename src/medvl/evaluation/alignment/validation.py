@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from medvl.utils.errors import UserInputError
+
 __all__ = [
     "AlignmentInputError",
     "as_matrix",
@@ -25,7 +27,7 @@ __all__ = [
 _MAX_LISTED_ROWS = 10
 
 
-class AlignmentInputError(ValueError):
+class AlignmentInputError(UserInputError, ValueError):
     """Inputs that an alignment metric cannot be computed on; the message says which and why."""
 
 
