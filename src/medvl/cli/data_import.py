@@ -11,8 +11,7 @@ from medvl.utils.errors import UserInputError
 
 _IMPORT_HELP = """Turn a public dataset's own files into a medvl manifest.
 
-NAME is one of: chexpert, coco, covid_qu, flickr30k, medmnist, mimic_cxr, nih_cxr14, padchest,
-pcam, pmc_oa, quilt, roco, rsna_pneumonia, siim_acr, slides, vindr (see docs/datasets.md).
+NAME is one of the adapters `medvl data datasets` lists (see docs/datasets.md).
 Adapter options are given as --set key=value (values parsed as YAML), e.g.
 --set uncertain=ones --set frontal_only=true."""
 

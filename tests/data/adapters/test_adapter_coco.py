@@ -122,3 +122,24 @@ def test_unknown_category_in_annotation(tmp_path: Path, files) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(DatasetFormatError, match="unknown category 5"):
         import_dataset("coco", tmp_path)
+
+
+def test_karpathy_without_official_annotation_files(tmp_path: Path, files) -> None:
+    """split_source=karpathy needs only dataset_coco.json (captions, split, paths): no objects task then."""
+    karpathy = {"images": [
+        {"filepath": "val2014", "filename": "COCO_val2014_000000000042.jpg", "cocoid": 42, "split": "test",
+         "sentences": [{"raw": "a dog", "sentid": 2}, {"raw": "a cat", "sentid": 1}]},
+        {"filepath": "train2014", "filename": "COCO_train2014_000000000007.jpg", "cocoid": 7, "split": "restval",
+         "sentences": [{"raw": "a bus", "sentid": 3}]},
+    ]}
+    (tmp_path / "dataset_coco.json").write_text(json.dumps(karpathy))
+    files.image(tmp_path / "val2014/COCO_val2014_000000000042.jpg")
+    files.image(tmp_path / "train2014/COCO_train2014_000000000007.jpg")
+    imported = import_dataset("coco", tmp_path, {"year": 2014, "split_source": "karpathy"})
+    files.check(imported, tmp_path)
+    records = imported.records.set_index("id")
+    assert imported.tasks == {} and "labels.objects" not in records.columns
+    assert records.loc["42", "texts"] == ["a cat", "a dog"] and records.loc["7", "split"] == "train"
+    assert any("without the objects task" in n for n in imported.info["notes"])
+    with pytest.raises(DatasetFormatError, match="drop_unlabelled=true needs"):
+        import_dataset("coco", tmp_path, {"year": 2014, "split_source": "karpathy", "drop_unlabelled": True})

@@ -148,3 +148,30 @@ def test_quilt_groups_frames_of_a_video_by_name(tmp_path: Path, files) -> None:
     assert records.loc["quilt_1m/vidA_image_2", "split"] == "train"  # inherits the video's split
     assert records.loc["quilt_1m/other", "group"] == "other"
     assert any("matched neither" in n for n in imported.info["notes"])
+
+
+def test_roco_images_named_by_current_fetch_script(tmp_path: Path, files) -> None:
+    """The current scripts/fetch.py writes images/ROCO_nnnnn.jpg; older ones <PMC id>_<name>."""
+    _roco_folder(tmp_path, files)
+    for image in sorted(tmp_path.glob("data/*/radiology/images/*.jpg")):
+        image.unlink()
+    for split, ids in (("train", ["ROCO_00001", "ROCO_00002"]), ("validation", ["ROCO_00003"]), ("test", ["ROCO_00004"])):
+        for i in ids:
+            files.image(tmp_path / "data" / split / "radiology" / "images" / f"{i}.jpg")
+    imported = import_dataset("roco", tmp_path)
+    files.check(imported, tmp_path)
+    records = imported.records.set_index("id")
+    assert len(records) == 4
+    assert records.loc["ROCO_00003", "image"] == "data/validation/radiology/images/ROCO_00003.jpg"
+    assert records.loc["ROCO_00001", "group"] == records.loc["ROCO_00002", "group"] == "PMC111"  # still by article
+    with pytest.raises(DatasetLayoutError, match="4 of 4 referenced files are missing"):
+        import_dataset("roco", tmp_path, {"image_naming": "pmc_name"})
+
+
+def test_skipping_every_record_is_an_error(tmp_path: Path, files) -> None:
+    """on_bad_sample=skip that skips everything must fail (it used to 'succeed' with 0 records)."""
+    _roco_folder(tmp_path, files)
+    for image in sorted(tmp_path.glob("data/*/radiology/images/*.jpg")):
+        image.unlink()
+    with pytest.raises(DatasetFormatError, match=r"roco: no record was imported: skipped \{'missing file': 4\}"):
+        import_dataset("roco", tmp_path, {"on_bad_sample": "skip"})

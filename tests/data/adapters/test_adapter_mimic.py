@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medvl.data.adapters import import_dataset
+from medvl.data.adapters import DatasetLayoutError, import_dataset
 from medvl.data.labeller import CHEXPERT_CLASSES
 
 REPORT = """                                 FINAL REPORT
@@ -152,3 +152,21 @@ def test_manifest_feeds_the_training_dataset(tmp_path: Path, files) -> None:
     assert batch["labels"]["chexpert"].shape == (4, 14)
     assert not batch["label_mask"]["chexpert"][0, CHEXPERT_CLASSES.index("Pneumonia")]
     assert batch["has_text"].tolist() == [True, True, False, False]
+
+
+def test_plain_csv_metadata_reads_like_gzip(tmp_path: Path, files) -> None:
+    """MIMIC-CXR-JPG metadata unpacked to plain .csv imports to the same manifest as the .csv.gz."""
+    _write(tmp_path / "gz", files)
+    reference = import_dataset("mimic_cxr", tmp_path / "gz").to_manifest()
+    _write(tmp_path / "plain", files)
+    for name in ("metadata", "split", "chexpert"):
+        packed = tmp_path / "plain" / f"mimic-cxr-2.0.0-{name}.csv.gz"
+        with gzip.open(packed, "rt") as handle:
+            (tmp_path / "plain" / f"mimic-cxr-2.0.0-{name}.csv").write_text(handle.read())
+        packed.unlink()
+    plain = import_dataset("mimic_cxr", tmp_path / "plain")
+    files.check(plain, tmp_path / "plain")
+    assert plain.to_manifest().records.equals(reference.records)
+    (tmp_path / "plain" / "mimic-cxr-2.0.0-split.csv").unlink()
+    with pytest.raises(DatasetLayoutError, match=r"mimic-cxr-2\.0\.0-split\.csv\.gz or mimic-cxr-2\.0\.0-split\.csv"):
+        import_dataset("mimic_cxr", tmp_path / "plain")

@@ -37,7 +37,7 @@ def test_import_writes_manifest_and_info(tmp_path: Path, files) -> None:
 
 def test_import_errors_are_clear(tmp_path: Path) -> None:
     unknown = _run("import", "imagenet", "--root", str(tmp_path), "--out", str(tmp_path / "m.parquet"))
-    assert unknown.exit_code == 2 and "available: chexpert" in unknown.output
+    assert unknown.exit_code == 2 and "available: bach, chexpert" in unknown.output
     missing = _run("import", "nih_cxr14", "--root", str(tmp_path), "--out", str(tmp_path / "m.parquet"))
     assert missing.exit_code == 2 and "train_val_list.txt" in missing.output and "Expected layout" in missing.output
     bad_option = _run("import", "coco", "--root", str(tmp_path), "--out", str(tmp_path / "m.parquet"), "--set", "yeer=1")

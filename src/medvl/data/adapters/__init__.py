@@ -16,22 +16,31 @@ from pathlib import Path
 from typing import Any
 
 from medvl.data.adapters import (
+    bach,
     chexpert,
     coco,
     covid_qu,
+    deepeyenet,
     flickr30k,
+    ham10000,
+    lc25000,
     medmnist,
     mimic_cxr,
+    mimic_cxr_parquet,
+    nct_crc_he,
     nih_cxr14,
+    pad_ufes_20,
     padchest,
     pcam,
     pmc_oa,
     quilt,
     roco,
     rsna_pneumonia,
+    sicapv2,
     siim_acr,
     slides,
     vindr,
+    vindr_mammo,
 )
 from medvl.data.adapters.base import (
     AdapterSpec,
@@ -58,7 +67,8 @@ ADAPTERS: dict[str, AdapterSpec] = {
     for spec in (
         coco.SPEC, flickr30k.SPEC, mimic_cxr.SPEC, roco.SPEC, pmc_oa.SPEC, quilt.SPEC, chexpert.SPEC,
         padchest.SPEC, nih_cxr14.SPEC, rsna_pneumonia.SPEC, siim_acr.SPEC, vindr.SPEC, covid_qu.SPEC,
-        medmnist.SPEC, pcam.SPEC, slides.SPEC,
+        medmnist.SPEC, pcam.SPEC, slides.SPEC, mimic_cxr_parquet.SPEC, deepeyenet.SPEC, vindr_mammo.SPEC,
+        pad_ufes_20.SPEC, ham10000.SPEC, nct_crc_he.SPEC, lc25000.SPEC, bach.SPEC, sicapv2.SPEC,
     )
 }
 

@@ -55,6 +55,7 @@ __all__ = [
     "require_columns",
     "require_extract_dir",
     "require_paths",
+    "require_records",
     "write_image_file",
 ]
 
@@ -398,6 +399,24 @@ def finalise_records(records: pd.DataFrame, tasks: Mapping[str, TaskSpec], sourc
     return frame.sort_values("id", kind="stable").reset_index(drop=True)[ordered + rest]
 
 
+def require_records(frame: pd.DataFrame, skips: SkipCounter, dataset: str) -> None:
+    """Refuse an import that kept no record: skipping *everything* is an error, never a success.
+
+    The message gives the skip and filter counts with example record ids, so a systematic
+    cause (a file-naming scheme the adapter does not know, a wrong option) is visible at once.
+    """
+    if len(frame):
+        return
+    details = []
+    if skips.counts:
+        details.append(f"skipped {skips.counts} (e.g. {dict(skips.examples)})")
+    if skips.filtered:
+        details.append(f"filtered by options {skips.filtered}")
+    reason = "; ".join(details) if details else "the dataset files list no records"
+    raise DatasetFormatError(f"{dataset}: no record was imported: {reason}. Nothing is written; "
+                             "check the layout and options (medvl data datasets NAME shows them)")
+
+
 def assert_no_group_crosses_splits(frame: pd.DataFrame, source: str) -> None:
     """Raise naming the groups that occur in more than one non-empty split."""
     assigned = frame.loc[frame["split"] != "", ["group", "split"]]
@@ -546,5 +565,6 @@ def finish_import(
     """
     if options.check_files if check_files is None else check_files:
         frame = check_image_files(frame, root, skips)
+    require_records(frame, skips, name)
     frame = finalise_records(frame, tasks, source or name)
     return ImportedDataset(frame, dict(tasks), root, make_info(name, options, frame, skips, notes, **extra))

@@ -34,7 +34,8 @@ LAYOUT = """\
   annotations/instances_{train,val}<year>.json   (categories, images, annotations)
   annotations/captions_{train,val}<year>.json    (images, annotations with caption)
   train<year>/*.jpg  val<year>/*.jpg
-  dataset_coco.json                              (Karpathy split; only with split_source=karpathy)"""
+  dataset_coco.json                              (Karpathy split; only with split_source=karpathy, which
+                                                 then needs no other file: instances_* only add the objects task)"""
 
 _KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 
@@ -76,32 +77,44 @@ def load(root: Path, options: Options) -> ImportedDataset:
     """Read COCO annotations (and the Karpathy split) under ``root``."""
     year = options.year
     subsets = ("train", "val")
-    required = [f"annotations/instances_{s}{year}.json" for s in subsets]
-    required += [f"annotations/captions_{s}{year}.json" for s in subsets]
+    instance_files = [f"annotations/instances_{s}{year}.json" for s in subsets]
+    caption_files = [f"annotations/captions_{s}{year}.json" for s in subsets]
+    layout = LAYOUT.replace("<year>", str(year))
+    notes = []
     if options.split_source == "karpathy":
-        required.append(options.karpathy_file)
-    require_paths(root, f"MS-COCO {year}", LAYOUT.replace("<year>", str(year)), required)
+        # the Karpathy file holds captions, split and file paths: the official files are optional
+        # (only the instance files add the ``objects`` task)
+        require_paths(root, f"MS-COCO {year} (Karpathy)", layout, [options.karpathy_file])
+        have_instances = all((root / f).is_file() for f in instance_files)
+        if not have_instances:
+            notes.append(f"no annotations/instances_*{year}.json: imported without the objects task")
+    else:
+        require_paths(root, f"MS-COCO {year}", layout, instance_files + caption_files)
+        have_instances = True
     skips = SkipCounter(options.on_bad_sample)
 
-    instances = [_read_json(root / f"annotations/instances_{s}{year}.json") for s in subsets]
-    categories = _categories(instances, root / "annotations")
-    column_of = {cid: i for i, (cid, _) in enumerate(categories)}
     labels: dict[int, set[int]] = {}
     files: dict[int, str] = {}
-    for subset, data in zip(subsets, instances, strict=True):
-        for image in data.get("images", []):
-            files[int(image["id"])] = f"{subset}{year}/{image['file_name']}"
-        for ann in data.get("annotations", []):
-            cid = int(ann["category_id"])
-            if cid not in column_of:
-                raise DatasetFormatError(f"instances_{subset}{year}.json: annotation {ann.get('id')} has unknown category {cid}")
-            labels.setdefault(int(ann["image_id"]), set()).add(column_of[cid])
+    categories: list[tuple[int, str]] = []
+    if have_instances:
+        instances = [_read_json(root / f) for f in instance_files]
+        categories = _categories(instances, root / "annotations")
+        column_of = {cid: i for i, (cid, _) in enumerate(categories)}
+        for subset, data in zip(subsets, instances, strict=True):
+            for image in data.get("images", []):
+                files[int(image["id"])] = f"{subset}{year}/{image['file_name']}"
+            for ann in data.get("annotations", []):
+                cid = int(ann["category_id"])
+                if cid not in column_of:
+                    raise DatasetFormatError(f"instances_{subset}{year}.json: annotation {ann.get('id')} has unknown category {cid}")
+                labels.setdefault(int(ann["image_id"]), set()).add(column_of[cid])
 
     captions: dict[int, list[tuple[int, str]]] = {}
-    for subset in subsets:
-        data = _read_json(root / f"annotations/captions_{subset}{year}.json")
-        for ann in data.get("annotations", []):
-            captions.setdefault(int(ann["image_id"]), []).append((int(ann["id"]), str(ann["caption"]).strip()))
+    if options.split_source == "official":
+        for subset in subsets:
+            data = _read_json(root / f"annotations/captions_{subset}{year}.json")
+            for ann in data.get("annotations", []):
+                captions.setdefault(int(ann["image_id"]), []).append((int(ann["id"]), str(ann["caption"]).strip()))
 
     rows: list[dict[str, Any]] = []
     if options.split_source == "official":
@@ -126,17 +139,23 @@ def load(root: Path, options: Options) -> ImportedDataset:
         image_id = row.pop("cocoid")
         present = labels.get(image_id, set())
         if options.drop_unlabelled and not present:
+            if not have_instances:
+                raise DatasetFormatError("drop_unlabelled=true needs annotations/instances_*.json (the object labels)")
             skips.filter("no instance annotation (drop_unlabelled)")
             continue
         if not row["texts"]:
             skips.bad("no caption", str(image_id))
             continue
-        vector = [1.0 if c in present else 0.0 for c in range(n_classes)]
         record_id = normalise_id(image_id)
-        kept.append({"id": record_id, "group": record_id, "labels.objects": vector, **row})
-    frame = pd.DataFrame(kept, columns=["id", "image", "texts", "group", "split", "labels.objects"])
-    tasks = {"objects": TaskSpec("objects", "multilabel", tuple(name for _, name in categories))}
-    notes = ["objects: categories in ascending COCO category id order"]
+        record = {"id": record_id, "group": record_id, **row}
+        if have_instances:
+            record["labels.objects"] = [1.0 if c in present else 0.0 for c in range(n_classes)]
+        kept.append(record)
+    columns = ["id", "image", "texts", "group", "split", *(["labels.objects"] if have_instances else [])]
+    frame = pd.DataFrame(kept, columns=columns)
+    tasks = {"objects": TaskSpec("objects", "multilabel", tuple(name for _, name in categories))} if have_instances else {}
+    if have_instances:
+        notes.append("objects: categories in ascending COCO category id order")
     return finish_import(frame, tasks, root, "coco", options, skips, notes, source=f"coco{year}")
 
 

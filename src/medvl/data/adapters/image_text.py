@@ -18,10 +18,12 @@ import pandas as pd
 
 from medvl.data.adapters.base import DatasetFormatError, SkipCounter, normalise_id
 
-__all__ = ["PMC_ARTICLE", "caption_records", "read_records_file", "split_name"]
+__all__ = ["PMC_ARTICLE", "SPLIT_FILE", "caption_records", "read_records_file", "split_name"]
 
 #: PubMed Central article id at the start of an image file name ("PMC4083729_...").
 PMC_ARTICLE = re.compile(r"^(PMC\d+)")
+#: A Hugging Face style split file name: ``train-00000-of-00001.parquet``, ``test.parquet``, …
+SPLIT_FILE = re.compile(r"^(train|training|validation|valid|val|dev|test)[-_.]", re.IGNORECASE)
 
 _SPLIT_ALIASES = {
     "train": "train", "training": "train", "restval": "train",

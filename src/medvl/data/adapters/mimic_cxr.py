@@ -39,7 +39,7 @@ from medvl.data.manifest import TaskSpec
 __all__ = ["LAYOUT", "SPEC", "Options", "load", "report_path"]
 
 LAYOUT = """\
-<root>/mimic-cxr-2.0.0-metadata.csv.gz   (dicom_id, subject_id, study_id, ViewPosition, ...)
+<root>/mimic-cxr-2.0.0-metadata.csv.gz   (dicom_id, subject_id, study_id, ViewPosition, ...; .csv also read)
 <root>/mimic-cxr-2.0.0-split.csv.gz      (dicom_id, study_id, subject_id, split)
 <root>/mimic-cxr-2.0.0-chexpert.csv.gz   (subject_id, study_id, 14 observations)   [labels=chexpert]
 <root>/mimic-cxr-2.0.0-negbio.csv.gz     (same columns)                            [labels=negbio]
@@ -85,11 +85,13 @@ def _study_labels(path: Path) -> dict[str, np.ndarray]:
 
 def load(root: Path, options: Options) -> ImportedDataset:
     """Read MIMIC-CXR-JPG metadata, split, labels and reports under ``root``."""
-    label_file = {"chexpert": "mimic-cxr-2.0.0-chexpert.csv.gz", "negbio": "mimic-cxr-2.0.0-negbio.csv.gz"}
-    required = ["mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-split.csv.gz"]
-    if options.labels in label_file:
-        required.append(label_file[options.labels])
-    require_paths(root, "MIMIC-CXR-JPG", LAYOUT, required)
+    stems = ["mimic-cxr-2.0.0-metadata", "mimic-cxr-2.0.0-split"]
+    if options.labels in ("chexpert", "negbio"):
+        stems.append(f"mimic-cxr-2.0.0-{options.labels}")
+    # PhysioNet ships .csv.gz; a plain .csv (unpacked by the user) is read the same way
+    require_paths(root, "MIMIC-CXR-JPG", LAYOUT, any_of=[[f"{s}.csv.gz", f"{s}.csv"] for s in stems])
+    required = [next(f"{s}{ext}" for ext in (".csv.gz", ".csv") if (root / f"{s}{ext}").is_file()) for s in stems]
+    label_file = {options.labels: required[2]} if len(required) == 3 else {}
     skips = SkipCounter(options.on_bad_sample)
     notes: list[str] = []
 

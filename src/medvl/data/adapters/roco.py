@@ -5,12 +5,14 @@ Folder form (the ROCO GitHub release after its download script)::
     <root>/data/{train,validation,test}/{radiology,non-radiology}/
         captions.txt   # "ROCO_00020<TAB> caption"
         dlinks.txt     # "ROCO_00020<TAB>wget -r ftp://…/PMC3970251.tar.gz -P /path/to/Dir<TAB>CRIONM2014-931546.003.jpg"
-        images/        # written by the release's scripts/fetch.py as <PMC id>_<image name>
+        images/        # written by the release's scripts/fetch.py: ROCO_00020.jpg (current version)
+                       # or <PMC id>_<image name> (older versions); both are found
 
 (format checked against the files of the razorx89/roco-dataset repository). The PMC id comes
 from the archive URL of ``dlinks.txt``; it is also the group, so figures of one article never
-straddle splits. Without ``dlinks.txt`` the image is looked up as ``images/<ROCO id>.jpg`` and
-each image is its own group.
+straddle splits. Without ``dlinks.txt`` each image is its own group. The current ``fetch.py``
+saves ``images/<ROCO id>.jpg``; older versions saved ``images/<PMC id>_<image name>``; both are
+found (``image_naming``).
 
 CSV form (the Kaggle ``roco-dataset`` copy)::
 
@@ -49,7 +51,13 @@ from medvl.data.adapters.base import (
     require_extract_dir,
     write_image_file,
 )
-from medvl.data.adapters.image_text import article_group, caption_records, read_records_file, split_name
+from medvl.data.adapters.image_text import (
+    SPLIT_FILE,
+    article_group,
+    caption_records,
+    read_records_file,
+    split_name,
+)
 
 __all__ = ["LAYOUT", "SPEC", "Options", "load"]
 
@@ -57,7 +65,8 @@ LAYOUT = """\
 folder form:
 <root>/data/{train,validation,test}/radiology/captions.txt  (ROCO id <TAB> caption)
 <root>/data/{train,validation,test}/radiology/dlinks.txt    (ROCO id <TAB> wget … <url>/PMCnnn.tar.gz … <TAB> image name)
-<root>/data/{train,validation,test}/radiology/images/<PMC id>_<image name>   (as fetched by scripts/fetch.py)
+<root>/data/{train,validation,test}/radiology/images/ROCO_nnnnn.jpg   (current scripts/fetch.py;
+                                                                        older versions: <PMC id>_<image name>)
 csv form (Kaggle copy):
 <root>/[all_data/]{train,validation,test}/radiology{train,val,test}data.csv   (id, name, caption)
 <root>/[all_data/]{train,validation,test}/radiology/images/<name>
@@ -66,13 +75,15 @@ parquet form:
 
 _SPLIT_DIRS = ("train", "validation", "test")
 _PMC_ARCHIVE = re.compile(r"/(PMC\d+)\.tar\.gz")
-_PARQUET_SPLIT = re.compile(r"^(train|training|validation|valid|val|dev|test)[-_.]", re.IGNORECASE)
 
 
 class Options(CommonOptions):
     """ROCO import options."""
 
     format: Literal["auto", "folder", "csv", "parquet"] = "auto"
+    image_naming: Literal["auto", "roco_id", "pmc_name"] = "auto"
+    """Folder form: images named ``ROCO_nnnnn.jpg`` (the current ``scripts/fetch.py``) or
+    ``<PMC id>_<image name>`` (older versions); ``auto`` looks for either, per image."""
     subset: Literal["radiology", "non-radiology", "both"] = "radiology"
     extract_dir: str | None = None
     """Where the Parquet form's embedded images are written (the manifest root)."""
@@ -104,27 +115,44 @@ def _load_folder(root: Path, options: Options, skips: SkipCounter) -> pd.DataFra
             if not (base / "captions.txt").is_file():
                 continue
             names: dict[str, tuple[str, str]] = {}
-            if (base / "dlinks.txt").is_file():
-                for number, (roco_id, link, image_name, *_) in enumerate(_read_tab_file(base / "dlinks.txt", 3), start=1):
+            dlinks = _dlinks_file(base)
+            if dlinks is not None:
+                for number, (roco_id, link, image_name, *_) in enumerate(_read_tab_file(dlinks, 3), start=1):
                     match = _PMC_ARCHIVE.search(link)
                     if match is None:
-                        raise DatasetFormatError(f"{base / 'dlinks.txt'}:{number}: no PMCnnn.tar.gz archive in {link!r}")
+                        raise DatasetFormatError(f"{dlinks}:{number}: no PMCnnn.tar.gz archive in {link!r}")
                     names[roco_id] = (match.group(1), image_name)
             for roco_id, *rest in _read_tab_file(base / "captions.txt", 1):
                 caption = " ".join(rest).strip()
                 if not caption:
                     skips.bad("empty caption", roco_id)
                     continue
-                if roco_id in names:
-                    pmc_id, image_name = names[roco_id]
-                    image, group = f"{pmc_id}_{image_name}", pmc_id
-                else:
-                    image, group = f"{roco_id}.jpg", roco_id
+                pmc_id, image_name = names.get(roco_id, (roco_id, ""))
+                image, group = _image_name(base / "images", roco_id, pmc_id, image_name, options.image_naming), pmc_id
                 records.append({
                     "id": roco_id, "image": f"data/{split_dir}/{sub}/images/{image}", "texts": [caption],
                     "group": group, "split": split_name(split_dir, "ROCO"), "subset": sub,
                 })
     return pd.DataFrame(records, columns=["id", "image", "texts", "group", "split", "subset"])
+
+
+def _dlinks_file(base: Path) -> Path | None:
+    """``dlinks.txt``, else the revised ``dlinks*.txt`` some release folders carry instead."""
+    if (base / "dlinks.txt").is_file():
+        return base / "dlinks.txt"
+    return next(iter(sorted(base.glob("dlinks*.txt"))), None)
+
+
+def _image_name(images: Path, roco_id: str, pmc_id: str, image_name: str, naming: str) -> str:
+    """The image file name of a record: ``ROCO_nnnnn.jpg`` (current ``fetch.py``) or
+    ``<PMC id>_<image name>`` (older ``fetch.py``); ``auto`` takes whichever exists (ROCO id first)."""
+    by_id = f"{roco_id}.jpg"
+    by_pmc = f"{pmc_id}_{image_name}" if image_name else by_id
+    if naming == "roco_id":
+        return by_id
+    if naming == "pmc_name":
+        return by_pmc
+    return by_id if (images / by_id).is_file() or not (images / by_pmc).is_file() else by_pmc
 
 
 _CSV_NAMES = {"train": "radiologytraindata.csv", "validation": "radiologyvaldata.csv", "test": "radiologytestdata.csv"}
@@ -156,7 +184,7 @@ def _load_parquet(files: list[Path], out_dir: Path, skips: SkipCounter) -> pd.Da
 
     records: list[dict[str, Any]] = []
     for path in files:
-        match = _PARQUET_SPLIT.match(path.name)
+        match = SPLIT_FILE.match(path.name)
         if match is None:
             raise DatasetFormatError(f"{path}: cannot tell the split from the file name (expected train-/validation-/test-*)")
         split = split_name(match.group(1), str(path))
@@ -190,7 +218,7 @@ def _load_parquet(files: list[Path], out_dir: Path, skips: SkipCounter) -> pd.Da
 def load(root: Path, options: Options) -> ImportedDataset:
     """Read ROCO in either of its forms."""
     skips = SkipCounter(options.on_bad_sample)
-    parquet_files = sorted(p for p in root.rglob("*.parquet") if _PARQUET_SPLIT.match(p.name)) if root.is_dir() else []
+    parquet_files = sorted(p for p in root.rglob("*.parquet") if SPLIT_FILE.match(p.name)) if root.is_dir() else []
     fmt = options.format
     csv_base = _csv_base(root) if root.is_dir() else None
     if fmt == "auto":
