@@ -90,3 +90,29 @@ def test_run_dir_never_overwritten_without_flag(tmp_path: Path) -> None:
     assert (prepare_run_dir(run, resume=True) / "results.json").exists()
     prepare_run_dir(run, overwrite=True)
     assert not (run / "results.json").exists()
+
+
+def test_misspelt_key_gets_did_you_mean(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, {"optim": {"lrr": 0.1}, "epohcs": 2}), Demo)
+    message = str(info.value)
+    assert "optim.lrr: unknown key; did you mean 'lr'?" in message
+    assert "epohcs: unknown key; did you mean 'epochs'?" in message
+    with pytest.raises(ConfigError) as far:
+        load_config(_write(tmp_path, {"zzzzzz": 1}), Demo)
+    assert "did you mean" not in str(far.value)  # nothing close: no guess
+
+
+def test_did_you_mean_reaches_nested_lists_unions_and_adapter_options() -> None:
+    from medvl.config.evaluation import EvaluationConfig
+    from medvl.config.training import RunConfig
+    from medvl.data.adapters import import_dataset
+
+    with pytest.raises(ConfigError, match=r"probe\.shot: unknown key; did you mean 'shots'\?"):
+        load_config(None, EvaluationConfig, ["probe.shot=[1]"])
+    with pytest.raises(ConfigError, match=r"terms\.0\.wieght: unknown key; did you mean 'weight'\?"):
+        load_config(None, RunConfig, ["objective.terms=[{name: a, kind: clip, wieght: 1}]"])
+    with pytest.raises(ConfigError, match=r"tiny_vit\.dpth: unknown key; did you mean 'depth'"):
+        load_config(None, RunConfig, ["model.vision.kind=tiny_vit", "model.vision.dpth=2"])
+    with pytest.raises(ConfigError, match=r"uncertian: unknown key; did you mean 'uncertain'\?"):
+        import_dataset("chexpert", "/nonexistent", {"uncertian": "ones"})

@@ -69,7 +69,9 @@ def build_app() -> typer.Typer:
     for name in COMMAND_MODULES:
         module = importlib.import_module(name)
         module.register(app)
-    return app
+    from medvl.cli.help import use_readable_help
+
+    return use_readable_help(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,10 @@ Usage::
 
 from __future__ import annotations
 
+import difflib
 import os
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +26,7 @@ __all__ = [
     "ConfigError",
     "apply_overrides",
     "config_from_dict",
+    "did_you_mean",
     "load_config",
     "load_yaml",
     "save_resolved_config",
@@ -92,12 +96,68 @@ def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Pydantic models an annotation can hold (through Optional/Union, list, tuple and dict values)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _models_in(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list, tuple, set, frozenset, Sequence):
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    if origin in (dict, Mapping):
+        args = typing.get_args(annotation)
+        return _models_in(args[1]) if len(args) == 2 else []
+    return []
+
+
+def _has_tag(model: type[BaseModel], tag: str) -> bool:
+    """True when a ``Literal`` field of ``model`` (a discriminator such as ``kind``) allows ``tag``."""
+    for field in model.model_fields.values():
+        if typing.get_origin(field.annotation) is typing.Literal and tag in typing.get_args(field.annotation):
+            return True
+    return False
+
+
+def _keys_at(schema: type[BaseModel], parents: Sequence[Any]) -> list[str]:
+    """Every key the schema accepts at the location ``parents`` (union of the candidate models)."""
+    models: list[type[BaseModel]] = [schema]
+    for part in parents:
+        if not isinstance(part, str):  # a list index or a union member tag: same models
+            continue
+        nxt: list[type[BaseModel]] = []
+        for model in models:
+            field = model.model_fields.get(part)
+            if field is not None:
+                nxt += _models_in(field.annotation)
+            elif part == model.__name__ or _has_tag(model, part):  # pydantic's union member in the location
+                nxt.append(model)
+        if nxt:
+            models = nxt
+    keys: list[str] = []
+    for model in models:
+        for name, field in model.model_fields.items():
+            keys.append(field.alias or name)
+    return list(dict.fromkeys(keys))
+
+
+def did_you_mean(key: str, candidates: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidates (difflib), or ``""`` when none is close."""
+    close = difflib.get_close_matches(key, list(candidates), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def _format_validation_error(exc: ValidationError, source: str, schema: type[BaseModel] | None = None) -> str:
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         if err["type"] == "extra_forbidden":
-            lines.append(f"  - {loc}: unknown key")
+            hint = ""
+            if schema is not None and err["loc"]:
+                hint = did_you_mean(str(err["loc"][-1]), _keys_at(schema, err["loc"][:-1]))
+            lines.append(f"  - {loc}: unknown key{hint}")
         elif err["type"] == "missing":
             lines.append(f"  - {loc}: required key is missing")
         else:
@@ -112,7 +172,7 @@ def config_from_dict(data: Mapping[str, Any], schema: type[SchemaT], source: str
     try:
         return schema.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, source, schema)) from None
 
 
 def load_config(
