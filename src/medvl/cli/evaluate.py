@@ -56,7 +56,9 @@ def evaluate(
         reason = (res.get("info") or {}).get("skipped")
         if reason:
             typer.echo(f"note: {task} skipped: {reason}", err=True)
-    typer.echo(f"results: {result['paths']['json']}")
+    typer.echo(f"results: {result['paths']['json']} (device: {result['provenance']['device']})")
+    for part, rel in result["provenance"]["embeddings"].items():
+        typer.echo(f"embeddings ({part}): {out / rel}")
 
 
 def register(app: typer.Typer) -> None:

@@ -88,7 +88,7 @@ class ExtractSpec(StrictModel):
     root: str | None = None
     batch_size: int = Field(default=64, gt=0)
     num_workers: int = Field(default=0, ge=0)
-    device: str = "cpu"
+    device: str = "auto"  # as medvl evaluate: CUDA, else MPS, else CPU
     cache_dir: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     progress: bool = False

@@ -126,7 +126,8 @@ class EvaluationConfig(StrictModel):
     split: Literal["train", "val", "test"] = "test"
     batch_size: int = Field(default=64, gt=0)
     num_workers: int = Field(default=0, ge=0)
-    device: str = "cpu"
+    #: auto (CUDA, else MPS, else CPU — as ``training.accelerator: auto``), cpu, cuda, cuda:N or mps
+    device: str = "auto"
     #: embedding cache directory (keyed by model, data and transform hashes); null = no cache
     cache_dir: Path | None = None
     #: progress bars on stderr

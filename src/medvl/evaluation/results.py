@@ -7,9 +7,13 @@
      "tasks": {"retrieval": {"metrics": {...}, "summaries": {...}?, "options": {...}, "info": {...}},
                ...}}
 
-``metrics.csv``: one row per metric — ``task, metric, value, std, median, q1, q3, n`` (the last
-five only for metrics aggregated over seeds) plus ``model, manifest_hash, split``.
-Non-finite values are written as empty cells / JSON null.
+``metrics.csv``: one row per metric — ``task, metric, clip_benchmark_name, value, std, median,
+q1, q3, n`` (the last five only for metrics aggregated over seeds) plus ``model, manifest_hash,
+split``. ``clip_benchmark_name`` is the name LAION's CLIP_benchmark gives the same quantity
+(``image_retrieval_recall@5`` = text→image Recall@5, …; empty when it has none), so tables of
+both tools can be joined. Every value is a fraction in [0, 1] where the metric is a rate
+(Recall@K, accuracy, AUROC, AP), never a percentage. Non-finite values are written as empty
+cells / JSON null.
 """
 
 from __future__ import annotations
@@ -25,9 +29,35 @@ from typing import Any
 
 from medvl.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["RESULT_COLUMNS", "markdown_table", "metric_rows", "write_results"]
+__all__ = ["RESULT_COLUMNS", "clip_benchmark_name", "markdown_table", "metric_rows", "write_results"]
 
-RESULT_COLUMNS = ("task", "metric", "value", "std", "median", "q1", "q3", "n", "model", "manifest_hash", "split")
+RESULT_COLUMNS = ("task", "metric", "clip_benchmark_name", "value", "std", "median", "q1", "q3", "n", "model",
+                  "manifest_hash", "split")
+
+#: medvl's last name component → CLIP_benchmark's (zero-shot classification; linear probe adds ``lp_``).
+#: CLIP_benchmark: ``metrics/zeroshot_retrieval.py`` (``image_retrieval_recall@k`` = a text query
+#: finds its image, ``text_retrieval_recall@k`` = an image query finds a caption, fractions),
+#: ``metrics/zeroshot_classification.py`` (``acc1``, ``acc5``, ``mean_per_class_recall`` = balanced
+#: accuracy, multi-label ``mean_average_precision``) and ``metrics/linear_probe.py`` (``lp_acc1``, …).
+_CLASSIFICATION_NAMES = {"accuracy": "acc1", "accuracy_top5": "acc5", "balanced_accuracy": "mean_per_class_recall",
+                         "map_macro": "mean_average_precision"}
+
+
+def clip_benchmark_name(task: str, metric: str) -> str:
+    """CLIP_benchmark's name for medvl's ``task``/``metric``, or ``""`` when it has no such metric.
+
+    Zero-shot metrics map only for the ``all`` class subset (CLIP_benchmark has no base/novel split);
+    probe metrics of every K map to the same ``lp_*`` name (CLIP_benchmark records K as ``fewshot_k``).
+    """
+    parts = metric.split("/")
+    if task == "retrieval" and len(parts) == 2 and parts[1].startswith("recall@"):
+        k = parts[1].removeprefix("recall@")
+        return {"i2t": f"text_retrieval_recall@{k}", "t2i": f"image_retrieval_recall@{k}"}.get(parts[0], "")
+    if task == "zeroshot" and len(parts) == 3 and parts[1] == "all":
+        return _CLASSIFICATION_NAMES.get(parts[2], "")
+    if task == "probe" and len(parts) == 2 and parts[1] in _CLASSIFICATION_NAMES and parts[1] != "map_macro":
+        return "lp_" + _CLASSIFICATION_NAMES[parts[1]]
+    return ""
 
 
 def metric_rows(tasks: Mapping[str, Mapping[str, Any]], provenance: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -43,6 +73,7 @@ def metric_rows(tasks: Mapping[str, Mapping[str, Any]], provenance: Mapping[str,
                 {
                     "task": task,
                     "metric": name,
+                    "clip_benchmark_name": clip_benchmark_name(task, name),
                     "value": value,
                     "std": s.get("std"),
                     "median": s.get("median"),

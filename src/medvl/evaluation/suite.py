@@ -28,8 +28,10 @@ from medvl.evaluation.zeroshot import (
     evaluate_zeroshot,
     load_prompts,
 )
+from medvl.utils.devices import resolve_device
 
-__all__ = ["evaluate_embeddings", "run_evaluation"]
+__all__ = ["EMBEDDINGS_SUBDIR", "embeddings_dir_name", "evaluate_embeddings", "run_evaluation",
+           "save_embedding_sets"]
 
 
 def _skipped(reason: str) -> dict[str, Any]:
@@ -125,6 +127,7 @@ def evaluate_embeddings(
     """
     out: dict[str, Any] = {}
     r = cfg.retrieval
+    cfg = cfg.model_copy(update={"device": resolve_device(cfg.device)})
     for task in cfg.tasks:
         if task == "retrieval":
             if emb.num_texts == 0:
@@ -184,6 +187,28 @@ def _data_config(manifest_path: Path, checkpoint: Path | None, overrides: dict[s
     return config_from_dict(data, DataConfig, source=source)
 
 
+EMBEDDINGS_SUBDIR = "embeddings"
+
+
+def embeddings_dir_name(model_name: str, split: str) -> str:
+    """``<model>-<split>``: the folder under ``<out>/embeddings/`` holding that split's EmbeddingSet."""
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name).strip("._") or "model"
+    return f"{slug}-{split}"
+
+
+def save_embedding_sets(out_dir: str | os.PathLike[str], model_name: str,
+                        sets: dict[str, EmbeddingSet | None]) -> dict[str, str]:
+    """Save each extracted split as ``<out>/embeddings/<model>-<split>/`` (ready for ``medvl align``);
+    returns ``{split: path relative to out_dir}``."""
+    saved: dict[str, str] = {}
+    for split, emb in sets.items():
+        if emb is not None and split not in saved:
+            rel = Path(EMBEDDINGS_SUBDIR) / embeddings_dir_name(model_name, split)
+            emb.save(Path(out_dir) / rel)
+            saved[split] = rel.as_posix()
+    return saved
+
+
 def run_evaluation(
     cfg: EvaluationConfig,
     *,
@@ -200,6 +225,7 @@ def run_evaluation(
     from medvl.data.transforms import build_transforms
     from medvl.evaluation.results import write_results
 
+    cfg = cfg.model_copy(update={"device": resolve_device(cfg.device)})
     encoder = load_encoder(checkpoint, hf_model, which=which, device=cfg.device)
     data_cfg = _data_config(Path(manifest), Path(checkpoint) if checkpoint is not None else None, cfg.data)
     m = read_manifest(manifest, root=root)
@@ -227,10 +253,14 @@ def run_evaluation(
             val = embed("val") if has_val else None
     tasks = evaluate_embeddings(emb, cfg, encoder=encoder, train=train, val=val)
     ident = encoder.identity
+    model_name = Path(str(ident.get("path", ""))).name
+    saved = save_embedding_sets(out_dir, model_name, {cfg.split: emb, "train": train, "val": val})
     provenance = {
         "medvl_version": __version__,
         "model": ident,
-        "model_name": Path(str(ident.get("path", ""))).name,
+        "model_name": model_name,
+        "device": cfg.device,
+        "embeddings": saved,
         "manifest": str(manifest),
         "manifest_hash": manifest_hash,
         "split": cfg.split,

@@ -120,7 +120,9 @@ def test_run_study(study_config: Path, tmp_path: Path) -> None:
     assert within["n"] == 4
     entry = res["entries"][0]["row"]
     assert entry["rsum"] == pytest.approx(entry["rsum_it"] + entry["rsum_ti"])
-    assert entry["rsum_it"] == pytest.approx(entry["r1_it"] + entry["r5_it"] + entry["r10_it"])
+    # R@K is a fraction (as in medvl evaluate); rSum is 100·Σ R@K (the retrieval literature's scale)
+    assert 0 <= entry["r1_it"] <= entry["r5_it"] <= entry["r10_it"] <= 1
+    assert entry["rsum_it"] == pytest.approx(100 * (entry["r1_it"] + entry["r5_it"] + entry["r10_it"]))
     assert res["entries"][0]["sas"]["it"]["n_kept"] == 2  # d=12, topq=0.1
     assert {r["test"] for r in res["imbalance_tests"]} == {"one_sample_t", "mwu_medical_greater_than_natural"}
     assert len(res["sweep"]["rows"]) == 9 * 3

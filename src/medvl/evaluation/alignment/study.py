@@ -84,7 +84,9 @@ def metric_options(cfg: AlignmentMetricsConfig) -> AlignmentOptions:
 
 
 def retrieval_targets(emb: Any, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """R@K both ways in percent (``r{k}_it``, ``r{k}_ti``), ``rsum_it``/``rsum_ti`` = Σ_k, ``rsum`` = both.
+    """R@K both ways as fractions in [0, 1] (``r{k}_it``, ``r{k}_ti``), as everywhere in medvl; rSum on the
+    retrieval literature's percentage scale: ``rsum_it``/``rsum_ti`` = 100·Σ_k R@K, ``rsum`` = both (max 600
+    for K = 1, 5, 10).
 
     Uses :func:`medvl.evaluation.retrieval.evaluate_retrieval` (cosine, every caption, explicit
     caption→image map, so images with ≠ 5 captions are handled correctly).
@@ -96,9 +98,9 @@ def retrieval_targets(emb: Any, ks: Sequence[int] = (1, 5, 10)) -> dict[str, flo
     for short, direction in (("it", "i2t"), ("ti", "t2i")):
         total = 0.0
         for k in ks:
-            value = 100.0 * float(res[f"{direction}/recall@{k}"])
+            value = float(res[f"{direction}/recall@{k}"])
             out[f"r{k}_{short}"] = value
-            total += value
+            total += 100.0 * value
         out[f"rsum_{short}"] = total
     out["rsum"] = out["rsum_it"] + out["rsum_ti"]
     return out
@@ -207,7 +209,9 @@ def _extract(spec: ExtractSpec, base_dir: Path) -> Any:
         return None if path is None else _resolve(path, base_dir)
 
     manifest, checkpoint = _resolve(spec.manifest, base_dir), opt(spec.checkpoint)
-    encoder = load_encoder(checkpoint, opt(spec.hf_model), which=spec.which, device=spec.device)
+    from medvl.utils.devices import resolve_device
+
+    encoder = load_encoder(checkpoint, opt(spec.hf_model), which=spec.which, device=resolve_device(spec.device))
     data_cfg = _data_config(manifest, checkpoint, spec.data)
     m = read_manifest(manifest, root=opt(spec.root))
     subset = select_split(m, data_cfg, spec.split)
