@@ -47,6 +47,11 @@ def test_train_command_writes_a_complete_run(tmp_path: Path, dataset: Path) -> N
     result = runner.invoke(build_app(), ["train", str(config), "--out", str(out), "--set", "training.epochs=1"])
     assert result.exit_code == 0, result.output
     assert "completed: 1 epochs" in result.output
+    # per-epoch validation metrics are printed, as sweep cells print them (epoch 0 = before any update)
+    lines = [line for line in result.output.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2 and lines[0].startswith("epoch 0 (before training) | val loss ")
+    assert lines[1].startswith("epoch 1: train loss") and " | val loss " in lines[1]
+    assert "retrieval/i2t/recall@5" in lines[1] and "classification/findings/map_macro" in lines[1]
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["training"]["epochs"] == 1 and saved["seed"] == 0  # resolved config with the override
     info = json.loads((out / "training_result.json").read_text())

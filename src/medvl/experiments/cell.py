@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,10 @@ from medvl.config.experiment import ExperimentConfig, SelectionSpec, StageSpec
 from medvl.config.loading import apply_overrides, config_from_dict, load_yaml
 from medvl.experiments.aggregate import CELL_RESULTS_FILE
 from medvl.experiments.grid import Cell, parent_cell, substitute_placeholders
-from medvl.training.callbacks import Callback
+from medvl.training.callbacks import Callback, EpochSummary
 from medvl.utils.io import atomic_write_json
 
-__all__ = ["RUN_SUBDIR", "SharedFeatureCache", "resolve_cell_config", "run_cell"]
+__all__ = ["RUN_SUBDIR", "SharedFeatureCache", "cell_output_mode", "resolve_cell_config", "run_cell"]
 
 RUN_SUBDIR = "run"
 CACHE_SUBDIR = ".cache"
@@ -143,19 +145,17 @@ class SelectionMetricCheck(Callback):
             )
 
 
-class EpochSummary(Callback):
-    """Prints one line per epoch with the metrics a sweep is about (visible progress in logs)."""
+def cell_output_mode(cell: Cell) -> tuple[bool, str]:
+    """``(progress_bars, line_prefix)`` for a cell's terminal output.
 
-    def __init__(self, metrics: list[str], log: Any = None) -> None:
-        self.metrics = list(dict.fromkeys(metrics))
-        self.log = log if log is not None else (lambda line: print(line, flush=True))
-
-    def on_epoch_end(self, trainer: Any, record: Any) -> None:
-        shown = [f"{name.removeprefix('val/')} {record[name]:.3f}" for name in self.metrics
-                 if isinstance(record.get(name), (int, float))]
-        loss = record.get("train/loss")
-        head = f"  epoch {record.get('epoch')}" + (f": train loss {loss:.4f}" if isinstance(loss, float) else "")
-        self.log(head + ("; " if shown else "") + ", ".join(shown))
+    A cell running in a worker process (``medvl sweep --jobs N``, any executor) shares the
+    terminal with other cells: its per-batch tqdm bars would overwrite each other on one line, so
+    they are off and every per-epoch summary line starts with ``[<cell key>]``. A cell run by the
+    main process keeps its bar when stderr is a terminal (not in log files) and indents its lines.
+    """
+    if multiprocessing.parent_process() is not None:
+        return False, f"[{cell.key}] "
+    return sys.stderr.isatty(), "  "
 
 
 def _unwrap(model: Any) -> Any:
@@ -207,7 +207,10 @@ def run_cell(config: ExperimentConfig, cell: Cell, sweep_dir: Path, experiment_d
     shared = SharedFeatureCache(sweep_dir / CACHE_SUBDIR)
     selection = _stage(config, cell.stage).selection or config.selection
     shown = [selection.metric, f"val/{config.classification_metric}", f"val/{config.retrieval_metric}"]
-    checks = [shared, SelectionMetricCheck(selection.metric), EpochSummary(shown)]
+    bars, prefix = cell_output_mode(cell)
+    if not bars:
+        run_cfg.training.logging.progress_bar = False  # training.logging may differ on resume
+    checks = [shared, SelectionMetricCheck(selection.metric), EpochSummary(shown, prefix=prefix)]
     result = run_training(run_cfg, run_dir, resume=True, callbacks=checks)
     if result.status == "non_finite_loss":
         raise RuntimeError(f"cell {cell.key}: {result.message}")

@@ -11,7 +11,7 @@ provides retrieval/classification hooks.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -28,9 +28,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Callback",
     "EarlyStopping",
+    "EpochSummary",
     "ObjectiveValidation",
     "ValidationContext",
     "ValidationHook",
+    "headline_metrics",
 ]
 
 
@@ -48,6 +50,64 @@ class Callback:
 
     def on_fit_end(self, trainer: Any, result: Any) -> None:
         """After the run finished (completed, early-stopped or stopped on a non-finite loss)."""
+
+
+#: Validation metrics shown per epoch when none are named: the loss, Recall@5 (else @1) both ways,
+#: MRR image→text, and per classification task its first summary of mAP / balanced accuracy / κ.
+_HEADLINE_SUFFIXES = ("map_macro", "balanced_accuracy", "kappa")
+
+
+def headline_metrics(record: Mapping[str, Any], monitor: str | None = None) -> list[str]:
+    """The validation metrics worth one terminal line: ``val/loss``, the monitored metric, retrieval
+    R@5 (else R@1) both ways and i2t MRR, and one headline classification metric per task."""
+    keys = [k for k in record if k.startswith("val/")]
+    chosen = ["val/loss"]
+    if monitor:
+        chosen.append(monitor)
+    for direction in ("i2t", "t2i"):
+        for k in (5, 1):
+            if f"val/retrieval/{direction}/recall@{k}" in record:
+                chosen.append(f"val/retrieval/{direction}/recall@{k}")
+                break
+    chosen.append("val/retrieval/i2t/mrr")
+    tasks = dict.fromkeys(k.split("/")[2] for k in keys if k.startswith("val/classification/") and k.count("/") >= 3)
+    for task in tasks:
+        for suffix in _HEADLINE_SUFFIXES:
+            if f"val/classification/{task}/{suffix}" in record:
+                chosen.append(f"val/classification/{task}/{suffix}")
+                break
+    return [k for k in dict.fromkeys(chosen) if k in record]
+
+
+class EpochSummary(Callback):
+    """One line per epoch with the training loss and the validation metrics (``medvl train`` and sweeps).
+
+    ``metrics=None`` shows :func:`headline_metrics`; ``prefix`` starts every line (a sweep cell's key,
+    so lines of cells running side by side stay attributable). Printed by process 0 only.
+    """
+
+    def __init__(self, metrics: Sequence[str] | None = None, log: Callable[[str], None] | None = None,
+                 prefix: str = "", monitor: str | None = None) -> None:
+        self.metrics = list(dict.fromkeys(metrics)) if metrics is not None else None
+        self.log = log if log is not None else (lambda line: print(line, flush=True))
+        self.prefix = prefix
+        self.monitor = monitor
+
+    def format(self, record: Mapping[str, Any]) -> str:
+        """The line for one epoch record."""
+        names = self.metrics if self.metrics is not None else headline_metrics(record, self.monitor)
+        shown = [f"{name.removeprefix('val/')} {record[name]:.4g}" for name in names
+                 if isinstance(record.get(name), (int, float)) and not isinstance(record.get(name), bool)]
+        loss = record.get("train/loss")
+        head = f"{self.prefix}epoch {record.get('epoch')}"
+        head += f": train loss {loss:.4f}" if isinstance(loss, float) else " (before training)"
+        return head + (" | val " + ", ".join(shown) if shown else "")
+
+    def on_epoch_end(self, trainer: Any, record: Mapping[str, Any]) -> None:
+        fabric = getattr(trainer, "fabric", None)
+        if fabric is not None and not fabric.is_global_zero:
+            return
+        self.log(self.format(record))
 
 
 @dataclass
