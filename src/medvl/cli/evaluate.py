@@ -36,6 +36,9 @@ def evaluate(
     if split is not None:
         overrides.append(f"split={split}")
     cfg = load_config(config, EvaluationConfig, overrides=overrides)
+    from medvl.utils.devices import resolve_device
+
+    resolve_device(cfg.device)  # an unusable device is an error before the output directory exists
     if out is None:
         if checkpoint is None:
             raise typer.BadParameter("--out is required with --hf-model")

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from medvl.utils.errors import InvalidArgumentError
+
 __all__ = ["resolve_device"]
 
 
@@ -13,7 +15,7 @@ def resolve_device(device: str = "auto") -> str:
     """``"auto"`` → ``"cuda"`` / ``"mps"`` / ``"cpu"`` (first available); any other torch device string
     (``"cpu"``, ``"cuda:1"``, ``"mps"``) is checked and returned unchanged.
 
-    Raises ``ValueError`` naming the device when it is not a torch device string or when CUDA/MPS is
+    Raises :class:`~medvl.utils.errors.InvalidArgumentError` (a ``ValueError``) naming the device when it is not a torch device string or when CUDA/MPS is
     asked for but not available.
     """
     import torch
@@ -28,9 +30,9 @@ def resolve_device(device: str = "auto") -> str:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a torch device (use auto, cpu, cuda, cuda:N or mps)") from exc
+        raise InvalidArgumentError(f"device {device!r} is not a torch device (use auto, cpu, cuda, cuda:N or mps)") from exc
     if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available on this machine (use device=auto or cpu)")
+        raise InvalidArgumentError(f"device {device!r}: CUDA is not available on this machine (use device=auto or cpu)")
     if parsed.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r}: MPS is not available on this machine (use device=auto or cpu)")
+        raise InvalidArgumentError(f"device {device!r}: MPS is not available on this machine (use device=auto or cpu)")
     return device
