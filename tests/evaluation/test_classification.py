@@ -57,6 +57,28 @@ def test_balanced_accuracy_all_classes_and_single_class() -> None:
     assert np.isnan(per[2])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_balanced_accuracy_over_present_or_all_classes_vs_sklearn(seed: int) -> None:
+    from sklearn.metrics import balanced_accuracy_score, recall_score
+
+    rng = np.random.default_rng(seed)
+    y = rng.choice([0, 1, 3], size=40)  # class 2 (and 4) absent from the split, class 4 also never predicted
+    pred = rng.integers(0, 4, size=40)
+    present, _ = balanced_accuracy(y, pred, 5)
+    everything, _ = balanced_accuracy(y, pred, 5, over="all")
+    assert present == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-12)
+    assert everything == pytest.approx(recall_score(y, pred, labels=range(5), average="macro", zero_division=0), abs=1e-12)
+    assert everything == pytest.approx(present * 3 / 5, abs=1e-12)  # absent classes count 0, mean over C = 5
+    full = np.arange(40) % 5  # every class present: the two definitions agree
+    assert balanced_accuracy(full, pred, 5)[0] == pytest.approx(balanced_accuracy(full, pred, 5, over="all")[0])
+    task = TaskInfo("t", "multiclass", tuple("abcde"))
+    res = evaluate_classification(np.eye(5)[pred], y, task, scores_are="probabilities", balanced_accuracy_over="all")
+    assert res["metrics"]["balanced_accuracy"] == pytest.approx(everything)
+    assert res["options"]["balanced_accuracy_over"] == "all"
+    with pytest.raises(ValueError, match="'over' must be one of"):
+        balanced_accuracy(y, pred, 5, over="seen")
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_quadratic_kappa_vs_sklearn(seed: int) -> None:
     rng = np.random.default_rng(seed)

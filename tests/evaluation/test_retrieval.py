@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from medvl.evaluation.embeddings import EmbeddingSet
+from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError
 from medvl.evaluation.retrieval import evaluate_retrieval
 
 
@@ -66,7 +66,7 @@ def test_matches_brute_force(integer: bool, exclude_own: bool, seed: int) -> Non
         assert m[f"{d}/median_rank"] == pytest.approx(np.median(ranks))
         assert m[f"{d}/mean_rank"] == pytest.approx(np.mean(ranks))
         assert m[f"{d}/grade/top1_label_accuracy"] == pytest.approx(np.mean(top1 == qlab))
-        expected_kappa = cohen_kappa_score(qlab, top1, weights="quadratic")
+        expected_kappa = cohen_kappa_score(qlab, top1, weights="quadratic", labels=[0, 1, 2])
         assert m[f"{d}/grade/kappa_quadratic"] == pytest.approx(expected_kappa, nan_ok=True)
     assert res["info"]["i2t/n_queries_without_positive"] == int((np.bincount(emb.caption_to_image, minlength=13) == 0).sum())
 
@@ -144,3 +144,79 @@ def test_unlabelled_images_are_an_error_for_label_metrics() -> None:
     )
     with pytest.raises(Exception, match="unannotated"):
         evaluate_retrieval(emb, label_tasks=["a"], precision_ks=(1,))
+
+
+def _top1_set(labels: np.ndarray, top1_of: np.ndarray, tasks: dict, **kw) -> EmbeddingSet:
+    """One caption per image; image i's top-1 caption (i2t) is caption ``top1_of[i]``, all others score 0."""
+    n = len(top1_of)
+    img = np.eye(n + 1, dtype=np.float32)[:n]
+    txt = np.zeros((n, n + 1), np.float32)
+    for i, j in enumerate(top1_of):
+        txt[j, i] = 1.0
+    txt[txt.sum(1) == 0, n] = 1.0  # captions nobody retrieves first point elsewhere (never zero-norm)
+    return EmbeddingSet.from_arrays(img, txt, labels={"g": labels}, tasks=tasks, **kw)
+
+
+def test_retrieval_kappa_weights_by_grade_value_over_all_classes() -> None:
+    # Grades {0, 1, 3} of an ordinal task with C = 4: confusing 1 with 3 is two grades apart.
+    # Weighting by position among the observed grades {0, 1, 3} (the old bug) would make 1↔3
+    # look like neighbours: κ 0.6667 instead of 0.5439 on this hand-made case.
+    labels = np.array([0, 0, 1, 1, 3, 3, 0, 3])
+    top1 = np.array([0, 2, 4, 4, 2, 5, 6, 7])  # retrieved labels 0 1 3 3 1 3 0 3
+    emb = _top1_set(labels, top1, {"g": {"kind": "ordinal", "classes": ["0", "1", "2", "3"]}})
+    m = evaluate_retrieval(emb, label_tasks=["g"], precision_ks=(1,))["metrics"]
+    retrieved = labels[top1]
+    reference = cohen_kappa_score(labels, retrieved, weights="quadratic", labels=[0, 1, 2, 3])
+    assert m["i2t/g/kappa_quadratic"] == pytest.approx(reference, abs=1e-12)
+    assert m["i2t/g/kappa_quadratic"] == pytest.approx(0.543859649122807, abs=1e-12)
+    assert cohen_kappa_score(labels, retrieved, weights="quadratic") == pytest.approx(0.6666666666666667)  # the bug
+
+
+def test_multilabel_exact_precision_unannotated_never_matches() -> None:
+    # Image i retrieves caption i + 1 first. Pairs (0,1) agree on annotated labels; (3,4) and (5,6)
+    # are equal only because both sides are unannotated in the same class. Unannotated never
+    # matches: P@1 = 1/8 (counting unannotated == unannotated as a match gave 3/8).
+    nan = np.nan
+    labels = np.array([[1, 0], [1, 0], [0, 1], [nan, 1], [nan, 1], [0, nan], [0, nan], [nan, nan]], np.float32)
+    top1 = (np.arange(8) + 1) % 8
+    tasks = {"g": {"kind": "multilabel", "classes": ["a", "b"]}}
+    m = evaluate_retrieval(_top1_set(labels, top1, tasks), label_tasks=["g"], precision_ks=(1,), directions=("i2t",))
+    assert m["metrics"]["i2t/g/precision@1"] == pytest.approx(0.125)
+    # the same with a label_mask instead of NaN (zeros where unannotated)
+    mask = np.isfinite(labels)
+    masked = _top1_set(np.nan_to_num(labels), top1, tasks, label_mask={"g": mask})
+    m2 = evaluate_retrieval(masked, label_tasks=["g"], precision_ks=(1,), directions=("i2t",))
+    assert m2["metrics"]["i2t/g/precision@1"] == pytest.approx(0.125)
+    # overlap: a shared annotated positive: pairs (0,1), (2,3), (3,4) → 3/8
+    m3 = evaluate_retrieval(masked, label_tasks=["g"], precision_ks=(1,), directions=("i2t",), multilabel_relevance="overlap")
+    assert m3["metrics"]["i2t/g/precision@1"] == pytest.approx(0.375)
+
+
+def test_label_aware_retrieval_rejects_labels_outside_the_classes() -> None:
+    img = np.eye(4, dtype=np.float32)
+    tasks = {"g": {"kind": "multiclass", "classes": ["x", "y", "z"]}}
+    emb = EmbeddingSet.from_arrays(img, img.copy(), image_ids=["a", "b", "c", "d"], labels={"g": np.array([0, 2, 3, 1])}, tasks=tasks)
+    with pytest.raises(EmbeddingSetError, match=r"outside the 3 classes.*rows 2 \('c'\)"):
+        evaluate_retrieval(emb, label_tasks=["g"], precision_ks=(1,))
+    frac = EmbeddingSet.from_arrays(img, img.copy(), labels={"g": np.array([0, 1.5, 2, 1])}, tasks=tasks)
+    with pytest.raises(EmbeddingSetError, match=r"not integers at rows 1"):
+        evaluate_retrieval(frac, label_tasks=["g"], precision_ks=(1,))
+    ml = EmbeddingSet.from_arrays(img, img.copy(), labels={"g": np.array([[0, 1], [2, 0], [0, 0], [1, 1]])},
+                                  tasks={"g": {"kind": "multilabel", "classes": ["x", "y"]}})
+    with pytest.raises(EmbeddingSetError, match=r"0 or 1.*rows 1 \('1'\)"):
+        evaluate_retrieval(ml, label_tasks=["g"], precision_ks=(1,))
+
+
+def test_zero_norm_rows_are_rejected_naming_the_row() -> None:
+    img = np.eye(4, dtype=np.float32)
+    txt = img.copy()
+    txt[2] = 0.0
+    emb = EmbeddingSet.from_arrays(img, txt, image_ids=["a", "b", "c", "d"])
+    with pytest.raises(EmbeddingSetError, match=r"text_emb.*rows 2 \('caption of image c'\) have zero norm"):
+        evaluate_retrieval(emb)
+    img0 = img.copy()
+    img0[1] = 0.0
+    with pytest.raises(EmbeddingSetError, match=r"image_emb: rows 1 \('b'\) have zero norm"):
+        evaluate_retrieval(EmbeddingSet.from_arrays(img0, img.copy(), image_ids=["a", "b", "c", "d"]))
+    # a dot-product evaluation (normalize=False) has no direction to lose: zero rows score 0 by definition
+    assert evaluate_retrieval(emb, normalize=False)["metrics"]["i2t/recall@1"] == pytest.approx(0.75)

@@ -101,3 +101,25 @@ def test_multilabel_and_hybrid_mode() -> None:
     assert "all/skipped" in hyb["info"]
     with pytest.raises(ValueError, match="class embeddings"):
         evaluate_zeroshot(emb, "t", mode="text")
+
+
+def test_zero_norm_embeddings_are_rejected_naming_the_row(tmp_path: Path) -> None:
+    from medvl.evaluation.embeddings import EmbeddingSetError
+
+    f = tmp_path / "p.yaml"
+    f.write_text("classes:\n  a: [x, y]\n  b: [z]\n")
+    table = {"x": np.array([1.0, 0.0]), "y": np.array([0.0, 0.0]), "z": np.array([0.0, 1.0])}
+    with pytest.raises(EmbeddingSetError, match=r"prompt embeddings: rows 1 \('class a: y'\) have zero norm"):
+        build_class_embeddings(load_prompts(f), ["a", "b"], lambda ps: np.stack([table[p] for p in ps]))
+    cancel = {"x": np.array([1.0, 0.0]), "y": np.array([-1.0, 0.0]), "z": np.array([0.0, 1.0])}
+    with pytest.raises(EmbeddingSetError, match=r"class embeddings.*rows 0 \('a'\)"):
+        build_class_embeddings(load_prompts(f), ["a", "b"], lambda ps: np.stack([cancel[p] for p in ps]))
+    img = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], np.float32)
+    emb = EmbeddingSet.from_arrays(img, image_ids=["r0", "r1", "r2"], labels={"t": np.array([0, 1, 0])},
+                                   tasks={"t": {"kind": "multiclass", "classes": ["a", "b"]}})
+    with pytest.raises(EmbeddingSetError, match=r"image_emb: rows 2 \('r2'\) have zero norm"):
+        evaluate_zeroshot(emb, "t", class_emb=np.eye(2, dtype=np.float32))
+    ok = emb.subset([0, 1])
+    with pytest.raises(EmbeddingSetError, match=r"class embeddings of 't': rows 1 \('b'\)"):
+        evaluate_zeroshot(ok, "t", class_emb=np.array([[1.0, 0.0], [0.0, 0.0]], np.float32))
+    assert evaluate_zeroshot(ok, "t", class_emb=np.eye(2, dtype=np.float32))["metrics"]["t/all/accuracy"] == 1.0

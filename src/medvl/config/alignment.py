@@ -57,7 +57,9 @@ class AlignmentMetricsConfig(StrictModel):
     svcca_dims: int = Field(default=10, ge=1)
     mmd_sigma: float | None = Field(default=None, gt=0.0)
     rbf_threshold: float = Field(default=1.0, gt=0.0)
-    median_max_rows: int | None = Field(default=4096, ge=2)
+    #: rows for median bandwidths: null = exact whenever the distinct distances fit in 512 MiB
+    #: (n ≤ 16384 float32 rows; else a seeded subsample of the largest size that fits); an int caps further
+    median_max_rows: int | None = Field(default=None, ge=2)
     memory_budget_gb: float = Field(default=1.0, gt=0.0)
     caption: Literal["first", "mean"] = "first"
     normalize: bool = True

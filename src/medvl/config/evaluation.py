@@ -132,6 +132,9 @@ class EvaluationConfig(StrictModel):
     cache_dir: Path | None = None
     #: progress bars on stderr
     progress: bool = True
+    #: classes balanced accuracy (ACA) averages over, in every task: "present" (classes with a true
+    #: sample in the split; scikit-learn's balanced_accuracy_score) or "all" (all C, absent = 0)
+    balanced_accuracy_over: Literal["present", "all"] = "present"
     #: data settings (``DataConfig`` keys: image_size, channels, mean, std, eval_transforms, tasks, …)
     #: overriding the evaluated run's own data section (or the defaults for a bare model directory)
     data: dict[str, Any] = Field(default_factory=dict)

@@ -6,10 +6,18 @@ Rules (recorded in every result under ``options``):
   2-class task is a logit of class 1 (sigmoid). Multilabel: sigmoid per class. Pass
   ``scores_are="probabilities"`` to use the scores as given.
 * **Confusion matrix over all classes** (``labels=range(C)``), so a class absent from the split
-  never shifts the others. Balanced accuracy = ACA = mean over classes of recall
-  ``cm[c,c] / Σ_j cm[c,j]``, over the classes that have at least one true sample (a class with no
-  sample has an undefined recall; it is left out and listed in ``info``; this matches
-  ``sklearn.metrics.balanced_accuracy_score``). It is never NaN unless the split is empty.
+  never shifts the others. Balanced accuracy = ACA = mean of per-class recall
+  ``cm[c,c] / Σ_j cm[c,j]`` over one of two class sets (``balanced_accuracy_over``):
+
+  - ``"present"`` (**default**): the classes with at least one true sample in the evaluated
+    split; an absent class has an undefined recall (0/0) and is left out and listed in ``info``.
+    Equals ``sklearn.metrics.balanced_accuracy_score``. Default because it never charges a model
+    for a class the split does not contain, and it is what scikit-learn and CLIP_benchmark report.
+  - ``"all"``: all C classes of the task, an absent class counting as recall 0 — the mean is
+    divided by C. Equals ``sklearn.metrics.recall_score(labels=range(C), average="macro",
+    zero_division=0)``. Use it to compare splits that miss different classes on one scale.
+
+  The two agree whenever every class occurs. Never NaN unless the split is empty.
 * **Macro F1** over classes that occur in the true labels or the predictions; a class that is
   predicted but never true has F1 = 0 (precision 0). Same as sklearn with ``zero_division=0``
   on those classes.
@@ -35,6 +43,7 @@ import numpy as np
 from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError, TaskInfo
 
 __all__ = [
+    "ACA_CLASS_SETS",
     "balanced_accuracy",
     "binary_auroc_ap",
     "confusion_matrix",
@@ -71,14 +80,31 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[float, np.ndarray]:
-    """ACA over classes with ≥ 1 true sample; also returns per-class recall (NaN where undefined)."""
+#: Class sets balanced accuracy (ACA) can average over; see the module docstring.
+ACA_CLASS_SETS = ("present", "all")
+
+
+def balanced_accuracy(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, over: str = "present"
+) -> tuple[float, np.ndarray]:
+    """ACA (mean per-class recall) and the per-class recall (NaN where a class has no true sample).
+
+    ``over="present"`` (default) averages over the classes with ≥ 1 true sample
+    (``sklearn.metrics.balanced_accuracy_score``); ``over="all"`` over all ``num_classes``, an
+    absent class counting 0 (``recall_score(labels=range(C), average="macro", zero_division=0)``).
+    """
+    if over not in ACA_CLASS_SETS:
+        raise ValueError(f"balanced accuracy 'over' must be one of {ACA_CLASS_SETS}, got {over!r}")
     cm = confusion_matrix(y_true, y_pred, num_classes)
     support = cm.sum(1)
     recall = np.full(num_classes, np.nan)
     present = support > 0
     recall[present] = np.diag(cm)[present] / support[present]
-    return (float(recall[present].mean()) if present.any() else float("nan")), recall
+    if not present.any():
+        return float("nan"), recall
+    if over == "all":
+        return float(np.nan_to_num(recall, nan=0.0).sum() / num_classes), recall
+    return float(recall[present].mean()), recall
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[float, np.ndarray]:
@@ -218,9 +244,11 @@ def evaluate_classification(
     scores_are: str = "logits",
     threshold: float = 0.5,
     prefix: str = "",
+    balanced_accuracy_over: str = "present",
 ) -> dict[str, Any]:
     """Metrics for one task from (N, C) scores (or (N,)/(N, 1) for binary/ordinal regression heads).
 
+    ``balanced_accuracy_over``: ``"present"`` or ``"all"`` classes (see the module docstring).
     Returns ``{"metrics": {...}, "options": {...}, "info": {...}}``; metric names are prefixed with
     ``prefix`` (e.g. ``"cls/<task>/"``).
     """
@@ -310,7 +338,8 @@ def evaluate_classification(
                 m["accuracy_top5"] = float((top5 == yi[:, None]).any(1).mean())
             info.update(per_class_auroc=_names(task, auroc), per_class_ap=_names(task, ap))
         m["accuracy"] = float(np.mean(pred == yi)) if len(yi) else float("nan")
-        bacc, recall = balanced_accuracy(yi, pred, n_cls)
+        bacc, recall = balanced_accuracy(yi, pred, n_cls, over=balanced_accuracy_over)
+        options["balanced_accuracy_over"] = balanced_accuracy_over
         m["balanced_accuracy"] = bacc
         m["f1_macro"], f1 = macro_f1(yi, pred, n_cls)
         m["kappa_quadratic" if task.kind == "ordinal" else "kappa"] = (
@@ -361,7 +390,8 @@ def labelled_rows(embeddings: EmbeddingSet, task: str) -> np.ndarray:
 
 
 def evaluate_embedding_heads(
-    embeddings: EmbeddingSet, tasks: Sequence[str] | None = None, *, threshold: float = 0.5
+    embeddings: EmbeddingSet, tasks: Sequence[str] | None = None, *, threshold: float = 0.5,
+    balanced_accuracy_over: str = "present",
 ) -> dict[str, Any]:
     """Classification metrics of every head output stored in ``embeddings.logits`` (per task)."""
     names = list(tasks) if tasks is not None else [t for t in embeddings.logits if t in embeddings.labels]
@@ -382,6 +412,7 @@ def evaluate_embedding_heads(
             label_mask=None if mask is None or mask.ndim == 1 else mask[keep],
             threshold=threshold,
             prefix=f"{name}/",
+            balanced_accuracy_over=balanced_accuracy_over,
         )
         metrics.update(res["metrics"])
         options[name] = res["options"]

@@ -22,7 +22,7 @@ and which array is which). Any model's embeddings exported as arrays can be wrap
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import numpy as np
 from medvl.utils.errors import UserInputError
 from medvl.utils.io import atomic_write_bytes, atomic_write_json, read_json
 
-__all__ = ["EMBEDDINGS_FORMAT_VERSION", "EmbeddingSet", "EmbeddingSetError", "TaskInfo", "l2_normalize"]
+__all__ = ["EMBEDDINGS_FORMAT_VERSION", "EmbeddingSet", "EmbeddingSetError", "TaskInfo", "check_nonzero_rows", "l2_normalize"]
 
 EMBEDDINGS_FORMAT_VERSION = 1
 _TENSORS_FILE = "embeddings.safetensors"
@@ -343,4 +343,24 @@ class EmbeddingSet:
             logits=group("logits"),
             meta=dict(info.get("meta") or {}),
             texts=info.get("texts"),
+        )
+
+
+def check_nonzero_rows(x: np.ndarray, what: str, names: Sequence[str] | Callable[[int], str] | None = None) -> None:
+    """Raise :class:`EmbeddingSetError` naming the rows of ``x`` whose L2 norm is 0.
+
+    A zero vector has no direction, so cosine similarity with it is undefined (normalising it
+    would silently score it 0 against everything). ``what`` describes the rows (e.g.
+    ``"image_emb"``); ``names`` (one per row, e.g. record ids, or a function of the row index)
+    are quoted in the message.
+    """
+    norms = np.linalg.norm(np.asarray(x, dtype=np.float64), axis=-1)
+    bad = np.flatnonzero(~(norms > 0))
+    if len(bad):
+        name_of = names if callable(names) else (None if names is None else names.__getitem__)
+        shown = [f"{int(i)} ({name_of(int(i))!r})" if name_of is not None else str(int(i)) for i in bad[:5]]
+        more = f", … ({len(bad)} in total)" if len(bad) > 5 else ""
+        raise EmbeddingSetError(
+            f"{what}: rows {', '.join(shown)}{more} have zero norm; cosine similarity is undefined for them "
+            "(a failed encoding?) — remove these records or fix the embeddings"
         )

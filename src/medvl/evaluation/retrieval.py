@@ -3,7 +3,9 @@
 Definitions (recorded in every result under ``options``):
 
 * Similarity: dot product of the embeddings, L2-normalised first when ``normalize=True``
-  (cosine; the default). Computed in float32.
+  (cosine; the default). Computed in float32. With ``normalize=True`` a zero-norm image or
+  caption embedding is an error naming its row (its cosine is undefined; silently it would
+  score 0 against everything).
 * Positives: for image→text, every caption whose ``caption_to_image`` is the query image (all
   captions of an image are in the gallery); for text→image, the caption's own image.
 * Rank of a query: 1-based position of its *best-ranked* positive in the gallery sorted by
@@ -15,10 +17,16 @@ Definitions (recorded in every result under ``options``):
   Queries without any positive (images without captions) are left out and counted.
 * Label-aware metrics (``label_task`` given): a gallery item's label is its image's label.
   precision@K = fraction of the top-K retrieved items whose label matches the query's
-  (multiclass/ordinal: equal; multilabel: identical label vector, or sharing at least one
-  positive class with ``multilabel_relevance="overlap"``). Retrieval κ (quadratic) compares the
-  query's label with the label of the top-1 retrieved item (the Balancing Act's "retrieval κ²"),
-  for multiclass/ordinal tasks. With ``exclude_own=True`` the query's own paired items (its
+  (multiclass/ordinal: equal; multilabel ``"exact"``: identical label vector, where an
+  **unannotated entry (NaN or masked) never matches** — not even another unannotated one, so a
+  query or item with any unannotated class has no exact match; ``"overlap"``: sharing at least
+  one annotated positive class). Retrieval κ (quadratic) compares the query's label with the
+  label of the top-1 retrieved item (the Balancing Act's "retrieval κ²"), for
+  multiclass/ordinal tasks, with weights ``(i − j)²`` by **grade value over all C classes** of
+  the task (as :func:`medvl.evaluation.classification.quadratic_kappa` with ``num_classes``;
+  ``sklearn.metrics.cohen_kappa_score(labels=range(C), weights="quadratic")``), not by position
+  among the grades that occur. Labels are validated first: a multiclass/ordinal label outside
+  ``[0, C)``, or an unannotated image, is an error naming the row. With ``exclude_own=True`` the query's own paired items (its
   positives) are removed from the gallery for these label-aware metrics; by default they stay
   in, as in the Balancing Act. Instance recall always uses the full gallery.
 
@@ -37,9 +45,10 @@ import numpy as np
 import torch
 
 from medvl.evaluation.classification import quadratic_kappa
-from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError
+from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError, check_nonzero_rows
+from medvl.evaluation.ranking import topk_lowest_index
 
-__all__ = ["RetrievalScan", "evaluate_retrieval", "positives_from_groups", "retrieval_scan"]
+__all__ = ["RetrievalScan", "evaluate_retrieval", "positives_from_groups", "retrieval_labels", "retrieval_scan"]
 
 DIRECTIONS = ("i2t", "t2i")
 DEFAULT_MAX_CHUNK_BYTES = 256 * 1024**2
@@ -79,30 +88,6 @@ def _auto_chunk(n_gallery: int, max_chunk_bytes: int) -> int:
     # float32 similarities + a bool scratch row + headroom for top-k work
     per_row = max(n_gallery, 1) * (4 + 1 + 4)
     return max(1, int(max_chunk_bytes // per_row))
-
-
-def _topk_set_indices(s: torch.Tensor, k: int, vals: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Indices of the top-``k`` set of each row, ties at the boundary resolved by lower index.
-
-    ``vals``/``idx`` are ``torch.topk(s, kmax)`` outputs with kmax ≥ k.
-    """
-    vk = vals[:, k - 1 : k]
-    n_eq_total = (s == vk).sum(1)
-    n_eq_inside = (vals[:, :k] == vk).sum(1)
-    chosen = idx[:, :k].clone()
-    # Rows whose boundary tie group extends beyond the top-k, or whose tied items inside the
-    # top-k might not be the lowest-indexed ones: recompute exactly with a mask.
-    # (When every tied item is inside the top-k the set itself is unambiguous.)
-    tie_rows = torch.nonzero(n_eq_total > n_eq_inside).flatten()
-    if len(tie_rows):
-        sr = s[tie_rows]
-        v = vk[tie_rows]
-        gt = sr > v
-        eq = sr == v
-        need = k - gt.sum(1, keepdim=True)
-        sel = gt | (eq & (eq.cumsum(1) <= need))
-        chosen[tie_rows] = torch.nonzero(sel)[:, 1].view(len(tie_rows), k)
-    return chosen
 
 
 @torch.no_grad()
@@ -164,12 +149,12 @@ def retrieval_scan(
             vals, idx = torch.topk(s, max(ks), dim=1, largest=True, sorted=True)
             ql = query_labels[start:stop]
             for k in ks:
-                chosen = _topk_set_indices(s, k, vals, idx)
+                chosen = topk_lowest_index(s, k, vals, idx)
                 gl = gallery_labels[chosen]  # (rows, k[, C])
                 if gl.ndim == 3:
                     q3 = ql[:, None, :]
-                    if multilabel_relevance == "exact":
-                        match = (gl == q3).all(-1)
+                    if multilabel_relevance == "exact":  # -1 = unannotated: never equal to anything
+                        match = ((gl == q3) & (gl >= 0)).all(-1)
                     else:
                         match = ((gl > 0) & (q3 > 0)).any(-1)
                 else:
@@ -190,6 +175,51 @@ def retrieval_scan(
             r[tie_rows] += earlier.sum(1)
         ranks[start:stop] = torch.where(has_pos, r, torch.zeros_like(r))
     return RetrievalScan(ranks=ranks.cpu(), top1=None if top1 is None else top1.cpu(), relevant={k: v.cpu() for k, v in relevant.items()})
+
+
+def _rows_named(emb: EmbeddingSet, rows: np.ndarray) -> str:
+    shown = ", ".join(f"{int(i)} ({emb.image_ids[int(i)]!r})" for i in rows[:5])
+    return shown + (f", … ({len(rows)} in total)" if len(rows) > 5 else "")
+
+
+def retrieval_labels(embeddings: EmbeddingSet, task: str) -> tuple[torch.Tensor, bool]:
+    """Labels of ``task`` for label-aware retrieval, validated; returns ``(labels, single_label)``.
+
+    Multiclass/ordinal: (N,) int64 in ``[0, C)``; a label outside that range, a non-integer, NaN,
+    -1 or a False ``label_mask`` is an error naming the row (every image needs a label here).
+    Multilabel: (N, C) float32 with 1 = positive, 0 = negative, **-1 = unannotated** (NaN or a
+    False ``label_mask`` entry); other values are an error naming the row.
+    """
+    info = embeddings.task(task)
+    n_cls = info.num_classes
+    lab = np.asarray(embeddings.labels[task])
+    mask = embeddings.label_mask.get(task)
+    if info.kind == "multilabel" or lab.ndim == 2:
+        if lab.ndim != 2 or lab.shape[1] != n_cls:
+            raise EmbeddingSetError(f"labels[{task!r}]: multilabel labels must be (N, {n_cls}), got {lab.shape}")
+        lf = lab.astype(np.float64)
+        annotated = np.isfinite(lf) if mask is None else (np.isfinite(lf) & np.asarray(mask, bool).reshape(lf.shape))
+        bad = np.flatnonzero((annotated & (lf != 0) & (lf != 1)).any(1))
+        if len(bad):
+            raise EmbeddingSetError(f"labels[{task!r}]: multilabel values must be 0 or 1 (NaN = unannotated); "
+                                    f"rows {_rows_named(embeddings, bad)} have others")
+        return torch.from_numpy(np.where(annotated, lf, -1.0).astype(np.float32)), False
+    if info.kind == "regression":
+        raise EmbeddingSetError(f"label-aware retrieval needs class labels; {task!r} is a regression task")
+    lf = lab.astype(np.float64).reshape(len(lab))
+    unannotated = ~np.isfinite(lf) | (lf == -1)
+    if mask is not None:
+        unannotated |= ~np.asarray(mask, bool).reshape(len(lab))
+    if unannotated.any():
+        raise EmbeddingSetError(
+            f"labels[{task!r}] has unannotated images (NaN, -1 or masked: rows {_rows_named(embeddings, np.flatnonzero(unannotated))}); "
+            "label-aware retrieval metrics need every image labelled (evaluate a labelled subset)"
+        )
+    bad = np.flatnonzero((lf < 0) | (lf >= n_cls) | (lf != np.round(lf)))
+    if len(bad):
+        raise EmbeddingSetError(f"labels[{task!r}]: labels outside the {n_cls} classes [0, {n_cls}) or not integers "
+                                f"at rows {_rows_named(embeddings, bad)}")
+    return torch.from_numpy(lf.astype(np.int64)), True
 
 
 def _summaries(prefix: str, ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
@@ -234,6 +264,9 @@ def evaluate_retrieval(
     img = torch.from_numpy(embeddings.image_emb).to(dev)
     txt = torch.from_numpy(embeddings.text_emb).to(dev)
     if normalize:
+        check_nonzero_rows(embeddings.image_emb, "retrieval: image_emb", embeddings.image_ids)
+        check_nonzero_rows(embeddings.text_emb, "retrieval: text_emb (captions)",
+                           lambda j: f"caption of image {embeddings.image_ids[int(embeddings.caption_to_image[j])]}")
         img = torch.nn.functional.normalize(img, dim=1)
         txt = torch.nn.functional.normalize(txt, dim=1)
     c2i = embeddings.caption_to_image
@@ -243,6 +276,7 @@ def evaluate_retrieval(
     for name in label_tasks:
         if name not in embeddings.labels:
             raise EmbeddingSetError(f"label task {name!r} not in the EmbeddingSet labels ({sorted(embeddings.labels)})")
+    task_labels = {name: retrieval_labels(embeddings, name) for name in label_tasks}  # validated before any work
     for direction in directions:
         if direction == "i2t":
             queries, gallery = img, txt
@@ -257,17 +291,7 @@ def evaluate_retrieval(
             kw: dict[str, Any] = {}
             single_label = False
             if task is not None:
-                lab = np.asarray(embeddings.labels[task])
-                if lab.ndim == 2:
-                    lab_t = torch.from_numpy(np.nan_to_num(lab.astype(np.float32), nan=-1.0))
-                else:
-                    if (np.issubdtype(lab.dtype, np.floating) and not np.all(np.isfinite(lab))) or (lab < 0).any():
-                        raise EmbeddingSetError(
-                            f"labels[{task!r}] has unannotated images (NaN or -1); label-aware retrieval "
-                            "metrics need every image labelled (evaluate a labelled subset)"
-                        )
-                    lab_t = torch.from_numpy(lab.astype(np.int64))
-                    single_label = True
+                lab_t, single_label = task_labels[task]
                 kw = {
                     "precision_ks": precision_ks,
                     "query_labels": lab_t[torch.from_numpy(q_img)].to(dev),
@@ -295,11 +319,15 @@ def evaluate_retrieval(
             for k in sorted({int(k) for k in precision_ks}):
                 metrics[f"{direction}/{task}/precision@{k}"] = float(scan.relevant[k].numpy().mean() / k)
             if scan.top1 is not None:
-                lab = np.asarray(embeddings.labels[task]).astype(np.int64)
+                lab = lab_t.numpy()
                 q_lab = lab[q_img]
                 r_lab = lab[g_img[scan.top1.numpy()]]
                 metrics[f"{direction}/{task}/top1_label_accuracy"] = float(np.mean(q_lab == r_lab))
-                metrics[f"{direction}/{task}/kappa_quadratic"] = quadratic_kappa(q_lab, r_lab)
+                # weights (i − j)² by grade value over all C classes, not by position among the
+                # grades that happen to occur (which would make grades {0, 1, 3} look equidistant)
+                metrics[f"{direction}/{task}/kappa_quadratic"] = quadratic_kappa(
+                    q_lab, r_lab, embeddings.task(task).num_classes
+                )
     options = {
         "ks": [int(k) for k in ks],
         "directions": list(directions),
@@ -310,6 +338,8 @@ def evaluate_retrieval(
         "label_tasks": list(label_tasks),
         "precision_ks": [int(k) for k in precision_ks],
         "multilabel_relevance": multilabel_relevance,
+        "multilabel_unannotated": "never matches (exact); never a shared positive (overlap)",
+        "kappa_weights": "quadratic (i - j)^2 by grade value over all C classes of the task",
         "exclude_own": exclude_own,
         "exclude_own_applies_to": "label-aware metrics (precision@K, retrieval kappa)",
     }

@@ -96,7 +96,8 @@ def _zeroshot(emb: EmbeddingSet, cfg: EvaluationConfig, encoder: EmbeddingModel 
                                                            fallback_to_class_name=zs.fallback_to_class_name)
                 used = {c: used[c] + [f"[negative] {p}" for p in neg_used[c]] for c in used}
         res = evaluate_zeroshot(emb, task, class_emb=class_emb, negative_emb=neg_emb, prompts_used=used, mode=zs.mode,
-                                subsets=zs.subsets, logit_scale=float(scale), threshold=zs.threshold)
+                                subsets=zs.subsets, logit_scale=float(scale), threshold=zs.threshold,
+                                balanced_accuracy_over=cfg.balanced_accuracy_over)
         results["metrics"].update(res["metrics"])
         results["options"][task] = {**res["options"], "prompt_source": source}
         results["info"][task] = res["info"]
@@ -141,7 +142,8 @@ def evaluate_embeddings(
         elif task == "classification":
             heads = [t for t in emb.logits if t in emb.labels]
             wanted = cfg.classification.tasks if cfg.classification.tasks is not None else heads
-            out[task] = (evaluate_embedding_heads(emb, wanted, threshold=cfg.classification.threshold)
+            out[task] = (evaluate_embedding_heads(emb, wanted, threshold=cfg.classification.threshold,
+                                                  balanced_accuracy_over=cfg.balanced_accuracy_over)
                          if wanted else _skipped("the model has no classifier heads for the labelled tasks"))
         elif task == "zeroshot":
             out[task] = _zeroshot(emb, cfg, encoder)

@@ -12,7 +12,9 @@
   A class missing from the file is an error (``fallback_to_class_name=True`` uses the class
   name itself, with ``_`` read as a space, as DLILP does for classes without a prompt entry).
   The prompts used for every class are written into the results.
-* **Class embedding** = mean of the L2-normalised prompt embeddings, **re-normalised**.
+* **Class embedding** = mean of the L2-normalised prompt embeddings, **re-normalised**. A
+  zero-norm prompt, class or image embedding is an error naming the prompt, class or record
+  (normalising it would silently score that class 0 against every image).
 * **Scores** = ``logit_scale · cos(image, class)``; probabilities by softmax over classes
   (multiclass/ordinal) or sigmoid per class (multilabel). With negative templates, a multilabel
   class's score is the scaled difference ``s_pos − s_neg`` (= softmax over the pair).
@@ -36,7 +38,13 @@ from typing import Any
 import numpy as np
 
 from medvl.evaluation.classification import evaluate_classification, labelled_rows
-from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError, TaskInfo, l2_normalize
+from medvl.evaluation.embeddings import (
+    EmbeddingSet,
+    EmbeddingSetError,
+    TaskInfo,
+    check_nonzero_rows,
+    l2_normalize,
+)
 from medvl.utils.errors import UserInputError
 
 __all__ = [
@@ -175,22 +183,32 @@ def build_class_embeddings(
     """
     per_class = {c: prompts.prompts_for(c, negative=negative, fallback_to_class_name=fallback_to_class_name) for c in classes}
     flat = [p for c in classes for p in per_class[c]]
-    emb = l2_normalize(np.asarray(encode_text(flat), dtype=np.float32))
-    if emb.shape[0] != len(flat):
-        raise ValueError(f"encode_text returned {emb.shape[0]} rows for {len(flat)} prompts")
+    raw = np.asarray(encode_text(flat), dtype=np.float32)
+    if raw.shape[0] != len(flat):
+        raise ValueError(f"encode_text returned {raw.shape[0]} rows for {len(flat)} prompts")
+    owner = [c for c in classes for _ in per_class[c]]
+    check_nonzero_rows(raw, "zero-shot prompt embeddings", lambda i: f"class {owner[i]}: {flat[i]}")
+    emb = l2_normalize(raw)
     out = np.zeros((len(classes), emb.shape[1]), dtype=np.float32)
     start = 0
     for i, c in enumerate(classes):
         n = len(per_class[c])
         out[i] = emb[start : start + n].mean(0)
         start += n
+    check_nonzero_rows(out, "zero-shot class embeddings (mean of the prompts cancels out)", list(classes))
     return l2_normalize(out), per_class
 
 
 def zeroshot_scores(
     image_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float, negative_emb: np.ndarray | None = None
 ) -> np.ndarray:
-    """(N, C) ``scale·cos(image, class)`` (minus the negative prompt's score when given)."""
+    """(N, C) ``scale·cos(image, class)`` (minus the negative prompt's score when given).
+
+    Zero-norm rows (images, classes or negatives) are an error naming the row index.
+    """
+    for arr, what in ((image_emb, "image_emb"), (class_emb, "class_emb"), (negative_emb, "negative_emb")):
+        if arr is not None:
+            check_nonzero_rows(arr, f"zero-shot: {what}")
     img = l2_normalize(image_emb)
     scores = logit_scale * img @ l2_normalize(class_emb).T
     if negative_emb is not None:
@@ -232,8 +250,12 @@ def evaluate_zeroshot(
     subsets: Sequence[str] = ("all", "base", "novel"),
     logit_scale: float = 100.0,
     threshold: float = 0.5,
+    balanced_accuracy_over: str = "present",
 ) -> dict[str, Any]:
     """Zero-shot metrics of ``task`` per class subset (see the module docstring).
+
+    ``balanced_accuracy_over``: ACA over the ``"present"`` or ``"all"`` classes of each subset
+    (:func:`medvl.evaluation.classification.balanced_accuracy`).
 
     ``class_emb`` (C, D) in the space of ``embeddings.image_emb`` is needed for ``text`` and
     ``hybrid``; prototype scores come from ``embeddings.logits["prototypes/<task>"]``.
@@ -256,6 +278,11 @@ def evaluate_zeroshot(
             raise ValueError(f"zero-shot mode {mode!r} needs class embeddings from prompts")
         if class_emb.shape != (info_t.num_classes, embeddings.dim):
             raise ValueError(f"class_emb must be ({info_t.num_classes}, {embeddings.dim}), got {class_emb.shape}")
+        check_nonzero_rows(class_emb, f"zero-shot class embeddings of {task!r}", list(info_t.classes))
+        if negative_emb is not None:
+            check_nonzero_rows(negative_emb, f"zero-shot negative-prompt embeddings of {task!r}", list(info_t.classes))
+        kept_ids = [i for i, k in zip(embeddings.image_ids, keep, strict=True) if k]
+        check_nonzero_rows(embeddings.image_emb[keep], "zero-shot: image_emb", kept_ids)
         text_scores = zeroshot_scores(embeddings.image_emb[keep], class_emb, logit_scale, negative_emb)
     if mode in ("prototypes", "hybrid"):
         key = PROTOTYPE_LOGITS_PREFIX + task
@@ -284,7 +311,8 @@ def evaluate_zeroshot(
         if len(y) == 0:
             info[f"{subset}/skipped"] = "no images with a label in this subset"
             continue
-        res = evaluate_classification(s, y, sub_task, label_mask=m, threshold=threshold, prefix=f"{task}/{subset}/")
+        res = evaluate_classification(s, y, sub_task, label_mask=m, threshold=threshold, prefix=f"{task}/{subset}/",
+                                      balanced_accuracy_over=balanced_accuracy_over)
         metrics.update(res["metrics"])
         info[subset] = {"scorer": "prototypes" if use_proto else "text", "classes": list(sub_task.classes), **res["info"]}
     options = {

@@ -41,7 +41,7 @@ from medvl.evaluation.alignment.sas import (
     spectral_alignment,
     spectral_alignment_score,
 )
-from medvl.evaluation.alignment.validation import AlignmentInputError
+from medvl.evaluation.alignment.validation import AlignmentInputError, AlignmentPreconditionError
 
 __all__ = [
     "ALIGNMENT_METRICS",
@@ -50,6 +50,7 @@ __all__ = [
     "METRIC_PRESETS",
     "AlignmentInputError",
     "AlignmentOptions",
+    "AlignmentPreconditionError",
     "AlignmentReport",
     "SASResult",
     "alignment_loss",

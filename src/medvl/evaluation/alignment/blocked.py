@@ -12,6 +12,7 @@ as well, so an ``(n, d)`` float64 copy of the inputs is never made.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,11 +21,13 @@ import torch
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET_BYTES",
+    "MEDIAN_STORE_BYTES",
     "CrossMoments",
     "column_means",
     "cross_moments",
     "iter_dot_blocks",
     "iter_sq_dist_blocks",
+    "median_rows",
     "median_sq_distance",
     "resolve_budget",
     "row_slices",
@@ -172,26 +175,77 @@ def iter_sq_dist_blocks(
         yield sl, block
 
 
+#: Bytes the exact median bandwidth may hold for its distinct distances (outside the block budget).
+MEDIAN_STORE_BYTES: int = 512 * 1024**2
+
+
+def median_rows(n: int, *, max_rows: int | None = None, itemsize: int = 4) -> int:
+    """Rows the median bandwidth is computed on: all ``n`` when that is cheap, else a subsample size.
+
+    Exact (all rows) when the ``n(n−1)/2`` distinct squared distances fit in
+    :data:`MEDIAN_STORE_BYTES` at ``itemsize`` bytes each (n ≤ 16 384 float32 or 11 585 float64
+    rows) and ``n`` is within ``max_rows`` (``None``: no cap); otherwise the largest row count
+    that satisfies both.
+    """
+    limit = MEDIAN_STORE_BYTES // max(itemsize, 1)
+    fit = int((1 + math.isqrt(1 + 8 * limit)) // 2)  # largest r with r(r−1)/2 ≤ limit
+    rows = min(n, fit if max_rows is None else min(fit, max_rows))
+    return max(rows, min(n, 2))
+
+
 def median_sq_distance(
     x: torch.Tensor,
     *,
-    max_rows: int | None = 4096,
+    include_self: bool = True,
+    max_rows: int | None = None,
     seed: int = 0,
     budget: int | None = None,
 ) -> float:
-    """Median of all ``n²`` squared Euclidean distances of ``x`` (diagonal zeros included).
+    """Median of the squared Euclidean distances between the rows of ``x``, exactly.
 
-    This is the statistic of Kornblith et al.'s ``gram_rbf`` (``np.median`` of the full matrix).
-    When ``n > max_rows`` it is estimated on a seeded uniform subsample of ``max_rows`` rows
-    (exact when ``n ≤ max_rows``; ``max_rows=None`` always uses every row).
+    ``include_self=True``: the median of all ``n²`` entries of the distance matrix, its ``n``
+    diagonal zeros included and every pair counted twice — Kornblith et al.'s ``gram_rbf``
+    (``np.median`` of the full matrix), used by RBF CKA. ``include_self=False``: the median over
+    the ``n(n−1)/2`` distinct pairs ``i < j`` (``np.median(scipy.spatial.distance.pdist(x,
+    "sqeuclidean"))``) — Gretton et al.'s median heuristic, used by MMD.
+
+    Exact on all rows when their distinct distances fit in :data:`MEDIAN_STORE_BYTES`
+    (:func:`median_rows`); otherwise — or above ``max_rows`` — on a seeded uniform subsample of
+    :func:`median_rows` rows. The distances are computed in row blocks under ``budget`` in the
+    input precision and only the upper triangle is kept (outside ``budget``).
     """
     n = x.shape[0]
-    if max_rows is not None and n > max_rows:
+    rows = median_rows(n, max_rows=max_rows, itemsize=x.element_size())
+    if rows < n:
         gen = torch.Generator().manual_seed(seed)
-        idx = torch.sort(torch.randperm(n, generator=gen)[:max_rows]).values
+        idx = torch.sort(torch.randperm(n, generator=gen)[:rows]).values
         x = x[idx]
-        n = max_rows
-    values = np.empty((n, n), dtype=np.float64)
-    for sl, block in iter_sq_dist_blocks(x, x, same=True, budget=budget):
-        values[sl] = block.to(torch.float64).numpy()
-    return float(np.median(values))
+        n = rows
+    n_pairs = n * (n - 1) // 2
+    values = torch.empty(n_pairs, dtype=x.dtype)
+    sq = (x * x).sum(dim=1)
+    block_rows = rows_per_block(n, n, itemsize=x.element_size(), n_buffers=3, budget=budget)
+    filled = 0
+    for sl in row_slices(n, block_rows):
+        cols = x[sl.start + 1 :]  # only j > i for the rows of this block
+        if len(cols) == 0:
+            break
+        block = (x[sl] @ cols.T).mul_(-2.0).add_(sq[sl, None]).add_(sq[None, sl.start + 1 :]).clamp_(min=0.0)
+        r = torch.arange(sl.stop - sl.start)[:, None]
+        c = torch.arange(len(cols))[None, :]
+        upper = block[c >= r]  # row-major: for row i, columns j = i+1 … n−1
+        values[filled : filled + upper.numel()] = upper
+        filled += upper.numel()
+    assert filled == n_pairs
+    arr = values.numpy()
+    if not include_self:
+        return float(np.median(arr))
+    # the full matrix: n zeros, then every distinct distance twice; n² entries in total
+    total = n * n
+
+    def kth(p: int) -> float:  # p-th smallest (0-based) of the full multiset
+        return 0.0 if p < n else float(np.partition(arr, (p - n) // 2)[(p - n) // 2])
+
+    if total % 2:
+        return kth(total // 2)
+    return (kth(total // 2 - 1) + kth(total // 2)) / 2.0

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from medvl.evaluation.alignment.blocked import cross_moments
-from medvl.evaluation.alignment.validation import AlignmentInputError, check_paired
+from medvl.evaluation.alignment.validation import AlignmentPreconditionError, check_paired
 
 __all__ = ["DEFAULT_SVCCA_DIMS", "canonical_correlations", "svcca"]
 
@@ -38,7 +38,7 @@ def _top_subspace(gram: torch.Tensor, dims: int, name: str) -> tuple[torch.Tenso
     tol = max(float(evals[0]), 0.0) * 1e-12 * gram.shape[0]
     if not bool((evals > tol).all()):
         rank = int((evals > tol).sum())
-        raise AlignmentInputError(f"{name}: only {rank} non-degenerate directions, fewer than SVCCA dims = {dims}")
+        raise AlignmentPreconditionError(f"{name}: only {rank} non-degenerate directions, fewer than SVCCA dims = {dims}")
     return evecs, torch.sqrt(evals)
 
 
@@ -49,7 +49,7 @@ def canonical_correlations(
     tx, ty = check_paired(x, y, same_dim=False, min_n=2, names=("x", "y"))
     n = tx.shape[0]
     if dims < 1 or dims > min(n - 1, tx.shape[1], ty.shape[1]):
-        raise AlignmentInputError(
+        raise AlignmentPreconditionError(
             f"SVCCA dims must be in [1, min(n−1, dx, dy)] = [1, {min(n - 1, tx.shape[1], ty.shape[1])}], got {dims}"
         )
     mom = cross_moments(tx, ty, want=("xx", "yy", "xy"), budget=memory_budget)

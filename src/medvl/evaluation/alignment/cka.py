@@ -14,7 +14,8 @@ space (``‖X̄ᵀȲ‖²_F / (‖X̄ᵀX̄‖_F ‖ȲᵀȲ‖_F)``, the SAS rep
 ``feature_space_linear_cka``) at ``O(n d²)``.
 
 RBF kernel: ``k(a, b) = exp(−‖a−b‖² / (2 · threshold² · median(D²)))``, where the median runs
-over all ``n²`` squared distances of that set (Kornblith's ``gram_rbf``; the demo uses 0.5).
+over all ``n²`` squared distances of that set, **the n diagonal zeros included** (Kornblith's
+``gram_rbf`` takes ``np.median`` of the full matrix; the demo uses threshold 0.5).
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ from typing import Any
 import torch
 
 from medvl.evaluation.alignment.blocked import cross_moments, iter_sq_dist_blocks, median_sq_distance
-from medvl.evaluation.alignment.validation import AlignmentInputError, check_paired
+from medvl.evaluation.alignment.validation import (
+    AlignmentInputError,
+    AlignmentPreconditionError,
+    check_paired,
+)
 
 __all__ = ["GramStats", "hsic_from_stats", "kernel_cka", "linear_cka", "rbf_gram_stats"]
 
@@ -66,7 +71,7 @@ def hsic_from_stats(stats: GramStats, *, debiased: bool = False) -> tuple[float,
     """``(HSIC(K,L), HSIC(K,K), HSIC(L,L))`` up to a common factor, from :class:`GramStats`."""
     n = stats.n
     if debiased and n < 4:
-        raise AlignmentInputError(f"debiased HSIC/CKA needs n ≥ 4, got n = {n}")
+        raise AlignmentPreconditionError(f"debiased HSIC/CKA needs n ≥ 4, got n = {n}")
     kl = _hsic_pair(n, stats.kl, stats.row_k, stats.row_l, stats.diag_k, stats.diag_l, debiased)
     kk = _hsic_pair(n, stats.kk, stats.row_k, stats.row_k, stats.diag_k, stats.diag_k, debiased)
     ll = _hsic_pair(n, stats.ll, stats.row_l, stats.row_l, stats.diag_l, stats.diag_l, debiased)
@@ -75,7 +80,7 @@ def hsic_from_stats(stats: GramStats, *, debiased: bool = False) -> tuple[float,
 
 def _cka_ratio(kl: float, kk: float, ll: float) -> float:
     if not (kk > 0 and ll > 0):
-        raise AlignmentInputError(
+        raise AlignmentPreconditionError(
             "CKA is undefined: one set has no variance under this kernel (all rows identical?)"
         )
     return kl / math.sqrt(kk * ll)
@@ -106,7 +111,7 @@ def rbf_gram_stats(
     y: torch.Tensor,
     *,
     threshold: float = 1.0,
-    median_max_rows: int | None = 4096,
+    median_max_rows: int | None = None,
     seed: int = 0,
     memory_budget: int | None = None,
 ) -> GramStats:
@@ -116,9 +121,9 @@ def rbf_gram_stats(
     n = x.shape[0]
     scales = []
     for z, name in ((x, "x"), (y, "y")):
-        med = median_sq_distance(z, max_rows=median_max_rows, seed=seed, budget=memory_budget)
+        med = median_sq_distance(z, include_self=True, max_rows=median_max_rows, seed=seed, budget=memory_budget)
         if not med > 0:
-            raise AlignmentInputError(f"{name}: median squared distance is 0 (mostly duplicate rows); RBF bandwidth undefined")
+            raise AlignmentPreconditionError(f"{name}: median squared distance is 0 (mostly duplicate rows); RBF bandwidth undefined")
         scales.append(-1.0 / (2.0 * threshold**2 * med))
     kl = kk = ll = 0.0
     row_k = torch.empty(n, dtype=torch.float64)
@@ -146,15 +151,17 @@ def kernel_cka(
     kernel: str = "rbf",
     threshold: float = 1.0,
     debiased: bool = False,
-    median_max_rows: int | None = 4096,
+    median_max_rows: int | None = None,
     seed: int = 0,
     memory_budget: int | None = None,
 ) -> float:
     """Kernel CKA of paired ``x``, ``y`` computed in row blocks (no ``(n, n)`` matrix is kept).
 
     ``kernel``: ``"rbf"`` (median-distance bandwidth scaled by ``threshold``) or ``"linear"``
-    (equals :func:`linear_cka`, kept for checking). The RBF median is exact for
-    ``n ≤ median_max_rows`` and otherwise estimated on a seeded subsample of that many rows.
+    (equals :func:`linear_cka`, kept for checking). The RBF median (all ``n²`` entries, diagonal
+    zeros included, as Kornblith's ``gram_rbf``) is exact when the distances fit in 512 MiB
+    (n ≤ 16 384 float32 rows) and ``n ≤ median_max_rows`` (``None``: no cap), otherwise estimated on a
+    seeded subsample (:func:`medvl.evaluation.alignment.blocked.median_rows`).
     """
     tx, ty = check_paired(x, y, same_dim=False, min_n=4 if debiased else 2, names=("x", "y"))
     if kernel == "linear":

@@ -141,11 +141,11 @@ def dense_uniformity(x: np.ndarray | torch.Tensor, t: float = 2.0) -> float:
 
 
 def dense_mutual_knn(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, k: int = 10) -> float:
-    """platonic-rep's mutual k-NN on cosine similarities with full matrices."""
+    """platonic-rep's mutual k-NN on cosine similarities with full matrices (ties: lower index first)."""
     def knn(z: torch.Tensor) -> torch.Tensor:
         s = _unit(z) @ _unit(z).T
         s.fill_diagonal_(-math.inf)
-        return torch.argsort(s, dim=1, descending=True)[:, :k]
+        return torch.argsort(s, dim=1, descending=True, stable=True)[:, :k]  # ties: lower index first
 
     a, b = knn(_t(x)), knn(_t(y))
     n = a.shape[0]

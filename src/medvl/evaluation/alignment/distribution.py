@@ -8,7 +8,12 @@
   unbiased statistic for *paired* samples (Gretton et al. Lemma 6, ``m = n``):
   ``Σ_{i≠j} [k(x_i,x_j) + k(y_i,y_j) − k(x_i,y_j) − k(x_j,y_i)] / (n(n−1))`` — the paired terms
   ``k(x_i, y_i)`` are excluded because they are not independent draws.
-  ``σ = None`` uses the median heuristic: ``σ = sqrt(median ‖a−b‖²)`` over the pooled sample.
+  ``σ = None`` uses the median heuristic: ``σ = sqrt(median ‖a−b‖²)`` over the **distinct pairs**
+  ``a ≠ b`` of the pooled sample of ``2n`` rows (Gretton et al. 2012; self-distances, which are
+  always 0, are **not** counted — ``np.median(scipy.spatial.distance.pdist(pooled,
+  "sqeuclidean"))``). Exact whenever the pooled distances fit in 512 MiB (2n ≤ 16 384 float32
+  rows, i.e. n ≤ 8 192 pairs), otherwise on a seeded subsample
+  (:func:`medvl.evaluation.alignment.blocked.median_rows`).
   The SAS repo's ``mmd`` is ``100 · MMD²_biased`` with ``σ = 10`` (see :data:`SAS_REPO_MMD_SIGMA`).
 """
 
@@ -20,7 +25,11 @@ from typing import Any
 import torch
 
 from medvl.evaluation.alignment.blocked import cross_moments, iter_sq_dist_blocks, median_sq_distance
-from medvl.evaluation.alignment.validation import AlignmentInputError, check_paired
+from medvl.evaluation.alignment.validation import (
+    AlignmentInputError,
+    AlignmentPreconditionError,
+    check_paired,
+)
 
 __all__ = ["SAS_REPO_MMD_SCALE", "SAS_REPO_MMD_SIGMA", "coral_distance", "median_bandwidth", "mmd2_rbf"]
 
@@ -43,13 +52,14 @@ def coral_distance(x: Any, y: Any, *, deep_coral_loss: bool = False, memory_budg
 
 
 def median_bandwidth(
-    x: torch.Tensor, y: torch.Tensor, *, median_max_rows: int | None = 4096, seed: int = 0,
+    x: torch.Tensor, y: torch.Tensor, *, median_max_rows: int | None = None, seed: int = 0,
     memory_budget: int | None = None,
 ) -> float:
-    """Median-heuristic RBF σ: ``sqrt(median ‖a − b‖²)`` over the pooled rows of ``x`` and ``y``."""
-    med = median_sq_distance(torch.cat([x, y]), max_rows=median_max_rows, seed=seed, budget=memory_budget)
+    """Median-heuristic RBF σ: ``sqrt(median ‖a − b‖²)`` over the distinct pairs of the pooled rows."""
+    med = median_sq_distance(torch.cat([x, y]), include_self=False, max_rows=median_max_rows, seed=seed,
+                             budget=memory_budget)
     if not med > 0:
-        raise AlignmentInputError("median pairwise distance is 0; the median-heuristic bandwidth is undefined")
+        raise AlignmentPreconditionError("median pairwise distance is 0; the median-heuristic bandwidth is undefined")
     return math.sqrt(med)
 
 
@@ -69,7 +79,7 @@ def mmd2_rbf(
     sigma: float | None = None,
     unbiased: bool = False,
     scale: float = 1.0,
-    median_max_rows: int | None = 4096,
+    median_max_rows: int | None = None,
     seed: int = 0,
     memory_budget: int | None = None,
 ) -> float:

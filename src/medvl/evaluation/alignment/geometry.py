@@ -18,7 +18,12 @@ from typing import Any
 import torch
 
 from medvl.evaluation.alignment.blocked import iter_sq_dist_blocks, row_slices, rows_per_block
-from medvl.evaluation.alignment.validation import AlignmentInputError, check_paired, l2_normalize_rows
+from medvl.evaluation.alignment.validation import (
+    AlignmentInputError,
+    AlignmentPreconditionError,
+    check_paired,
+    l2_normalize_rows,
+)
 
 __all__ = [
     "alignment_loss",
@@ -157,7 +162,7 @@ def rmg_sas_repo(image: Any, text: Any, *, memory_budget: int | None = None) -> 
     d_txt = (1.0 - st.mean_offdiag("yy")) * n_pairs
     denom = (s_img + d_txt) / (2.0 * n * (n - 1)) + m
     if denom == 0:
-        raise AlignmentInputError("SAS-repo RMG is undefined: its denominator is 0")
+        raise AlignmentPreconditionError("SAS-repo RMG is undefined: its denominator is 0")
     return m / denom
 
 

@@ -4,6 +4,12 @@ For each record ``i``, take its ``k`` nearest neighbours (excluding itself) amon
 cosine similarity, and likewise among the texts; the score is ``mean_i |N_img(i) ∩ N_txt(i)| / k``.
 The two sets may have different ``d``. Neighbours are found in row blocks under the memory
 budget (``topk`` of each ``(rows, n)`` similarity block), so no ``(n, n)`` matrix is kept.
+
+**Tie rule.** When several records are equally similar at the k-th place, the ones with the
+lower index are the neighbours (a stable sort of ``−similarity``,
+``numpy.argsort(-s, kind="stable")[:k]``; :mod:`medvl.evaluation.ranking`). platonic-rep's
+``torch.argsort`` leaves this unspecified, so its score on tied data (duplicate images or
+captions) can change with the platform; medvl's cannot.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from typing import Any
 import torch
 
 from medvl.evaluation.alignment.blocked import iter_dot_blocks, row_slices
-from medvl.evaluation.alignment.validation import AlignmentInputError, check_paired, l2_normalize_rows
+from medvl.evaluation.alignment.validation import AlignmentPreconditionError, check_paired, l2_normalize_rows
+from medvl.evaluation.ranking import topk_lowest_index
 
 __all__ = ["DEFAULT_KNN_K", "knn_indices", "mutual_knn"]
 
@@ -23,13 +30,16 @@ DEFAULT_KNN_K: int = 10
 
 
 def knn_indices(x: torch.Tensor, k: int, *, memory_budget: int | None = None) -> torch.Tensor:
-    """Indices ``(n, k)`` of each row's ``k`` largest inner products with the other rows (self excluded)."""
+    """Indices ``(n, k)`` of each row's ``k`` largest inner products with the other rows (self excluded).
+
+    Ties at the k-th place go to the lower index (see the module docstring).
+    """
     n = x.shape[0]
     out = torch.empty(n, k, dtype=torch.long)
     for sl, block in iter_dot_blocks(x, x, budget=memory_budget, n_buffers=2):
         idx = torch.arange(sl.stop - sl.start)
         block[idx, idx + sl.start] = -math.inf
-        out[sl] = torch.topk(block, k, dim=1).indices
+        out[sl] = topk_lowest_index(block, k)
     return out
 
 
@@ -44,7 +54,7 @@ def mutual_knn(
     x, y = check_paired(image, text, same_dim=False, min_n=2, names=("image", "text"))
     n = x.shape[0]
     if not (1 <= k <= n - 1):
-        raise AlignmentInputError(f"mutual k-NN needs 1 ≤ k ≤ n − 1 = {n - 1}, got k = {k}")
+        raise AlignmentPreconditionError(f"mutual k-NN needs 1 ≤ k ≤ n − 1 = {n - 1}, got k = {k}")
     if normalize:
         x, y = l2_normalize_rows(x, "image"), l2_normalize_rows(y, "text")
     nx = knn_indices(x, k, memory_budget=memory_budget)

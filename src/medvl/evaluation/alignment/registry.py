@@ -33,7 +33,12 @@ from medvl.evaluation.alignment.geometry import (
 )
 from medvl.evaluation.alignment.knn import DEFAULT_KNN_K, mutual_knn
 from medvl.evaluation.alignment.sas import DEFAULT_EPS, DEFAULT_TOPQ, sas_directional
-from medvl.evaluation.alignment.validation import AlignmentInputError, check_paired
+from medvl.evaluation.alignment.validation import (
+    AlignmentInputError,
+    AlignmentPreconditionError,
+    check_nonzero_rows,
+    check_paired,
+)
 
 __all__ = [
     "ALIGNMENT_METRICS",
@@ -52,9 +57,13 @@ class AlignmentOptions:
     """Options shared by the metrics (recorded with every result).
 
     ``topq``/``eps``: SAS; ``knn_k``: mutual k-NN; ``svcca_dims``; ``mmd_sigma`` (``None`` = median
-    heuristic) for ``mmd2_rbf*``; ``rbf_threshold``: RBF-CKA bandwidth as a fraction of the median
-    distance; ``alignment_alpha``/``uniformity_t``: Wang & Isola; ``median_max_rows``/``seed``: rows
-    used (seeded subsample above it) for median bandwidths; ``memory_budget``: bytes for block buffers.
+    heuristic over distinct pairs, self-distances excluded) for ``mmd2_rbf*``; ``rbf_threshold``:
+    RBF-CKA bandwidth as a fraction of the median distance (Kornblith: all n² entries, diagonal
+    included); ``alignment_alpha``/``uniformity_t``: Wang & Isola; ``median_max_rows``/``seed``:
+    median bandwidths are exact on all rows when their distinct distances fit in 512 MiB
+    (``None``, the default), otherwise — or above ``median_max_rows`` — on a seeded subsample
+    (:func:`medvl.evaluation.alignment.blocked.median_rows`); ``memory_budget``: bytes for block
+    buffers (``None`` = 1 GiB).
     """
 
     topq: float = DEFAULT_TOPQ
@@ -65,7 +74,7 @@ class AlignmentOptions:
     rbf_threshold: float = 1.0
     alignment_alpha: float = 2.0
     uniformity_t: float = 2.0
-    median_max_rows: int | None = 4096
+    median_max_rows: int | None = None
     seed: int = 0
     memory_budget: int | None = None
 
@@ -88,6 +97,7 @@ class AlignmentMetric:
     same_space: bool
     cost: str
     description: str
+    normalizes: bool = False  # L2-normalises the rows (zero-norm rows are then an error)
 
 
 def _sas(x: torch.Tensor, y: torch.Tensor, o: AlignmentOptions) -> dict[str, float]:
@@ -107,9 +117,14 @@ def _au(x: torch.Tensor, y: torch.Tensor, o: AlignmentOptions) -> dict[str, floa
     )
 
 
+#: Metrics that L2-normalise the rows of both sets before computing.
+_NORMALIZING = {"delta_cos", "modality_gap", "mean_paired_l2", "rmg_schrodi", "rmg_sas_repo", "mutual_knn",
+                "alignment_uniformity"}
+
+
 def _entry(name: str, compute: MetricFn, outputs: tuple[str, ...], same_space: bool, cost: str,
            description: str) -> tuple[str, AlignmentMetric]:
-    return name, AlignmentMetric(name, compute, outputs, same_space, cost, description)
+    return name, AlignmentMetric(name, compute, outputs, same_space, cost, description, name in _NORMALIZING)
 
 
 #: name → metric. Insertion order is the column order of result tables.
@@ -239,24 +254,37 @@ def compute_alignment_metrics(
     """Compute the selected metrics on paired ``image (n, d_i)`` / ``text (n, d_t)`` rows.
 
     Inputs are used as given (normalise first where your pipeline does; the cosine and
-    sphere metrics normalise internally). Errors are raised, never turned into NaN. When a
-    preset (``all``/``fast``/``paper``) includes same-space metrics but ``d_i ≠ d_t``, those are
-    listed in ``skipped`` with the reason; a same-space metric named explicitly is an error.
+    sphere metrics normalise internally). Errors are raised, never turned into NaN.
+
+    A metric reached through a preset (``all``/``fast``/``paper``) whose precondition does not
+    hold on this data (:class:`AlignmentPreconditionError`: ``d_i ≠ d_t`` for a one-space
+    metric, ``svcca_dims`` above ``min(n − 1, d)``, ``knn_k ≥ n``, no variance, …) is listed in
+    ``skipped`` with the reason and every other metric is still computed; a metric named
+    explicitly raises instead. Bad data (NaN/inf rows, zero-norm rows where a selected metric
+    normalises) always raises, naming the rows, before any metric runs.
     """
     opts = options or AlignmentOptions()
     x, y = check_paired(image, text, same_dim=False, min_n=2, names=("image", "text"))
     items = _split_items(metrics)
     explicit = {m for m in items if m in ALIGNMENT_METRICS}  # named directly, not through a preset
+    names = resolve_metric_names(metrics)
+    if any(ALIGNMENT_METRICS[name].normalizes for name in names):
+        check_nonzero_rows(x, "image")  # zero-norm rows are bad data: fail before any work
+        check_nonzero_rows(y, "text")
     report = AlignmentReport(values={}, options=opts, n=x.shape[0], dims=(x.shape[1], y.shape[1]))
-    for name in resolve_metric_names(metrics):
+    for name in names:
         metric = ALIGNMENT_METRICS[name]
-        if metric.same_space and x.shape[1] != y.shape[1]:
-            reason = f"needs one embedding space, got d_image = {x.shape[1]}, d_text = {y.shape[1]}"
-            if name in explicit:
-                raise AlignmentInputError(f"{name}: {reason}")
-            report.skipped[name] = reason
-            continue
         start = time.perf_counter()
-        report.values.update(metric.compute(x, y, opts))
+        try:
+            if metric.same_space and x.shape[1] != y.shape[1]:
+                raise AlignmentPreconditionError(
+                    f"needs one embedding space, got d_image = {x.shape[1]}, d_text = {y.shape[1]}"
+                )
+            report.values.update(metric.compute(x, y, opts))
+        except AlignmentPreconditionError as exc:
+            if name in explicit:
+                raise AlignmentPreconditionError(f"{name}: {exc}") from exc
+            report.skipped[name] = str(exc)
+            continue
         report.seconds[name] = time.perf_counter() - start
     return report

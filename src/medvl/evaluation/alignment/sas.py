@@ -29,7 +29,11 @@ import numpy as np
 import torch
 
 from medvl.evaluation.alignment.blocked import cross_moments, row_slices, rows_per_block
-from medvl.evaluation.alignment.validation import AlignmentInputError, check_paired
+from medvl.evaluation.alignment.validation import (
+    AlignmentInputError,
+    AlignmentPreconditionError,
+    check_paired,
+)
 
 __all__ = [
     "DEFAULT_EPS",
@@ -182,7 +186,7 @@ def sas_from_stats(stats: SpectralStats, topq: float = DEFAULT_TOPQ) -> SASResul
     kept, tau = _kept_mask(lam, topq)
     weight = lam[kept].sum()
     if not weight > 0:
-        raise AlignmentInputError(
+        raise AlignmentPreconditionError(
             "the anchor has no variance in its kept eigenmodes (all anchor rows identical?): SAS is undefined"
         )
     score = float(np.clip((lam[kept] * np.abs(stats.rho[kept])).sum() / weight, 0.0, 1.0))

@@ -17,8 +17,10 @@ from medvl.utils.errors import UserInputError
 
 __all__ = [
     "AlignmentInputError",
+    "AlignmentPreconditionError",
     "as_matrix",
     "check_finite_rows",
+    "check_nonzero_rows",
     "check_paired",
     "l2_normalize_rows",
 ]
@@ -29,6 +31,14 @@ _MAX_LISTED_ROWS = 10
 
 class AlignmentInputError(UserInputError, ValueError):
     """Inputs that an alignment metric cannot be computed on; the message says which and why."""
+
+
+class AlignmentPreconditionError(AlignmentInputError):
+    """Valid data on which one metric is undefined (too few rows or dimensions for its settings,
+    no variance, a different ``d`` for a one-space metric). A preset (``all``/``paper``/``fast``)
+    skips that metric and reports this message as the reason; a metric named explicitly raises it.
+    Bad data (NaN/inf, zero-norm rows, mismatched ``n``) is a plain :class:`AlignmentInputError`
+    and always raises."""
 
 
 def _format_rows(rows: torch.Tensor) -> str:
@@ -92,9 +102,9 @@ def check_paired(
             f"{names[0]} has {tx.shape[0]} rows but {names[1]} has {ty.shape[0]}: paired inputs need the same n"
         )
     if tx.shape[0] < min_n:
-        raise AlignmentInputError(f"need at least {min_n} paired rows, got n = {tx.shape[0]}")
+        raise AlignmentPreconditionError(f"need at least {min_n} paired rows, got n = {tx.shape[0]}")
     if same_dim and tx.shape[1] != ty.shape[1]:
-        raise AlignmentInputError(
+        raise AlignmentPreconditionError(
             f"{names[0]} has d = {tx.shape[1]} but {names[1]} has d = {ty.shape[1]}: "
             "this metric compares both sets in one embedding space and needs the same d"
         )
@@ -104,12 +114,17 @@ def check_paired(
     return tx.to(dtype), ty.to(dtype)
 
 
-def l2_normalize_rows(x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """Return ``x`` with unit-norm rows; zero rows are an error naming their indices."""
+def check_nonzero_rows(x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Row norms ``(n, 1)`` of ``x``; zero rows are an error naming their indices."""
     norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
     zero = (norms <= 0).flatten()
     if bool(zero.any()):
         raise AlignmentInputError(
             f"{name}: rows {_format_rows(torch.nonzero(zero).flatten())} have zero norm and cannot be L2-normalised"
         )
-    return x / norms
+    return norms
+
+
+def l2_normalize_rows(x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Return ``x`` with unit-norm rows; zero rows are an error naming their indices."""
+    return x / check_nonzero_rows(x, name)
