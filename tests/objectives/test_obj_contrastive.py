@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 from objectives_reference import clip_reference, siglip_reference, triplet_reference
 
-from medvl.objectives import ClipLoss, MissingInputError, ObjectiveInputError, SigLipLoss, TripletLoss
+from medvl.objectives import (
+    ClipLoss,
+    MissingInputError,
+    ObjectiveInputError,
+    SigLipLoss,
+    TripletLoss,
+    UniCLLoss,
+)
+from medvl.objectives.base import NoNegativeError, NoNegativeWarning
 from medvl.objectives.contrastive import clip_loss, labels_differ, select_negatives, siglip_loss
 
 # Balancing Act / DLILP initial scale: exp(log(1/0.07)) (reference notes A.4, B.3).
@@ -183,17 +191,77 @@ def test_hardest_sampler_picks_closest_other_text() -> None:
     assert idx.tolist() == dist.argmin(dim=1).tolist()
 
 
-def test_triplet_term_skips_anchors_without_negative_and_counts_them() -> None:
+def test_triplet_term_without_negative_raises_or_skips_with_a_counted_warning() -> None:
     a, p = _pair(4, 3)
     labels = torch.tensor([0, 0, 0, 1])  # record 3 is the only 1: everyone has a different-label negative
     term = TripletLoss({"negatives": "different_label", "task": "isup", "margin": 2.0})
     out = {"image_embeds": a, "text_embeds": p}
     res = term(out, {"labels": {"isup": labels}})
     assert res["n_without_negative"].item() == 0.0
-    res = term(out, {"labels": {"isup": torch.zeros(4, dtype=torch.long)}})
+    same = {"ids": ["a", "b", "c", "d"], "labels": {"isup": torch.zeros(4, dtype=torch.long)}}
+    # the issue-14 failure: no negative in the step used to give a silent 0.0
+    with pytest.raises(NoNegativeError, match=r"'triplet'.*4 of 4 rows have no negative.*'a', 'b'"):
+        term(out, same)
+    lenient = TripletLoss({"negatives": "different_label", "task": "isup", "on_missing_negative": "warn"})
+    with pytest.warns(NoNegativeWarning, match=r"step 1 with missing negatives"):
+        res = lenient(out, same)
     assert res["n_without_negative"].item() == 4.0 and res["loss"].item() == 0.0
+    lenient(out, same)
+    assert lenient.steps_without_negative == 2
+    term.eval()  # validation loss: counted, never raised
+    assert term(out, same)["n_without_negative"].item() == 4.0
     with pytest.raises(MissingInputError, match=r"batch\['labels.isup'\]"):
         term(out, {"labels": {}})
+
+
+def test_clip_siglip_unicl_with_one_pair_raise_instead_of_a_silent_zero() -> None:
+    a, p = _pair(1, 3)
+    out = {"image_embeds": a, "text_embeds": p, "logit_scale": torch.tensor(10.0), "logit_bias": torch.tensor(0.0)}
+    batch = {"ids": ["only"], "labels": {"y": torch.tensor([1])}}
+    for term in (ClipLoss(), SigLipLoss(), UniCLLoss({"task": "y"})):
+        with pytest.raises(NoNegativeError, match=r"1 of 1 rows have no negative"):
+            term(out, batch)
+    with pytest.warns(NoNegativeWarning):
+        assert ClipLoss({"on_missing_negative": "warn"})(out, batch)["loss"].item() == 0.0
+
+
+def test_triplet_dataset_negatives_equal_torch_per_anchor_negative_pair() -> None:
+    # batch of one slide with K = 3 negatives drawn from the dataset (the Balancing Act at batch size 1)
+    a, p = _pair(2, 5)
+    negatives = torch.randn(2, 3, 5, dtype=torch.float64)
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    a.requires_grad_(True)
+    term = TripletLoss({"negatives": "dataset", "margin": 2.0})
+    res = term({"image_embeds": a, "text_embeds": p, "negative_text_embeds": negatives}, {"negative_mask": mask})
+    an, pn, nn_ = F.normalize(a, dim=-1), F.normalize(p, dim=-1), F.normalize(negatives, dim=-1)
+    rows, cols = mask.nonzero(as_tuple=True)
+    expected = torch.nn.TripletMarginLoss(margin=2.0, p=2)(an[rows], pn[rows], nn_[rows, cols])
+    torch.testing.assert_close(res["loss"], expected)
+    assert res["n_without_negative"].item() == 0.0
+    # one record at batch size 1 with K = 1 is exactly the reference's TripletMarginLoss
+    one = term({"image_embeds": a[:1], "text_embeds": p[:1], "negative_text_embeds": negatives[:1, :1]},
+               {"negative_mask": mask[:1, :1]})["loss"]
+    torch.testing.assert_close(one, triplet_reference(an[:1], pn[:1], nn_[:1, 0], 2.0))
+    with pytest.raises(NoNegativeError):
+        term({"image_embeds": a, "text_embeds": p, "negative_text_embeds": negatives},
+             {"negative_mask": torch.zeros(2, 3, dtype=torch.bool)})
+    with pytest.raises(ObjectiveInputError, match=r"must be \(B, K, D\)"):
+        term({"image_embeds": a, "text_embeds": p, "negative_text_embeds": negatives[0]}, {"negative_mask": mask})
+
+
+def test_clip_dataset_negatives_are_extra_image_to_text_columns() -> None:
+    a, p = _pair(1, 4)
+    negatives = torch.randn(1, 2, 4, dtype=torch.float64)
+    scale = torch.tensor(SCALE_INIT, dtype=torch.float64)
+    term = ClipLoss({"dataset_negatives": True})
+    res = term({"image_embeds": a, "text_embeds": p, "logit_scale": scale, "negative_text_embeds": negatives},
+               {"negative_mask": torch.ones(1, 2, dtype=torch.bool)})
+    an, cols = F.normalize(a, dim=-1), F.normalize(torch.cat([p, negatives[0]]), dim=-1)
+    logits = scale * an @ cols.T
+    # image→text: CE over [own text, 2 negatives]; text→image of a batch of one: log 1 = 0
+    expected = 0.5 * F.cross_entropy(logits, torch.tensor([0]))
+    torch.testing.assert_close(res["loss"], expected)
+    assert res["loss"].item() > 0
 
 
 def test_triplet_hardest_term_equals_formula_on_selected_negatives() -> None:

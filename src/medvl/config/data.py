@@ -17,6 +17,7 @@ __all__ = [
     "CaptionConfig",
     "DataConfig",
     "EvalTransformConfig",
+    "NegativeSamplingConfig",
     "SplitConfig",
     "TrainTransformConfig",
 ]
@@ -71,6 +72,28 @@ class CaptionConfig(StrictModel):
 
     mode: Literal["random", "first", "join"] = "random"
     separator: str = " "
+
+
+class NegativeSamplingConfig(StrictModel):
+    """Negative texts drawn from the dataset for every training record (``data.negatives``).
+
+    For each record, ``k`` other records are drawn uniformly (without replacement while enough
+    exist) among those whose ``task`` label *differs* from the record's and, with
+    ``exclude_same_group``, whose group (patient) differs; their texts (chosen by the caption
+    mode) become the record's negatives. "Differs" by task kind: multiclass/ordinal — another
+    class (both labelled); multilabel — the label vectors disagree on at least one class
+    annotated in both records; regression — ``|y_i − y_j| > min_label_distance``. Draws are
+    seeded by (seed, epoch, index), so a record's negatives change every epoch and are the
+    same on every rerun, whatever the worker count. This is the Balancing Act's sampler (a
+    random report of a different ISUP grade), which makes triplet and contrastive terms work
+    at batch size 1. Objective terms read them with ``negatives: dataset``.
+    """
+
+    task: str = Field(min_length=1)
+    k: int = Field(default=1, ge=1, le=1024)
+    exclude_same_group: bool = True
+    #: regression tasks: labels closer than this count as the same label
+    min_label_distance: float = Field(default=0.0, ge=0.0)
 
 
 class SplitConfig(StrictModel):
@@ -129,6 +152,8 @@ class DataConfig(StrictModel):
     #: cross-validation: train on ``train_split`` records of the other folds, validate on this
     #: fold (null = validate on ``val_split``)
     fold: int | None = Field(default=None, ge=0)
+    #: negative texts drawn from the dataset per record (null = none; terms use in-batch negatives)
+    negatives: NegativeSamplingConfig | None = None
 
     @model_validator(mode="after")
     def _stats(self) -> DataConfig:

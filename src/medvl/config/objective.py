@@ -43,6 +43,7 @@ __all__ = [
     "MaskedImageContrastiveOptions",
     "ObjectiveConfig",
     "ObjectiveTermConfig",
+    "OnMissingNegative",
     "PrototypeBCEOptions",
     "Role",
     "SigLipOptions",
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 Role = Literal["contrastive", "task"]
+OnMissingNegative = Literal["error", "warn"]
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 RESERVED_NAMES = frozenset({"total"})
 
@@ -82,12 +84,30 @@ class ClipOptions(TermOptions):
         description="under torch.distributed with world size > 1, local rows against features gathered "
         "from every rank with gradient (equal to the single-process global-batch loss)",
     )
+    on_missing_negative: OnMissingNegative = Field(
+        default="error",
+        description="a training step in which an image has no negative text (a batch of one pair without "
+        "dataset negatives): error, or warn (the step's term skips those rows, counted in n_without_negative)",
+    )
+    dataset_negatives: bool = Field(
+        default=False,
+        description="clip only: the image→text rows also score the negative texts drawn from the dataset "
+        "(data.negatives; model output negative_text_embeds), so the term works at batch size 1",
+    )
+    negative_key: str = Field(default="negative_text_embeds", description="model output (B, K, D) of dataset negatives")
+    negative_mask_key: str = Field(default="negative_mask", description="batch key (B, K) bool of drawn negatives")
 
 
 class SigLipOptions(ClipOptions):
     """SigLIP: pairwise sigmoid loss on ``logit_scale · norm(img) @ norm(txt).T + logit_bias``."""
 
     bias_key: str = "logit_bias"
+
+    @model_validator(mode="after")
+    def _no_dataset_negatives(self) -> SigLipOptions:
+        if self.dataset_negatives:
+            raise ValueError("dataset_negatives is supported by clip and triplet terms only")
+        return self
 
 
 class TripletOptions(TermOptions):
@@ -107,9 +127,23 @@ class TripletOptions(TermOptions):
     swap: bool = Field(
         default=False, description="distance swap (Balntas et al.), as torch's TripletMarginLoss"
     )
-    negatives: Literal["random", "different_label", "hardest", "provided"] = "random"
+    negatives: Literal["random", "different_label", "hardest", "provided", "dataset"] = Field(
+        default="random",
+        description="random / different_label / hardest: texts of the batch; dataset: the negative texts "
+        "drawn per record from the whole dataset (data.negatives, the Balancing Act's sampler; works at "
+        "batch size 1); provided: a model output",
+    )
     task: str | None = Field(
-        default=None, description="label task for different_label / hardest_different_label"
+        default=None, description="label task for different_label / hardest_different_label (and, with "
+        "dataset, it must equal data.negatives.task)"
+    )
+    on_missing_negative: OnMissingNegative = Field(
+        default="error",
+        description="a training step in which an anchor has no negative: error, or warn (the anchor is "
+        "left out of the mean and counted in n_without_negative)",
+    )
+    negative_mask_key: str = Field(
+        default="negative_mask", description="dataset: batch key (B, K) bool marking drawn negatives"
     )
     hardest_different_label: bool = Field(
         default=False,
@@ -117,7 +151,7 @@ class TripletOptions(TermOptions):
     )
     negative_key: str = Field(
         default="negative_text_embeds",
-        description="model output holding one negative text per record (provided)",
+        description="model output with the negative texts: (B, D) for provided, (B, K, D) for dataset",
     )
 
     @model_validator(mode="after")
@@ -178,6 +212,12 @@ class MSEOptions(_TaskOptions):
 
 class UniCLOptions(ClipOptions):
     """UniCL: CLIP with soft targets; image i and text j are positives when they share a label."""
+
+    @model_validator(mode="after")
+    def _no_dataset_negatives(self) -> UniCLOptions:
+        if self.dataset_negatives:
+            raise ValueError("dataset_negatives is supported by clip and triplet terms only")
+        return self
 
     task: str = Field(description="label task defining positives")
     use_text_labels: bool = Field(
@@ -423,6 +463,14 @@ class ObjectiveConfig(StrictModel):
             if unknown:
                 raise ValueError(f"gradient_probe.terms: unknown term names {unknown}; terms are {names}")
         return self
+
+    def dataset_negative_terms(self) -> list[tuple[int, ObjectiveTermConfig]]:
+        """``(position, term)`` of the terms that read negatives drawn from the dataset."""
+        found = []
+        for i, term in enumerate(self.terms):
+            if term.options.get("negatives") == "dataset" or term.options.get("dataset_negatives"):
+                found.append((i, term))
+        return found
 
     def resolved_weights(self) -> dict[str, float]:
         """Final weight of each term: ``weight``, scaled by λ or 1−λ under ``balance``."""

@@ -186,3 +186,25 @@ class RunConfig(StrictModel):
     objective: ObjectiveSection
     training: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationSection | None = None
+
+    @model_validator(mode="after")
+    def _dataset_negatives_configured(self) -> RunConfig:
+        """A term that reads dataset negatives needs ``data.negatives`` (on the same task)."""
+        finder = getattr(self.objective, "dataset_negative_terms", None)
+        if finder is None:
+            return self
+        sampling = getattr(self.data, "negatives", None)
+        for i, term in finder():
+            where = f"objective.terms.{i} ({term.name!r})"
+            if sampling is None:
+                raise ValueError(
+                    f"{where} uses negatives drawn from the dataset but data.negatives is not set; add e.g. "
+                    "data.negatives: {task: grade, k: 1}"
+                )
+            task = term.options.get("task")
+            if task is not None and term.kind == "triplet" and task != sampling.task:
+                raise ValueError(
+                    f"{where}: options.task is {task!r} but data.negatives.task is {sampling.task!r}; "
+                    "negatives are drawn by data.negatives.task"
+                )
+        return self

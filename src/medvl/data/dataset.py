@@ -22,6 +22,12 @@ Batch (see "Batch" in docs/DESIGN.md): ``ids``, ``index`` (B,), ``pixel_values``
 or ``bag`` (B, N, d) + ``bag_mask`` (B, N), ``texts``, ``labels``/``label_mask`` per task, and
 ``skipped``. Training batches add ``has_text`` (B,) and, when the manifest has per-text labels,
 ``text_labels`` per task for the chosen caption; evaluation batches add ``caption_to_image``.
+
+Dataset negatives (``negatives=`` / ``data.negatives``): every training item also carries ``k``
+negative texts drawn by :class:`~medvl.data.negatives.DatasetNegativeSampler` from records
+with a different label and another group (each negative's text chosen by the caption mode);
+the batch gets ``negative_texts`` (the drawn texts, flat, record-major), ``negative_index``
+(B, k) dataset indices (−1 where a record had none) and ``negative_mask`` (B, k).
 """
 
 from __future__ import annotations
@@ -47,9 +53,10 @@ from medvl.data.manifest import (
     list_column_to_matrix,
     validate_manifest,
 )
+from medvl.data.negatives import DatasetNegativeSampler
 
 if TYPE_CHECKING:
-    from medvl.config.data import DataConfig
+    from medvl.config.data import DataConfig, NegativeSamplingConfig
 
 __all__ = [
     "FileProblem",
@@ -229,6 +236,8 @@ class ImageTextDataset(Dataset[Any]):
         bag_key: array key inside multi-array feature-bag files.
         max_regions: training only: keep at most this many regions per bag (seeded subset).
         preflight_workers: threads for the pre-flight scan.
+        negatives: training only: draw negative texts per record from the dataset (see the
+            module docstring and :class:`~medvl.config.data.NegativeSamplingConfig`).
     """
 
     def __init__(
@@ -249,6 +258,7 @@ class ImageTextDataset(Dataset[Any]):
         bag_key: str | None = None,
         max_regions: int | None = None,
         preflight_workers: int = 1,
+        negatives: NegativeSamplingConfig | None = None,
     ) -> None:
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
@@ -267,6 +277,8 @@ class ImageTextDataset(Dataset[Any]):
         self.dicom_window: Literal["header", "minmax"] = dicom_window
         self.bag_key = bag_key
         self.max_regions = max_regions
+        self.negatives_config = negatives if train else None
+        self.negative_sampler: DatasetNegativeSampler | None = None
         self.skipped: list[SkippedRecord] = []
         self.task_names = list(manifest.tasks) if tasks is None else list(tasks)
         for name in self.task_names:
@@ -324,6 +336,7 @@ class ImageTextDataset(Dataset[Any]):
             dicom_window=cfg.dicom_window,
             bag_key=cfg.bag_key,
             max_regions=cfg.max_regions if train else None,
+            negatives=cfg.negatives if train else None,
         )
 
     def _prepare(self) -> None:
@@ -350,6 +363,35 @@ class ImageTextDataset(Dataset[Any]):
             column = TEXT_LABEL_PREFIX + name
             if column in df.columns:
                 self._text_labels[name] = _caption_labels(df[column], spec.num_classes, spec.kind, column)
+        if self.negatives_config is not None:
+            self.negative_sampler = self._build_negative_sampler(self.negatives_config)
+
+    def _build_negative_sampler(self, cfg: NegativeSamplingConfig) -> DatasetNegativeSampler:
+        m = self.manifest
+        spec = m.task(cfg.task)  # unknown task → error listing the known ones
+        labels, mask = m.label_matrix(cfg.task), m.label_mask(cfg.task)
+        if spec.kind in ("multiclass", "ordinal"):
+            labels = np.where(mask, labels, -1)
+        elif spec.kind == "regression":
+            labels = np.where(mask, labels, np.nan)
+        has_text = np.diff(self._text_offsets) > 0
+        return DatasetNegativeSampler(
+            labels,
+            spec.kind,
+            m.records["group"].astype(str).to_numpy(dtype=object) if "group" in m.records.columns else None,
+            k=cfg.k,
+            seed=self.seed,
+            label_mask=mask if spec.kind == "multilabel" else None,
+            exclude_same_group=cfg.exclude_same_group,
+            min_label_distance=cfg.min_label_distance,
+            eligible=has_text,
+        )
+
+    def records_without_negative(self) -> list[str]:
+        """Ids of records for which the dataset negative sampler finds no admissible negative."""
+        if self.negative_sampler is None:
+            return []
+        return [str(self._ids[i]) for i in self.negative_sampler.missing.tolist()]
 
     # ---- public API
     def __len__(self) -> int:
@@ -430,6 +472,8 @@ class ImageTextDataset(Dataset[Any]):
             text, text_index = self._choose_caption(texts, rng)
             item["text"] = text
             item["text_index"] = text_index
+            if self.negative_sampler is not None:
+                item["negatives"] = self._draw_negatives(index)
             if self._text_labels and text_index >= 0:
                 offset = int(self._text_offsets[index]) + text_index
                 item["text_labels"] = {k: torch.as_tensor(v[offset]) for k, v in self._text_labels.items()}
@@ -438,6 +482,15 @@ class ImageTextDataset(Dataset[Any]):
         item["labels"] = {k: torch.as_tensor(v[index]) for k, v in self._labels.items()}
         item["label_mask"] = {k: torch.as_tensor(v[index]) for k, v in self._masks.items()}
         return item
+
+    def _draw_negatives(self, index: int) -> tuple[list[int], list[str]]:
+        """Dataset indices and texts of item ``index``'s negatives in the current epoch."""
+        assert self.negative_sampler is not None
+        chosen = self.negative_sampler.draw(index, self.epoch).tolist()
+        rng = np.random.default_rng(np.random.SeedSequence(
+            [self.seed & 0xFFFFFFFF, self.epoch & 0xFFFFFFFF, index & 0xFFFFFFFF, 0x6E7478]))
+        texts = [self._choose_caption(self.texts_of(j), rng)[0] for j in chosen]
+        return chosen, texts
 
     def _choose_caption(self, texts: list[str], rng: np.random.Generator) -> tuple[str, int]:
         if not texts:
@@ -464,6 +517,17 @@ def _caption_labels(column: Any, width: int, kind: str, name: str) -> np.ndarray
 
 
 # ----------------------------------------------------------------------------------------- collate
+
+
+def _collate_negatives(drawn: Sequence[tuple[list[int], list[str]]]) -> dict[str, Any]:
+    """``negative_texts`` (flat, record-major), ``negative_index`` (B, k) (−1 = none), ``negative_mask``."""
+    k = max((len(indices) for indices, _ in drawn), default=0)
+    index = torch.full((len(drawn), k), -1, dtype=torch.long)
+    texts: list[str] = []
+    for row, (indices, row_texts) in enumerate(drawn):
+        index[row, : len(indices)] = torch.tensor(indices, dtype=torch.long)
+        texts.extend(row_texts)
+    return {"negative_texts": texts, "negative_index": index, "negative_mask": index >= 0}
 
 
 def collate(samples: Sequence[dict[str, Any] | _Skipped]) -> dict[str, Any]:
@@ -508,6 +572,8 @@ def collate(samples: Sequence[dict[str, Any] | _Skipped]) -> dict[str, Any]:
         batch["has_text"] = torch.tensor([bool(it["text"]) for it in items], dtype=torch.bool)
         if all("text_labels" in it for it in items):
             batch["text_labels"] = {k: torch.stack([it["text_labels"][k] for it in items]) for k in items[0]["text_labels"]}
+        if "negatives" in items[0]:
+            batch.update(_collate_negatives([it["negatives"] for it in items]))
     else:
         texts: list[str] = []
         owners: list[int] = []

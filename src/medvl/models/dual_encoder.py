@@ -16,6 +16,9 @@ key                           value
 ``image_masked_unimodal_embeds``  (B, Dv) ξ of a randomly masked copy (``masked_view``)
 ``text_features``             (B, F_txt) text backbone features (when ``batch["texts"]``)
 ``text_embeds``               (B, D) joint-space text embedding (**not** normalised)
+``negative_text_embeds``      (B, K, D) joint-space embeddings of the dataset negatives
+                              (``batch["negative_texts"]`` + ``negative_mask`` (B, K));
+                              zero where a record has fewer than K
 ``logits.<task>``             (B, C) multilabel/multiclass logits, (B,) ordinal/regression
 ``prototypes.<task>``         (C, Dp) raw class prototypes (objectives normalise them)
 ``prototype_logits.<task>``   (B, C) ``s₂ · cos(x, P)`` with the prototype head's own scale
@@ -271,6 +274,8 @@ class DualEncoder(nn.Module):
                 raise type(exc)(f"{exc} (batch ids: {list(ids) if ids is not None else 'n/a'})") from exc
             out["text_features"] = text_feats
             out["text_embeds"] = self.project_text(text_feats)
+        if self.text is not None and "negative_texts" in batch and "negative_mask" in batch:
+            out["negative_text_embeds"] = self._negative_embeds(batch["negative_texts"], batch["negative_mask"])
         for task, head in self.classifiers.items():
             x = feats if self.config.classifiers[task].input == "features" else out["image_embeds"]
             out[f"logits.{task}"] = head(x)
@@ -283,6 +288,18 @@ class DualEncoder(nn.Module):
         out["logit_scale"] = self.logit_scale()
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias()
+        return out
+
+    def _negative_embeds(self, texts: Sequence[str], mask: torch.Tensor) -> torch.Tensor:
+        """(B, K, D) embeddings of the flat, record-major ``texts`` placed where ``mask`` (B, K) is True."""
+        rows, k = mask.shape
+        out = torch.zeros(rows, k, self.embed_dim, device=self.device)
+        if len(texts) != int(mask.sum()):
+            raise ValueError(f"{len(texts)} negative texts for {int(mask.sum())} True entries of negative_mask")
+        if texts:
+            embeds = self.encode_text(list(texts))
+            out = out.to(embeds.dtype)
+            out[mask.to(out.device)] = embeds
         return out
 
     def _view_outputs(self, batch: Mapping[str, Any], feats: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -5,7 +5,13 @@ reading the model outputs dict and the batch (see ``docs/objectives.md``);
 :class:`CompositeObjective` returns ``{"total": Σ w·term, "<name>": term, …}``.
 """
 
-from medvl.objectives.base import MissingInputError, ObjectiveInputError, ObjectiveTerm
+from medvl.objectives.base import (
+    MissingInputError,
+    NoNegativeError,
+    NoNegativeWarning,
+    ObjectiveInputError,
+    ObjectiveTerm,
+)
 from medvl.objectives.composite import CompositeObjective, build_objective
 from medvl.objectives.contrastive import ClipLoss, SigLipLoss, TripletLoss, clip_loss, siglip_loss
 from medvl.objectives.gradient_probe import GradientProbe
@@ -32,6 +38,8 @@ __all__ = [
     "MaskedBCELoss",
     "MaskedImageContrastiveLoss",
     "MissingInputError",
+    "NoNegativeError",
+    "NoNegativeWarning",
     "ObjectiveInputError",
     "ObjectiveTerm",
     "PrototypeBCELoss",

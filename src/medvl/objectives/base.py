@@ -13,6 +13,7 @@ nested mappings (``outputs["logits"]["isup"]``), so either layout of the model o
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -22,7 +23,15 @@ from torch import Tensor, nn
 from medvl.config.objective import TermOptions, validate_term_options
 from medvl.utils.errors import UserInputError
 
-__all__ = ["MissingInputError", "ObjectiveInputError", "ObjectiveTerm", "lookup", "zero_loss"]
+__all__ = [
+    "MissingInputError",
+    "NoNegativeError",
+    "NoNegativeWarning",
+    "ObjectiveInputError",
+    "ObjectiveTerm",
+    "lookup",
+    "zero_loss",
+]
 
 
 class ObjectiveInputError(UserInputError, ValueError):
@@ -34,6 +43,14 @@ class MissingInputError(ObjectiveInputError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class NoNegativeError(ObjectiveInputError):
+    """A contrastive term found no negative for some rows of a training step (it would train nothing)."""
+
+
+class NoNegativeWarning(UserWarning):
+    """A contrastive term skipped rows without a negative (``on_missing_negative: warn``)."""
 
 
 def lookup(container: Mapping[str, Any], key: str) -> Any:
@@ -86,6 +103,8 @@ class ObjectiveTerm(nn.Module):
             )
         self.options = options
         self.name = name if name is not None else self.kind
+        #: training steps in which some row had no negative (``on_missing_negative: warn``)
+        self.steps_without_negative = 0
 
     # -- declared inputs -----------------------------------------------------------------------
     def required_outputs(self) -> tuple[str, ...]:
@@ -168,6 +187,33 @@ class ObjectiveTerm(nn.Module):
                 f"objective term {self.name!r}: model output {key!r} has {value.shape[0]} rows, expected {batch_size}"
             )
         return value
+
+    def check_negatives(
+        self, n_missing: int, n_rows: int, batch: Mapping[str, Any], policy: str, remedy: str
+    ) -> None:
+        """Enforce the ``on_missing_negative`` policy for a step where ``n_missing`` of ``n_rows``
+        rows had no negative.
+
+        In training mode, ``error`` raises :class:`NoNegativeError` naming the term and the
+        batch's record ids; ``warn`` counts the step in :attr:`steps_without_negative` and warns
+        on the 1st, 2nd, 4th, 8th, … such step. In evaluation mode (validation loss) nothing is
+        raised: the rows are left out and the count is returned by the term as a diagnostic.
+        """
+        if n_missing == 0 or not self.training:
+            return
+        ids = batch.get("ids")
+        shown = f" (batch records {list(ids)[:8]})" if ids is not None else ""
+        what = f"objective term {self.name!r} ({self.kind}): {n_missing} of {n_rows} rows have no negative{shown}"
+        if policy == "error":
+            raise NoNegativeError(
+                f"{what}; it would contribute nothing for them. {remedy} Or set "
+                f"on_missing_negative: warn in the term's options to skip such rows with a counted warning."
+            )
+        self.steps_without_negative += 1
+        count = self.steps_without_negative
+        if count & (count - 1) == 0:  # 1, 2, 4, 8, ...
+            warnings.warn(f"{what}; skipped (step {count} with missing negatives so far)", NoNegativeWarning,
+                          stacklevel=3)
 
     # -- computation ---------------------------------------------------------------------------
     def compute(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Tensor]:

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medvl.config.objective import DLILPOptions, PrototypeBCEOptions, UniCLOptions
-from medvl.objectives.base import ObjectiveInputError, ObjectiveTerm
-from medvl.objectives.contrastive import clip_loss
+from medvl.objectives.base import ObjectiveInputError, ObjectiveTerm, zero_loss
+from medvl.objectives.contrastive import NO_NEGATIVE_REMEDY, clip_loss, in_batch_columns
 from medvl.objectives.distributed import gather_rows
 from medvl.objectives.supervised import masked_bce_with_logits
 
@@ -130,6 +130,10 @@ class UniCLLoss(ObjectiveTerm):
             if o.use_text_labels
             else image_labels
         )
+        missing = image.shape[0] if in_batch_columns(image.shape[0], o.gather) <= 1 else 0
+        self.check_negatives(missing, image.shape[0], batch, o.on_missing_negative, NO_NEGATIVE_REMEDY)
+        if missing:
+            return {"loss": zero_loss(image, text)}
         loss = unicl_loss(
             image, text, scale, image_labels, text_labels, normalize=o.normalize, gather=o.gather
         )

@@ -77,6 +77,20 @@ def _validation_hooks(cfg: RunConfig, val_set: Any) -> list[ValidationHook]:
     return hooks
 
 
+def _check_dataset_negatives(cfg: RunConfig, train_set: Any) -> None:
+    """Records without any admissible dataset negative are an error up front for terms that would raise."""
+    strict = [t.name for _, t in cfg.objective.dataset_negative_terms()
+              if t.options.get("on_missing_negative", "error") == "error"]
+    missing = train_set.records_without_negative()
+    if strict and missing:
+        shown = ", ".join(missing[:10]) + (f" … and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise ConfigError(
+            f"data.negatives: {len(missing)} training record(s) have no record with a different "
+            f"{cfg.data.negatives.task!r} label in another group to draw a negative from: {shown}. Fix their "
+            f"labels/groups, or set on_missing_negative: warn for term(s) {strict}"
+        )
+
+
 def run_training(
     cfg: RunConfig,
     run_dir: str | os.PathLike[str],
@@ -130,6 +144,7 @@ def run_training(
         val_loss_set.max_regions = None
     if len(train_set) == 0:
         raise ConfigError(f"data: the {cfg.data.train_split!r} split of {cfg.data.manifest} is empty")
+    _check_dataset_negatives(cfg, train_set)
 
     # The model directory fixes tower assets (e.g. a tokenizer trained on this run's corpus), so a
     # resumed run, or a run started from another run's weights, tokenises exactly the same way.
