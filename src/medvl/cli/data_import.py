@@ -106,12 +106,23 @@ def register_data(data_app: typer.Typer) -> None:
 
     @data_app.command("label-reports")
     def label_reports_command(
-        input_path: Path = typer.Argument(..., help="CSV/JSONL/Parquet with a text column, or a directory of .txt reports."),
+        input_path: Path = typer.Argument(..., metavar="INPUT",
+                                          help="CSV/JSONL/Parquet with a text column, or a directory of .txt reports."),
         out: Path = typer.Option(..., "--out", help="Output CSV (or .parquet): id + 14 CheXpert columns (1, 0, -1, blank)."),
-        text_column: str = typer.Option("report", "--text-column"),
-        id_column: str = typer.Option("id", "--id-column"),
+        text_column: str = typer.Option("report", "--text-column", help="Column holding the report text."),
+        id_column: str = typer.Option("id", "--id-column", help="Column holding the report id."),
         sections: str = typer.Option("findings,impression", "--sections",
                                      help="Sections to label; 'all' labels the whole text."),
+        fallback: str = typer.Option("last_paragraph", "--fallback",
+                                     help="When none of the sections exists: last_paragraph or none."),
+        global_negations: bool = typer.Option(
+            False, "--global-negations/--no-global-negations",
+            help="Read 'no acute cardiopulmonary process', 'the lungs are clear', … as negating the acute "
+                 "findings they cover (off: left unmentioned, as the CheXpert labeller does)."),
+        old_fractures: str = typer.Option("positive", "--old-fractures",
+                                          help="Old/healed fractures: positive (CheXpert's convention) or ignore."),
+        anatomy_window: int = typer.Option(6, "--anatomy-window", min=1,
+                                           help="Words after 'heart size' etc. searched for 'enlarged'/'normal'."),
     ) -> None:
         """Label radiology reports with the 14 CheXpert observations (negation/uncertainty aware)."""
         import pandas as pd
@@ -138,8 +149,16 @@ def register_data(data_app: typer.Typer) -> None:
         else:
             typer.echo(f"error: {input_path} does not exist", err=True)
             raise typer.Exit(1)
+        from medvl.utils.errors import InvalidArgumentError
+
+        for flag, value, allowed in (("--fallback", fallback, ("last_paragraph", "none")),
+                                     ("--old-fractures", old_fractures, ("positive", "ignore"))):
+            if value not in allowed:
+                raise InvalidArgumentError(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
         whole = sections.strip().lower() == "all"
-        labeller = ReportLabeller(sections=[s.strip() for s in sections.split(",") if s.strip()] if not whole else ())
+        labeller = ReportLabeller(sections=[s.strip() for s in sections.split(",") if s.strip()] if not whole else (),
+                                  fallback=fallback, global_negations=global_negations,  # type: ignore[arg-type]
+                                  old_fractures=old_fractures, anatomy_window=anatomy_window)  # type: ignore[arg-type]
         codes = labeller.label_reports(texts, sections=not whole)
         frame = pd.DataFrame(codes, columns=list(CHEXPERT_CLASSES))
         frame.insert(0, "id", ids)
@@ -149,5 +168,9 @@ def register_data(data_app: typer.Typer) -> None:
         else:
             with atomic_open(out, "w") as handle:
                 frame.to_csv(handle, index=False)
-        positives = {c: int((frame[c] == 1).sum()) for c in CHEXPERT_CLASSES}
-        typer.echo(f"labelled {len(frame)} reports → {out}; positives per class: {positives}")
+        counts = {code: {c: int((frame[c] == value).sum()) for c in CHEXPERT_CLASSES if (frame[c] == value).any()}
+                  for code, value in (("positive", 1), ("uncertain", -1), ("negative", 0))}
+        typer.echo(f"labelled {len(frame)} reports → {out}")
+        for code, per_class in counts.items():
+            shown = ", ".join(f"{c} {n}" for c, n in per_class.items()) or "none"
+            typer.echo(f"  {code:<9} {shown}")

@@ -7,9 +7,14 @@ For each sentence the labeller
 2. resolves anatomical mentions ("heart size", "cardiomediastinal silhouette") through an
    enlargement or normal-state qualifier within a few words;
 3. finds negation and uncertainty triggers (NegEx/ConText style: forward triggers act until
-   the next clause terminator, backward triggers back to the previous one; pseudo-triggers such
-   as "no change" are consumed and do nothing); when both act on a mention, the nearer wins;
-   "A or B" between two mentions hedges both;
+   the next clause terminator; backward triggers act on the nearest mention before them and on
+   the mentions listed with it — "effusion or pneumothorax is not seen", "edema, effusion, or
+   pneumothorax is not seen" — but not across an unrelated mention: in "small effusion,
+   pneumothorax is not seen" only the pneumothorax is negated; pseudo-triggers such as "no
+   change" are consumed and do nothing); when both act on a mention, the nearer wins; "A or B"
+   (or "A versus B") between two mentions hedges both. Normality phrases after a finding ("… within the limits of
+   normal") negate it; limitation phrases ("evaluation for pneumothorax is limited") make it
+   uncertain;
 4. aggregates mentions: positive (1) beats uncertain (-1) beats negative (0); unmentioned is
    NaN. ``No Finding`` is 1 when no other observation except Support Devices is positive or
    uncertain, else NaN, as in the CheXpert label files.
@@ -20,6 +25,7 @@ uncertainty policies of the adapters apply unchanged.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -109,15 +115,22 @@ class ReportLabeller:
             process", "the lungs are clear", "no acute osseous abnormality") as negating the
             acute findings they cover (:data:`rules.GLOBAL_NEGATIONS`). Off by default, matching
             the CheXpert labeller, which leaves such findings unmentioned.
+        old_fractures: ``"positive"`` (default, CheXpert's convention): an old, healed or remote
+            fracture is a Fracture; ``"ignore"``: such mentions label nothing (acute findings only).
     """
 
     classes: tuple[str, ...] = rules.CHEXPERT_CLASSES
 
     def __init__(self, sections: Sequence[str] = ("findings", "impression"),
                  fallback: Literal["last_paragraph", "none"] = "last_paragraph", anatomy_window: int = 6,
-                 global_negations: bool = False) -> None:
+                 global_negations: bool = False, old_fractures: Literal["positive", "ignore"] = "positive") -> None:
+        if old_fractures not in ("positive", "ignore"):
+            raise ValueError(f"old_fractures must be 'positive' or 'ignore', got {old_fractures!r}")
+        if anatomy_window < 1:
+            raise ValueError(f"anatomy_window must be >= 1, got {anatomy_window}")
         self.sections = tuple(sections)
         self.global_negations = global_negations
+        self.old_fractures = old_fractures
         self._global = [(re.compile(r"(?<![\w-])(?:" + p + r")(?![\w-])", re.IGNORECASE), obs)
                         for p, obs in rules.GLOBAL_NEGATIONS.items()]
         self.fallback = fallback
@@ -125,6 +138,8 @@ class ReportLabeller:
         mention_items = [(obs, p) for obs, ps in rules.MENTIONS.items() for p in ps]
         mention_items += [(f"@{obs}", p) for obs, ps in rules.ANATOMY.items() for p in ps]
         mention_items += [("#exclude", p) for p in rules.EXCLUSIONS]
+        if old_fractures == "ignore":
+            mention_items += [("#exclude", p) for p in rules.OLD_FRACTURES]
         self._mentions, self._mention_names = _alternation(mention_items)
         trigger_items = (
             [("neg_pre", p) for p in rules.NEGATION_PRE]
@@ -173,7 +188,8 @@ class ReportLabeller:
                     continue
                 # hedges and negations between the structure and its qualifier apply to it
                 span = _Span(mention.label, mention.start, max(mention.end, qualifier_end))
-            value, trigger = self._modifier_value(text, span, modifiers, terminators)
+            value, trigger = self._modifier_value(text, span, modifiers, terminators,
+                                                  self._intervening(text, labelled, position))
             if value == POSITIVE and self._hedged_by_or(text, labelled, position):
                 value, trigger = UNCERTAIN, "or"
             results.append(MentionResult(observation, text[mention.start:mention.end], value, trigger))
@@ -207,8 +223,40 @@ class ReportLabeller:
         return None, mention.end
 
     @staticmethod
+    def _intervening(text: str, mentions: list[_Span], position: int) -> int | None:
+        """Start of the first later mention that is *not* listed with mention ``position`` (a backward
+        trigger beyond it belongs to that mention, not to this one), or None.
+
+        Mentions form a list when every gap between them is a comma or a short conjunction
+        (and/or/nor, ≤ 3 words) and the last gap is a conjunction: "A, B, or C is not seen".
+        """
+        later = mentions[position + 1:]
+        if not later:
+            return None
+        chain = [mentions[position], *later]
+        gaps = [text[a.end:b.start] for a, b in itertools.pairwise(chain)]
+
+        def conjunction(gap: str) -> bool:
+            words = _WORD.findall(gap)
+            return bool({"and", "or", "nor"} & set(words)) and len(words) <= 3
+
+        def comma(gap: str) -> bool:
+            return not _WORD.findall(gap) and "," in gap
+
+        # walk forward while gaps are list separators; the list is real once a conjunction closes it
+        listed_until = 0
+        for i, gap in enumerate(gaps):
+            if conjunction(gap):
+                listed_until = i + 1
+            elif not comma(gap):
+                break
+        if listed_until >= len(later):
+            return None
+        return later[listed_until].start
+
+    @staticmethod
     def _modifier_value(text: str, mention: _Span, modifiers: list[_Span],
-                        terminators: list[_Span]) -> tuple[float, str]:
+                        terminators: list[_Span], intervening: int | None = None) -> tuple[float, str]:
         best: tuple[int, float, str] | None = None
         for trigger in modifiers:
             if trigger.label.endswith("_pre"):
@@ -228,6 +276,8 @@ class ReportLabeller:
                     continue
                 if any(mention.end <= t.start and t.end <= trigger.start for t in terminators):
                     continue
+                if intervening is not None and intervening < trigger.start:
+                    continue  # the trigger speaks about a later, unrelated mention
                 distance = trigger.start - mention.end
             value = NEGATIVE if trigger.label.startswith("neg") else UNCERTAIN
             if best is None or distance < best[0]:
@@ -242,7 +292,7 @@ class ReportLabeller:
             if 0 <= neighbour < len(mentions):
                 a, b = sorted((mentions[position], mentions[neighbour]), key=lambda s: s.start)
                 between = _WORD.findall(text[a.end:b.start])
-                if "or" in between and len(between) <= 3 and "either" not in between:
+                if {"or", "versus", "vs"} & set(between) and len(between) <= 3 and "either" not in between:
                     return True
         return False
 
