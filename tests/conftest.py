@@ -56,3 +56,31 @@ def tiny_hf_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"size": {"shortest_edge": 16}, "crop_size": {"height": 16, "width": 16},
          "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}))
     return out
+
+
+#: family name → builder in tests/_families.py (the BiomedCLIP layout also needs a tiny BERT directory)
+_FAMILY_BUILDERS = ("clip", "metaclip2", "siglip", "siglip2_fixed", "siglip2_naflex", "align", "plain_vit",
+                    "open_clip", "biomedclip", "timm")
+
+
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """``family_dir(name)``: a tiny random-weight checkpoint of that family saved locally (built once)."""
+    import _families as fam
+
+    built: dict[str, Path] = {}
+    base = tmp_path_factory.mktemp("families")
+
+    def get(name: str) -> Path:
+        if name not in _FAMILY_BUILDERS:
+            raise KeyError(name)
+        if name not in built:
+            if name == "biomedclip":
+                bert = built.get("_bert") or fam.tiny_bert_dir(base / "bert")
+                built["_bert"] = bert
+                built[name] = fam.build_biomedclip_like(base / name, bert)
+            else:
+                built[name] = getattr(fam, f"build_{name}")(base / name)
+        return built[name]
+
+    return get

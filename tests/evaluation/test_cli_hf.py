@@ -57,7 +57,7 @@ def test_evaluate_hf_model_through_cli(hf_dir: Path, manifest_path: Path, tmp_pa
     assert "| retrieval | i2t/recall@1 |" in result.output
     res = json.loads((out / "results.json").read_text())
     prov = res["provenance"]
-    assert prov["model"]["kind"] == "hf" and prov["split"] == "test" and len(prov["manifest_hash"]) == 64
+    assert prov["model"]["format"] == "hf" and prov["family"] == "clip" and prov["split"] == "test" and len(prov["manifest_hash"]) == 64
     assert prov["n_images"] == 6 and prov["n_captions"] == 9
     m = res["tasks"]["retrieval"]["metrics"]
     assert 0 <= m["i2t/recall@1"] <= m["i2t/recall@5"] <= 1

@@ -64,9 +64,10 @@ def _dataset(manifest: Path, split: str):  # type: ignore[no-untyped-def]
 
 def test_cli_checkpoint_and_validation_hook_agree(setup: tuple[Path, Path], tmp_path: Path) -> None:
     from medvl.evaluation.embeddings import EmbeddingSet
-    from medvl.evaluation.extraction import MedvlEncoder, extract_embeddings
+    from medvl.evaluation.extraction import extract_embeddings
     from medvl.evaluation.validation import build_validation_hooks, validation_metrics
     from medvl.models import DualEncoder
+    from medvl.models.loading import MedvlModel
 
     manifest, model_dir = setup
     cfg_file = tmp_path / "eval.yaml"
@@ -97,7 +98,7 @@ def test_cli_checkpoint_and_validation_hook_agree(setup: tuple[Path, Path], tmp_
     assert build_validation_hooks(SimpleNamespace(evaluation=None), None) == []
 
     # extraction: shapes, every caption with its image index, head logits stored per task
-    emb = extract_embeddings(MedvlEncoder(model), ds, batch_size=4, progress=False)
+    emb = extract_embeddings(MedvlModel(model), ds, batch_size=4, progress=False)
     assert emb.num_images == 10 and emb.num_texts == 20
     assert emb.caption_to_image.tolist() == np.repeat(np.arange(10), 2).tolist()
     assert emb.logits["findings"].shape == (10, 3) and emb.image_features is not None
@@ -108,10 +109,11 @@ def test_cli_checkpoint_and_validation_hook_agree(setup: tuple[Path, Path], tmp_
 
 def test_extraction_rejects_training_mode_dataset(setup: tuple[Path, Path]) -> None:
     from medvl.data.dataset import ImageTextDataset
-    from medvl.evaluation.extraction import MedvlEncoder, extract_embeddings
+    from medvl.evaluation.extraction import extract_embeddings
     from medvl.models import DualEncoder
+    from medvl.models.loading import MedvlModel
 
     manifest, model_dir = setup
     ds = ImageTextDataset(read_manifest(manifest), train=True, channels=1)
     with pytest.raises(ValueError, match="evaluation-mode"):
-        extract_embeddings(MedvlEncoder(DualEncoder.from_pretrained(model_dir)), ds, progress=False)
+        extract_embeddings(MedvlModel(DualEncoder.from_pretrained(model_dir)), ds, progress=False)

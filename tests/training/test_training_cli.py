@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from medvl.cli.main import build_app
 from medvl.config.loading import config_from_dict
 from medvl.config.training import RunConfig
+from medvl.models.loading import load_trained_model
 from medvl.training import Callback, resolve_checkpoint
-from medvl.training.run import load_trained_model, run_training
+from medvl.training.run import run_training
 
 
 @pytest.fixture(scope="module")

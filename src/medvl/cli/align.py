@@ -32,32 +32,21 @@ class _AlignGroup(TyperGroup):
 
 
 def _load_paired(path: Path, caption: str, normalize: bool, on_missing: str) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """(image, text, EmbeddingSet | None, info) from an EmbeddingSet directory or an ``.npz`` of paired arrays."""
-    import numpy as np
-
+    """(image, text, EmbeddingSet, info) from an EmbeddingSet directory or an ``.npz`` of paired arrays
+    (the same inputs as ``medvl evaluate --embeddings`` and ``align study`` entries)."""
     from medvl.evaluation.alignment.pairs import paired_embeddings
-    from medvl.evaluation.alignment.validation import l2_normalize_rows
-    from medvl.evaluation.embeddings import EmbeddingSet
+    from medvl.evaluation.embeddings import EmbeddingSetError, load_embeddings
 
-    if path.is_dir():
-        emb = EmbeddingSet.load(path)
-        pairs = paired_embeddings(emb, caption=caption, normalize=normalize, on_missing=on_missing)
-        info = {"source": str(path), "kind": "EmbeddingSet", "caption": caption, "normalized": normalize,
-                "n_images_without_caption": pairs.n_skipped, "meta": emb.meta}
-        return pairs.image, pairs.text, emb, info
-    if path.suffix == ".npz" and path.is_file():
-        import torch
-
-        with np.load(path) as data:
-            missing = [k for k in ("image", "text") if k not in data.files]
-            if missing:
-                raise typer.BadParameter(f"{path}: .npz needs arrays 'image' and 'text' (paired rows); missing {missing}")
-            image, text = np.asarray(data["image"]), np.asarray(data["text"])
-        if normalize:
-            image = l2_normalize_rows(torch.as_tensor(image), "image").numpy()
-            text = l2_normalize_rows(torch.as_tensor(text), "text").numpy()
-        return image, text, None, {"source": str(path), "kind": "npz", "normalized": normalize}
-    raise typer.BadParameter(f"{path}: not an EmbeddingSet directory or an .npz file")
+    try:
+        emb = load_embeddings(path)
+    except EmbeddingSetError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if emb.num_texts == 0:
+        raise typer.BadParameter(f"{path}: no text embeddings (an .npz needs arrays 'image' and 'text')")
+    pairs = paired_embeddings(emb, caption=caption, normalize=normalize, on_missing=on_missing)
+    info = {"source": str(path), "kind": "npz" if path.suffix == ".npz" else "EmbeddingSet", "caption": caption,
+            "normalized": normalize, "n_images_without_caption": pairs.n_skipped, "meta": emb.meta}
+    return pairs.image, pairs.text, emb, info
 
 
 def _print_table(console: Any, title: str, values: dict[str, float], skipped: dict[str, str]) -> None:
@@ -137,7 +126,7 @@ def metrics_command(
             image, text, emb, info = _load_paired(path, cfg.caption, cfg.normalize, cfg.on_missing_caption)
             report = compute_alignment_metrics(image, text, cfg.metrics, metric_options(cfg))
             values: dict[str, Any] = dict(report.values)
-            if retrieval and emb is not None:
+            if retrieval:
                 values.update(retrieval_targets(emb))
             sweep_rows = sas_topq_sweep(image, text, memory_budget=metric_options(cfg).memory_budget) if sweep else []
         except ValueError as exc:
@@ -152,16 +141,13 @@ def metrics_command(
         atomic_write_text(out_dir / f"{name}.md", f"# Alignment of {path}\n\n"
                           + markdown_table(["metric", "value"], [[k, v] for k, v in values.items()], 6))
         if per_record and report.dims[0] == report.dims[1]:
-            ids = [str(i) for i in range(report.n)] if emb is None else None
-            if emb is not None:
-                from medvl.evaluation.alignment.pairs import paired_embeddings
+            from medvl.evaluation.alignment.pairs import paired_embeddings
 
-                ids = paired_embeddings(emb, caption=cfg.caption, normalize=cfg.normalize,
-                                        on_missing=cfg.on_missing_caption).image_ids
+            ids = paired_embeddings(emb, caption=cfg.caption, normalize=cfg.normalize,
+                                    on_missing=cfg.on_missing_caption).image_ids
             budget = metric_options(cfg).memory_budget
             it = sas_per_record(image, text, topq=cfg.topq, memory_budget=budget)
             ti = sas_per_record(text, image, topq=cfg.topq, memory_budget=budget)
-            assert ids is not None
             write_csv(out_dir / f"{name}.per_record_sas.csv",
                       [{"image_id": i, "sas_it": float(a), "sas_ti": float(b)} for i, a, b in zip(ids, it, ti, strict=True)])
         summary.append({"name": name, "source": str(path), "n": report.n, **values})

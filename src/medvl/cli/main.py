@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medvl.cli.data",
     "medvl.cli.train",
     "medvl.cli.evaluate",
+    "medvl.cli.models",
     "medvl.cli.align",
     "medvl.cli.experiments",
 )

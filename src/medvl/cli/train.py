@@ -23,13 +23,15 @@ def train(
     cfg = load_config(config, RunConfig, overrides=set_)
     run_dir = out if out is not None else Path("runs") / cfg.name
 
+    from medvl.evaluation.validation import build_validation_hooks
     from medvl.training.callbacks import EpochSummary
     from medvl.training.run import run_training
     from medvl.training.trainer import NonFiniteLossError
 
     summary_line = EpochSummary(None, log=typer.echo, monitor=cfg.training.monitor)  # as sweep cells print
     try:
-        result = run_training(cfg, run_dir, resume=resume, overwrite=overwrite, callbacks=[summary_line])
+        result = run_training(cfg, run_dir, resume=resume, overwrite=overwrite, callbacks=[summary_line],
+                              hook_factory=build_validation_hooks)
     except NonFiniteLossError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None

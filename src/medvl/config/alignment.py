@@ -79,12 +79,18 @@ class AlignmentMetricsConfig(StrictModel):
 class ExtractSpec(StrictModel):
     """Extract an entry's embeddings with ``medvl.evaluation.extraction`` (as ``medvl evaluate`` does).
 
-    ``manifest`` and the model paths are resolved against the config file's directory.
+    ``model`` is any spec of the model front door (``medvl.models.loading.load_model``: a medvl
+    run/model directory, a Hugging Face, open_clip or timm directory, an ``hf-hub:`` id);
+    ``checkpoint``/``hf_model`` are its older aliases. ``trust_remote_code`` lets a Hugging Face
+    directory's own code run. ``manifest`` and local model paths are resolved against the config
+    file's directory.
     """
 
     manifest: str
+    model: str | None = None
     checkpoint: str | None = None
     hf_model: str | None = None
+    trust_remote_code: bool = False
     which: str = "best"
     split: Literal["train", "val", "test"] = "test"
     root: str | None = None
@@ -97,9 +103,16 @@ class ExtractSpec(StrictModel):
 
     @model_validator(mode="after")
     def _one_model(self) -> ExtractSpec:
-        if (self.checkpoint is None) == (self.hf_model is None):
-            raise ValueError("give exactly one of 'checkpoint' (a medvl run/model directory) or 'hf_model'")
+        if sum(x is not None for x in (self.model, self.checkpoint, self.hf_model)) != 1:
+            raise ValueError("give exactly one of 'model' (any model spec; 'checkpoint' and 'hf_model' are aliases)")
         return self
+
+    @property
+    def model_spec(self) -> str:
+        """The one model spec given (``model``, ``checkpoint`` or ``hf_model``)."""
+        spec = self.model or self.checkpoint or self.hf_model
+        assert spec is not None
+        return spec
 
 
 class StudyEntry(StrictModel):
@@ -116,7 +129,8 @@ class StudyEntry(StrictModel):
     def _one_source(self) -> StudyEntry:
         if (self.embeddings is None) == (self.extract is None):
             raise ValueError(
-                f"entry {self.model}/{self.dataset}: give exactly one of 'embeddings' (an EmbeddingSet directory) "
+                f"entry {self.model}/{self.dataset}: give exactly one of 'embeddings' (an EmbeddingSet directory "
+                "or .npz file) "
                 "or 'extract' (an extraction spec)"
             )
         return self

@@ -10,6 +10,9 @@ Modes are explicit (``train=True`` / ``False``):
 * **evaluation** — each item carries all of its captions; the batch lists them flat with
   ``caption_to_image`` (dataset index of each caption's image), and
   :meth:`ImageTextDataset.captions` gives the whole caption list with the same index.
+  With ``raw_images=True`` (evaluation only) items carry the decoded image as an 8-bit RGB
+  ``PIL.Image`` (:func:`~medvl.data.images.load_rgb8`) instead of a transformed tensor, and the
+  batch lists them under ``images``: a published model's own preprocessing runs on them.
 
 Bad records (schema errors from :func:`~medvl.data.manifest.validate_manifest`, files that
 fail :func:`preflight`, files that fail to load later) raise an error naming the record and
@@ -45,7 +48,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import Dataset
 
-from medvl.data.images import ImageLoadError, load_record
+from medvl.data.images import ImageLoadError, load_record, load_rgb8
 from medvl.data.manifest import (
     TEXT_LABEL_PREFIX,
     Manifest,
@@ -238,6 +241,8 @@ class ImageTextDataset(Dataset[Any]):
         preflight_workers: threads for the pre-flight scan.
         negatives: training only: draw negative texts per record from the dataset (see the
             module docstring and :class:`~medvl.config.data.NegativeSamplingConfig`).
+        raw_images: evaluation only: items carry the decoded 8-bit RGB ``PIL.Image`` (``image``;
+            ``images`` in the batch) for a model that preprocesses images itself; no transform.
     """
 
     def __init__(
@@ -259,7 +264,10 @@ class ImageTextDataset(Dataset[Any]):
         max_regions: int | None = None,
         preflight_workers: int = 1,
         negatives: NegativeSamplingConfig | None = None,
+        raw_images: bool = False,
     ) -> None:
+        if raw_images and (train or transform is not None):
+            raise ValueError("raw_images is an evaluation mode (train=False) without a transform")
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
         if caption_mode not in ("random", "first", "join"):
@@ -267,6 +275,7 @@ class ImageTextDataset(Dataset[Any]):
         if manifest.root is None:
             raise ManifestError("manifest has no root; image paths cannot be resolved")
         self.train = train
+        self.raw_images = raw_images
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0
@@ -445,6 +454,8 @@ class ImageTextDataset(Dataset[Any]):
         torch_gen = torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
         path = self.manifest.resolve_path(str(self._images[index]))
         try:
+            if self.raw_images and not self.is_bag:
+                return self._raw_item(index, rid, path)
             data = load_record(
                 path,
                 str(self._types[index]),
@@ -491,6 +502,14 @@ class ImageTextDataset(Dataset[Any]):
             [self.seed & 0xFFFFFFFF, self.epoch & 0xFFFFFFFF, index & 0xFFFFFFFF, 0x6E7478]))
         texts = [self._choose_caption(self.texts_of(j), rng)[0] for j in chosen]
         return chosen, texts
+
+    def _raw_item(self, index: int, rid: str, path: Path) -> dict[str, Any]:
+        item: dict[str, Any] = {"id": rid, "index": index,
+                                "image": load_rgb8(path, str(self._types[index]), rid, dicom_window=self.dicom_window),
+                                "texts": self.texts_of(index)}
+        item["labels"] = {k: torch.as_tensor(v[index]) for k, v in self._labels.items()}
+        item["label_mask"] = {k: torch.as_tensor(v[index]) for k, v in self._masks.items()}
+        return item
 
     def _choose_caption(self, texts: list[str], rng: np.random.Generator) -> tuple[str, int]:
         if not texts:
@@ -560,6 +579,8 @@ def collate(samples: Sequence[dict[str, Any] | _Skipped]) -> dict[str, Any]:
             out[i, : b.shape[0]] = b
             mask[i, : b.shape[0]] = True
         batch["bag"], batch["bag_mask"] = out, mask
+    elif "image" in items[0]:  # raw decoded images (evaluation with raw_images=True)
+        batch["images"] = [it["image"] for it in items]
     else:
         shapes = {tuple(it["pixel_values"].shape) for it in items}
         if len(shapes) > 1:

@@ -37,6 +37,7 @@ __all__ = [
     "load_image",
     "load_pil",
     "load_record",
+    "load_rgb8",
     "to_channels",
     "window_linear",
 ]
@@ -404,3 +405,47 @@ def load_record(
     if image_type == "feature_bag":
         return load_feature_bag(path, record_id, key=bag_key)
     return load_image(path, image_type, record_id, channels=channels, dicom_window=dicom_window)
+
+
+# ----------------------------------------------------------------------------------------- raw 8-bit RGB
+
+#: PIL modes whose samples are 8 bits or fewer: decoded as ``Image.open(path).convert("RGB")``.
+_PIL_8BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr",
+                             "LAB", "HSV"})
+
+
+def load_rgb8(
+    path: str | os.PathLike[str],
+    image_type: str,
+    record_id: str | None = None,
+    *,
+    dicom_window: WindowMode = "header",
+) -> Any:
+    """The decoded image as an 8-bit RGB ``PIL.Image`` — the input a published model's own
+    preprocessing (its Hugging Face image processor, open_clip's or timm's transform) expects.
+
+    8-bit files (PNG/JPEG/… in modes L, RGB, P, RGBA, …) are exactly ``Image.open(path).convert("RGB")``
+    (alpha dropped, grey repeated). Images with more than 8 bits per sample (16-bit PNG, DICOM after
+    its VOI window, float or integer ``.npy``) are decoded by :func:`load_image` to [0, 1] and
+    quantised as ``round(255 · x)``, grey repeated to RGB.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if image_type == "image":
+        try:
+            with Image.open(path) as opened:
+                if opened.mode in _PIL_8BIT_MODES:
+                    opened.load()
+                    rgb = opened.convert("RGB")
+                    if rgb.width == 0 or rgb.height == 0:
+                        raise ImageLoadError(path, f"image has zero size {rgb.size}", record_id)
+                    return rgb
+        except FileNotFoundError:
+            raise ImageLoadError(path, "file not found", record_id) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            if isinstance(exc, ImageLoadError):
+                raise
+            raise ImageLoadError(path, f"unreadable or corrupt image ({exc})", record_id) from None
+    image = load_image(path, image_type, record_id, channels=3, dicom_window=dicom_window)
+    array = (image.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return Image.fromarray(array, mode="RGB")

@@ -32,7 +32,16 @@ import numpy as np
 from medvl.utils.errors import UserInputError
 from medvl.utils.io import atomic_write_bytes, atomic_write_json, read_json
 
-__all__ = ["EMBEDDINGS_FORMAT_VERSION", "EmbeddingSet", "EmbeddingSetError", "TaskInfo", "check_nonzero_rows", "l2_normalize"]
+__all__ = [
+    "EMBEDDINGS_FORMAT_VERSION",
+    "NPZ_ARRAYS",
+    "EmbeddingSet",
+    "EmbeddingSetError",
+    "TaskInfo",
+    "check_nonzero_rows",
+    "l2_normalize",
+    "load_embeddings",
+]
 
 EMBEDDINGS_FORMAT_VERSION = 1
 _TENSORS_FILE = "embeddings.safetensors"
@@ -364,3 +373,39 @@ def check_nonzero_rows(x: np.ndarray, what: str, names: Sequence[str] | Callable
             f"{what}: rows {', '.join(shown)}{more} have zero norm; cosine similarity is undefined for them "
             "(a failed encoding?) — remove these records or fix the embeddings"
         )
+
+
+#: Arrays an ``.npz`` of precomputed embeddings may hold (``image`` required).
+NPZ_ARRAYS = ("image", "text", "caption_to_image", "image_ids")
+
+
+def load_embeddings(path: str | os.PathLike[str]) -> EmbeddingSet:
+    """Precomputed embeddings: an EmbeddingSet directory, or an ``.npz`` file of arrays.
+
+    ``.npz``: ``image`` (N, D) and optional ``text`` (N_txt, D) — paired rows (caption *i* belongs
+    to image *i*) unless ``caption_to_image`` (N_txt,) says otherwise — and optional ``image_ids``
+    (N,). Other arrays are an error naming them. ``meta["source"]`` records the file.
+    """
+    src = Path(path)
+    if src.is_dir():
+        return EmbeddingSet.load(src)
+    if src.suffix != ".npz" or not src.is_file():
+        raise EmbeddingSetError(f"{src}: not an EmbeddingSet directory or an .npz file of embeddings")
+    try:
+        with np.load(src, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise EmbeddingSetError(f"{src}: cannot read the .npz ({exc})") from None
+    unknown = sorted(set(arrays) - set(NPZ_ARRAYS))
+    if "image" not in arrays or unknown:
+        raise EmbeddingSetError(f"{src}: an .npz of embeddings holds {list(NPZ_ARRAYS)} ('image' required); "
+                                f"found {sorted(arrays)}")
+    ids = arrays.get("image_ids")
+    try:
+        return EmbeddingSet.from_arrays(
+            arrays["image"], arrays.get("text"), caption_to_image=arrays.get("caption_to_image"),
+            image_ids=None if ids is None else [str(i) for i in ids.tolist()],
+            meta={"source": str(src), "kind": "npz"},
+        )
+    except EmbeddingSetError as exc:
+        raise EmbeddingSetError(f"{src}: {exc}") from None

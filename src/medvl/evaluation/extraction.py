@@ -1,14 +1,11 @@
 """Embedding extraction: a model + an evaluation-mode dataset → :class:`EmbeddingSet`.
 
-Two model sources, behind one small protocol (:class:`EmbeddingModel`):
-
-* :class:`MedvlEncoder` — a medvl ``DualEncoder`` (a training run directory, its ``model/``
-  directory, or a ``save_pretrained`` directory). Stores joint-space embeddings, backbone
-  features, classifier-head logits (``logits[task]``) and label-prototype scores
-  (``logits["prototypes/<task>"]``).
-* :class:`HFClipEncoder` — a Hugging Face CLIP-family directory (``AutoModel`` with
-  ``get_image_features``/``get_text_features``, a tokenizer and ``preprocessor_config.json``);
-  images get the checkpoint's own resize / centre-crop / mean / std.
+Models come from the front door, :func:`medvl.models.loading.load_model` (medvl runs, Hugging
+Face, open_clip and timm checkpoints), behind its :class:`~medvl.models.loading.EmbeddingModel`
+protocol. A published family gets the decoded images and preprocesses them with its own
+processor (:func:`evaluation_dataset` builds the dataset each model needs); a medvl model gets
+medvl's evaluation transform. A medvl model also stores backbone features, classifier-head
+logits (``logits[task]``) and label-prototype scores (``logits["prototypes/<task>"]``).
 
 Extraction is batched (``torch.no_grad``, model in eval mode), shows a progress bar, and can be
 cached on disk under ``cache_dir/<key>/`` where the key hashes the model identity (weight-file
@@ -18,197 +15,67 @@ hashes), the data (manifest hash, split, record ids) and the transform descripti
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import torch
 
 from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError
-from medvl.evaluation.zeroshot import PROTOTYPE_LOGITS_PREFIX
-from medvl.utils.hashing import hash_file, hash_object
+from medvl.models.loading import EmbeddingModel, load_model
+from medvl.utils.hashing import hash_object
 
 __all__ = [
     "EmbeddingModel",
-    "HFClipEncoder",
-    "MedvlEncoder",
     "cache_key",
+    "evaluation_dataset",
     "extract_embeddings",
     "load_encoder",
+    "preprocessing_record",
 ]
 
 
-class EmbeddingModel(Protocol):
-    """What extraction needs from a model."""
-
-    #: JSON-able description (kind, path, weight hashes) used for provenance and the cache key
-    identity: dict[str, Any]
-    #: learnt logit scale (exp of the log-scale), or None
-    logit_scale: float | None
-    #: whether the model has a text tower (image-only models give an EmbeddingSet without captions)
-    has_text: bool
-
-    def image_transform(self) -> Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None:
-        """The deterministic image preprocessing this model expects (None = use the data config's)."""
-        ...
-
-    def encode_images(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """``image_emb`` (B, D), optional ``image_features`` (B, F) and ``logits/<name>`` (B, C)."""
-        ...
-
-    def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Joint-space text embeddings (n, D) and optional pre-projection features (n, F)."""
-        ...
-
-
-def _weights_hashes(directory: Path) -> dict[str, str]:
-    files = sorted(p for p in directory.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"{directory}: no weight files (*.safetensors / *.bin)")
-    return {str(p.relative_to(directory)): hash_file(p) for p in files}
-
-
-class MedvlEncoder:
-    """A medvl ``DualEncoder`` (from a run directory or a ``save_pretrained`` directory)."""
-
-    def __init__(self, model: Any, identity: dict[str, Any] | None = None) -> None:
-        self.model = model.eval()
-        self.identity = identity or {"kind": "medvl", "config_hash": hash_object(model.config.model_dump(mode="json"))}
-        scale = getattr(model, "logit_scale", None)
-        self.logit_scale = float(scale().detach()) if callable(scale) else None
-        self.has_text = getattr(model, "text", None) is not None
-
-    @classmethod
-    def from_path(cls, path: str | os.PathLike[str], which: str = "best", device: str = "cpu") -> MedvlEncoder:
-        """Load a run directory (``model/`` + checkpoint ``which``) or a model directory."""
-        from medvl.models import DualEncoder
-
-        root = Path(path)
-        if (root / "model" / "config.json").is_file():
-            from medvl.training.checkpoint import resolve_checkpoint
-            from medvl.training.run import load_trained_model
-
-            ckpt = resolve_checkpoint(root, which)  # type: ignore[arg-type]
-            model = load_trained_model(root, which=which, device=device)  # type: ignore[arg-type]
-            weights = {"checkpoint": str(ckpt.name), "model.safetensors": hash_file(ckpt / "model.safetensors")}
-        elif (root / "config.json").is_file():
-            model = DualEncoder.from_pretrained(root, device=device)
-            weights = _weights_hashes(root)
-        else:
-            raise FileNotFoundError(f"{root}: neither a medvl run directory (model/config.json) nor a model directory")
-        identity = {"kind": "medvl", "path": str(root), "weights": weights}
-        return cls(model, identity)
-
-    def image_transform(self) -> None:
-        return None  # the data config's evaluation transform (what the model was trained with)
-
-    @torch.no_grad()
-    def encode_images(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        inputs = {k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items() if k != "texts"}
-        out = self.model(inputs)
-        result = {"image_emb": out["image_embeds"], "image_features": out["image_features"]}
-        for key, value in out.items():
-            if key.startswith("logits."):
-                result["logits/" + key[len("logits.") :]] = value
-            elif key.startswith("prototype_logits."):
-                result["logits/" + PROTOTYPE_LOGITS_PREFIX + key[len("prototype_logits.") :]] = value
-        return result
-
-    @torch.no_grad()
-    def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        feats = self.model.text_features(texts)
-        return self.model.project_text(feats), feats
-
-
-class HFClipEncoder:
-    """A Hugging Face CLIP-family model directory (local; nothing is downloaded)."""
-
-    def __init__(self, directory: str | os.PathLike[str], device: str = "cpu") -> None:
-        from transformers import AutoModel, AutoTokenizer
-
-        root = Path(directory)
-        if not (root / "config.json").is_file():
-            raise FileNotFoundError(f"{root}: no config.json (not a Hugging Face model directory)")
-        self.model = AutoModel.from_pretrained(str(root)).to(device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(root))
-        for name in ("get_image_features", "get_text_features"):
-            if not hasattr(self.model, name):
-                raise TypeError(f"{root}: {type(self.model).__name__} has no {name} (not a CLIP-family model)")
-        self.device = torch.device(device)
-        self.preprocessing = self._read_preprocessing(root)
-        self.identity = {"kind": "hf", "path": str(root), "class": type(self.model).__name__, "weights": _weights_hashes(root)}
-        scale = getattr(self.model, "logit_scale", None)
-        self.logit_scale = float(scale.exp().detach()) if isinstance(scale, torch.Tensor) else None
-        self.has_text = True
-        text_cfg = getattr(self.model.config, "text_config", None)
-        self.max_length = int(getattr(text_cfg, "max_position_embeddings", 77) or 77)
-
-    @staticmethod
-    def _read_preprocessing(root: Path) -> dict[str, Any]:
-        from medvl.utils.io import read_json
-
-        path = root / "preprocessor_config.json"
-        cfg = read_json(path) if path.is_file() else {}
-        size = cfg.get("crop_size") or cfg.get("size") or 224
-        if isinstance(size, dict):
-            size = size.get("height") or size.get("shortest_edge") or 224
-        resize = cfg.get("size", size)
-        if isinstance(resize, dict):
-            resize = resize.get("shortest_edge") or resize.get("height") or size
-        return {
-            "resize": int(resize),
-            "crop": int(size),
-            "mean": list(cfg.get("image_mean", [0.48145466, 0.4578275, 0.40821073])),
-            "std": list(cfg.get("image_std", [0.26862954, 0.26130258, 0.27577711])),
-        }
-
-    def image_transform(self) -> Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]:
-        from medvl.data.transforms import CenterCrop, Compose, Normalize, Resize
-
-        p = self.preprocessing
-        return Compose([Resize(p["resize"]), CenterCrop(p["crop"]), Normalize(p["mean"], p["std"])])
-
-    @staticmethod
-    def _pooled(out: Any) -> torch.Tensor:
-        return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-    @torch.no_grad()
-    def encode_images(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        if "pixel_values" not in batch:
-            raise EmbeddingSetError("Hugging Face image towers need images (pixel_values), not feature bags")
-        pixels = batch["pixel_values"].to(self.device)
-        m = self.model
-        if hasattr(m, "vision_model") and hasattr(m, "visual_projection"):
-            feats = m.vision_model(pixel_values=pixels).pooler_output
-            return {"image_emb": m.visual_projection(feats), "image_features": feats}
-        return {"image_emb": self._pooled(m.get_image_features(pixel_values=pixels))}
-
-    @torch.no_grad()
-    def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-        m = self.model
-        if hasattr(m, "text_model") and hasattr(m, "text_projection"):
-            feats = m.text_model(**tokens).pooler_output
-            return m.text_projection(feats), feats
-        return self._pooled(m.get_text_features(**tokens)), None
-
-
 def load_encoder(checkpoint: str | os.PathLike[str] | None = None, hf_model: str | os.PathLike[str] | None = None,
-                 *, which: str = "best", device: str = "cpu") -> EmbeddingModel:
-    """A medvl checkpoint / run directory or a Hugging Face directory (exactly one)."""
+                 *, which: str = "best", device: str = "cpu", trust_remote_code: bool = False) -> EmbeddingModel:
+    """Deprecated alias of :func:`medvl.models.loading.load_model` (exactly one of the two specs)."""
     if (checkpoint is None) == (hf_model is None):
         raise ValueError("give exactly one of a medvl checkpoint/run directory or a Hugging Face model directory")
-    if checkpoint is not None:
-        return MedvlEncoder.from_path(checkpoint, which=which, device=device)
-    assert hf_model is not None
-    return HFClipEncoder(hf_model, device=device)
+    spec = checkpoint if checkpoint is not None else hf_model
+    assert spec is not None
+    return load_model(spec, which=which, device=device, trust_remote_code=trust_remote_code)
+
+
+def evaluation_dataset(model: EmbeddingModel, manifest: Any, data_cfg: Any, *, transform: Any = None) -> Any:
+    """The evaluation-mode ``ImageTextDataset`` of ``manifest`` that ``model`` reads: decoded 8-bit RGB
+    images for a family that preprocesses them itself (``input_kind == "raw"``), otherwise tensors
+    from ``transform`` (default: the data config's evaluation transform)."""
+    from medvl.data.dataset import ImageTextDataset
+    from medvl.data.transforms import build_transforms
+
+    raw = model.input_kind == "raw"
+    if not raw and transform is None:
+        transform = model.image_transform() or build_transforms(data_cfg, train=False)
+    return ImageTextDataset(manifest, train=False, transform=None if raw else transform, tasks=data_cfg.tasks,
+                            seed=0, channels=3 if raw else data_cfg.channels, on_bad_sample=data_cfg.on_bad_sample,
+                            require_texts=False, dicom_window=data_cfg.dicom_window, bag_key=data_cfg.bag_key,
+                            raw_images=raw)
+
+
+def preprocessing_record(model: EmbeddingModel, dataset: Any) -> dict[str, Any]:
+    """What ``results.json`` records about how inputs reached the model: family, image preprocessing
+    (the family's processor and its settings, or medvl's transform) and the text settings."""
+    info = model.info()
+    image = dict(info.image_preprocessing)
+    if model.input_kind != "raw":
+        image["transform"] = repr(getattr(dataset, "transform", None))
+    return {"format": info.format, "family": info.family, "image": image, "text": info.text_preprocessing,
+            "trust_remote_code": info.trust_remote_code}
 
 
 def cache_key(model: EmbeddingModel, data: dict[str, Any], transform: Any) -> str:
     """sha256 of (model identity, data description, transform repr); the first 24 hex digits."""
-    return hash_object({"model": model.identity, "data": data, "transform": repr(transform), "format": 1})[:24]
+    return hash_object({"model": model.identity, "data": data, "transform": repr(transform),
+                        "input": getattr(model, "input_kind", "tensor"), "format": 1})[:24]
 
 
 def _progress(iterable: Iterable[Any], total: int, desc: str, enabled: bool) -> Iterable[Any]:
@@ -307,6 +174,7 @@ def extract_embeddings(
     info["model"] = model.identity
     info["logit_scale"] = model.logit_scale
     info["transform"] = repr(getattr(dataset, "transform", None))
+    info["preprocessing"] = preprocessing_record(model, dataset)
     skipped = dataset.skip_report() if hasattr(dataset, "skip_report") else {"n_skipped": 0}
     skipped["n_skipped_at_load"] = load_skips
     skipped["n_captions_dropped"] = int(len(texts) - len(kept_texts))

@@ -2,8 +2,10 @@
 
 :func:`evaluate_embeddings` runs retrieval / classification / zero-shot / probe on embeddings
 that already exist (any model's); :func:`run_evaluation` is ``medvl evaluate``: load a model
-(medvl run/model directory or Hugging Face directory), extract the split's embeddings (cached),
-evaluate, and write ``results.json`` + ``metrics.csv`` + ``results.md`` with provenance.
+through the front door (:func:`medvl.models.loading.load_model`), extract the split's
+embeddings on the model's own preprocessing (cached), evaluate, and write ``results.json`` +
+``metrics.csv`` + ``results.md`` with provenance (family, image preprocessing, tokenizer
+settings, ``trust_remote_code``); or evaluate precomputed embeddings as they are.
 """
 
 from __future__ import annotations
@@ -17,8 +19,13 @@ import numpy as np
 from medvl import __version__
 from medvl.config.evaluation import EvaluationConfig
 from medvl.evaluation.classification import evaluate_embedding_heads
-from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError
-from medvl.evaluation.extraction import EmbeddingModel, extract_embeddings, load_encoder
+from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError, load_embeddings
+from medvl.evaluation.extraction import (
+    EmbeddingModel,
+    evaluation_dataset,
+    extract_embeddings,
+    preprocessing_record,
+)
 from medvl.evaluation.probe import evaluate_probe
 from medvl.evaluation.retrieval import evaluate_retrieval
 from medvl.evaluation.zeroshot import (
@@ -28,6 +35,7 @@ from medvl.evaluation.zeroshot import (
     evaluate_zeroshot,
     load_prompts,
 )
+from medvl.models.loading import ModelLoadError
 from medvl.utils.devices import resolve_device
 
 __all__ = ["EMBEDDINGS_SUBDIR", "embeddings_dir_name", "evaluate_embeddings", "run_evaluation",
@@ -211,36 +219,88 @@ def save_embedding_sets(out_dir: str | os.PathLike[str], model_name: str,
     return saved
 
 
+def _model_spec(model: Any, checkpoint: Any, hf_model: Any, embeddings: Any) -> tuple[str, Path]:
+    given = [(k, v) for k, v in (("model", model), ("checkpoint", checkpoint), ("hf_model", hf_model),
+                                 ("embeddings", embeddings)) if v is not None]
+    if len(given) != 1:
+        raise ModelLoadError("give exactly one of a model (--model; --checkpoint/--hf-model are aliases) "
+                             f"or precomputed embeddings (--embeddings); got {[k for k, _ in given] or 'none'}")
+    return given[0][0], Path(str(given[0][1]))
+
+
 def run_evaluation(
     cfg: EvaluationConfig,
     *,
-    manifest: str | os.PathLike[str],
+    manifest: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str],
+    model: str | os.PathLike[str] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     hf_model: str | os.PathLike[str] | None = None,
+    embeddings: str | os.PathLike[str] | None = None,
     which: str = "best",
     root: str | os.PathLike[str] | None = None,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """``medvl evaluate``: load, extract (cached), evaluate, write results; returns the results dict."""
-    from medvl.data.dataset import ImageTextDataset, select_split
-    from medvl.data.manifest import read_manifest
-    from medvl.data.transforms import build_transforms
+    """``medvl evaluate``: load, extract (cached), evaluate, write results; returns the results dict.
+
+    The model is any spec of :func:`medvl.models.loading.load_model` (``checkpoint``/``hf_model``
+    are aliases of ``model``); precomputed ``embeddings`` (an EmbeddingSet directory or ``.npz``,
+    also accepted as ``model``) are evaluated as they are, without a manifest.
+    """
+    from medvl.models.loading import detect_format
+
+    kind, spec = _model_spec(model, checkpoint, hf_model, embeddings)
+    if kind == "embeddings" or detect_format(spec).format == "embeddings":
+        return _evaluate_precomputed(cfg, spec, out_dir)
+    if manifest is None:
+        raise ModelLoadError("evaluating a model needs the data: give a manifest (--data)")
+    return _evaluate_model(cfg, spec, manifest=manifest, out_dir=out_dir, which=which, root=root,
+                           trust_remote_code=trust_remote_code)
+
+
+def _evaluate_precomputed(cfg: EvaluationConfig, path: Path, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     from medvl.evaluation.results import write_results
 
+    emb = load_embeddings(path)
+    tasks = evaluate_embeddings(emb, cfg)
+    provenance = {
+        "medvl_version": __version__,
+        "embeddings_input": str(path),
+        "model": emb.meta.get("model"),
+        "model_name": path.stem if path.is_file() else path.name,
+        "manifest_hash": emb.meta.get("manifest_hash"),
+        "split": emb.meta.get("split"),
+        "n_images": emb.num_images,
+        "n_captions": emb.num_texts,
+        "preprocessing": emb.meta.get("preprocessing"),
+        "skipped_records": emb.meta.get("skipped"),
+        "config": cfg.model_dump(mode="json"),
+    }
+    paths = write_results(out_dir, tasks, provenance)
+    return {"tasks": tasks, "provenance": provenance, "paths": paths}
+
+
+def _evaluate_model(cfg: EvaluationConfig, spec: Path, *, manifest: str | os.PathLike[str],
+                    out_dir: str | os.PathLike[str], which: str, root: str | os.PathLike[str] | None,
+                    trust_remote_code: bool) -> dict[str, Any]:
+    from medvl.data.dataset import select_split
+    from medvl.data.manifest import read_manifest
+    from medvl.evaluation.results import write_results
+    from medvl.models.loading import load_model
+
     cfg = cfg.model_copy(update={"device": resolve_device(cfg.device)})
-    encoder = load_encoder(checkpoint, hf_model, which=which, device=cfg.device)
-    data_cfg = _data_config(Path(manifest), Path(checkpoint) if checkpoint is not None else None, cfg.data)
+    encoder = load_model(spec, which=which, device=cfg.device, trust_remote_code=trust_remote_code)
+    run_dir = spec if encoder.identity.get("format") == "medvl" else None
+    data_cfg = _data_config(Path(manifest), run_dir, cfg.data)
     m = read_manifest(manifest, root=root)
-    transform = encoder.image_transform() or build_transforms(data_cfg, train=False)
     manifest_hash = m.hash()
+    datasets: dict[str, Any] = {}
 
     def embed(part: str) -> EmbeddingSet:
         subset = select_split(m, data_cfg, part)  # type: ignore[arg-type]
         if len(subset) == 0:
             raise EmbeddingSetError(f"the {part!r} split of {manifest} is empty")
-        ds = ImageTextDataset(subset, train=False, transform=transform, tasks=data_cfg.tasks, seed=0,
-                              channels=data_cfg.channels, on_bad_sample=data_cfg.on_bad_sample,
-                              require_texts=False, dicom_window=data_cfg.dicom_window, bag_key=data_cfg.bag_key)
+        ds = datasets[part] = evaluation_dataset(encoder, subset, data_cfg)
         ident = {"manifest_hash": manifest_hash, "split": part, "ids": ds.ids}
         return extract_embeddings(encoder, ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                   progress=cfg.progress, cache_dir=cfg.cache_dir, data_identity=ident,
@@ -257,10 +317,14 @@ def run_evaluation(
     ident = encoder.identity
     model_name = Path(str(ident.get("path", ""))).name
     saved = save_embedding_sets(out_dir, model_name, {cfg.split: emb, "train": train, "val": val})
+    preprocessing = preprocessing_record(encoder, datasets[cfg.split])
     provenance = {
         "medvl_version": __version__,
         "model": ident,
         "model_name": model_name,
+        "family": preprocessing["family"],
+        "trust_remote_code": bool(ident.get("trust_remote_code", False)),
+        "preprocessing": preprocessing,
         "device": cfg.device,
         "embeddings": saved,
         "manifest": str(manifest),
@@ -269,7 +333,7 @@ def run_evaluation(
         "n_images": emb.num_images,
         "n_captions": emb.num_texts,
         "seeds": cfg.probe.seeds if "probe" in cfg.tasks else [],
-        "transform": repr(transform),
+        "transform": repr(getattr(datasets[cfg.split], "transform", None)),
         "skipped_records": emb.meta.get("skipped"),
         "config": cfg.model_dump(mode="json"),
     }

@@ -3,8 +3,8 @@
 :func:`validation_metrics` computes the tasks of ``EvaluationConfig.validation`` (retrieval and
 classification-head metrics by default) with the very functions ``medvl evaluate`` uses, and
 names them the same way (``retrieval/i2t/recall@1``, ``classification/<task>/accuracy``); the
-trainer logs them with a ``val/`` prefix. :func:`build_validation_hooks` is what
-``medvl.training.run`` picks up. Every process encodes the whole (small) validation split, so
+trainer logs them with a ``val/`` prefix. :func:`build_validation_hooks` is the hook factory that
+``medvl train`` and the sweeps hand to :func:`medvl.training.run.run_training`. Every process encodes the whole (small) validation split, so
 all ranks log identical numbers without a collective.
 """
 
@@ -26,8 +26,9 @@ def validation_metrics(
     batch_size: int | None = None,
 ) -> dict[str, float]:
     """Flat ``{"<task>/<metric>": value}`` for an EmbeddingSet, or a model (DualEncoder) + eval dataset."""
-    from medvl.evaluation.extraction import MedvlEncoder, extract_embeddings
+    from medvl.evaluation.extraction import extract_embeddings
     from medvl.evaluation.suite import evaluate_embeddings
+    from medvl.models.loading import MedvlModel
 
     cfg = cfg or EvaluationConfig()
     if isinstance(source, EmbeddingSet):
@@ -36,7 +37,7 @@ def validation_metrics(
         if dataset is None:
             raise ValueError("validation_metrics needs an evaluation-mode dataset when given a model")
         bs = batch_size or cfg.validation.batch_size or cfg.batch_size
-        emb = extract_embeddings(MedvlEncoder(source), dataset, batch_size=bs, progress=False)
+        emb = extract_embeddings(MedvlModel(source), dataset, batch_size=bs, progress=False)
     sub = cfg.model_copy(update={"tasks": list(cfg.validation.tasks)})
     results = evaluate_embeddings(emb, sub)
     return {f"{task}/{name}": float(v) for task, res in results.items() for name, v in res["metrics"].items()}

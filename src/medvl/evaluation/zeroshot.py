@@ -45,6 +45,7 @@ from medvl.evaluation.embeddings import (
     check_nonzero_rows,
     l2_normalize,
 )
+from medvl.models.loading.medvl import PROTOTYPE_LOGITS_PREFIX
 from medvl.utils.errors import UserInputError
 
 __all__ = [
@@ -58,7 +59,6 @@ __all__ = [
     "zeroshot_scores",
 ]
 
-PROTOTYPE_LOGITS_PREFIX = "prototypes/"
 SUBSETS = ("all", "base", "novel")
 MODES = ("text", "prototypes", "hybrid")
 

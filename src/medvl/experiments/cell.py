@@ -196,9 +196,10 @@ def run_cell(config: ExperimentConfig, cell: Cell, sweep_dir: Path, experiment_d
     """Train and evaluate one cell (a :data:`~medvl.experiments.sweep.CellRunner`)."""
     from medvl.data.dataset import ImageTextDataset, select_split
     from medvl.data.manifest import read_manifest
-    from medvl.evaluation.validation import validation_metrics
+    from medvl.evaluation.validation import build_validation_hooks, validation_metrics
+    from medvl.models.loading import load_trained_model
     from medvl.training.logging import read_jsonl
-    from medvl.training.run import load_trained_model, run_training
+    from medvl.training.run import run_training
     from medvl.utils.io import read_json
 
     run_cfg = resolve_cell_config(config, cell, sweep_dir, experiment_dir)
@@ -211,7 +212,7 @@ def run_cell(config: ExperimentConfig, cell: Cell, sweep_dir: Path, experiment_d
     if not bars:
         run_cfg.training.logging.progress_bar = False  # training.logging may differ on resume
     checks = [shared, SelectionMetricCheck(selection.metric), EpochSummary(shown, prefix=prefix)]
-    result = run_training(run_cfg, run_dir, resume=True, callbacks=checks)
+    result = run_training(run_cfg, run_dir, resume=True, callbacks=checks, hook_factory=build_validation_hooks)
     if result.status == "non_finite_loss":
         raise RuntimeError(f"cell {cell.key}: {result.message}")
     history = read_jsonl(run_dir / "logs" / "epochs.jsonl")

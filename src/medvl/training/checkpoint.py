@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from medvl import __version__
-from medvl.utils.errors import UserInputError
+from medvl.models.weights import CHECKPOINT_DIR, CheckpointError, load_model_weights, resolve_checkpoint
 from medvl.utils.io import atomic_write_json, read_json, to_jsonable
 
 __all__ = [
@@ -47,12 +47,7 @@ __all__ = [
     "resolve_checkpoint",
 ]
 
-CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step-\d{8}-e\d+(\.\d+)?$")
-
-
-class CheckpointError(UserInputError, RuntimeError):
-    """A checkpoint is missing, incomplete or does not fit the model/optimizer."""
 
 
 def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -92,38 +87,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, json_part: dict[str, 
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as exc:
         raise CheckpointError(f"optimizer state does not fit this optimizer: {exc}") from exc
-
-
-def load_model_weights(module: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> None:
-    """Load ``path`` (safetensors) into ``module`` on its own device; errors name the file and keys."""
-    file = Path(path)
-    if not file.is_file():
-        raise CheckpointError(f"weights file not found: {file}")
-    device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    try:
-        st.load_model(module, file, strict=strict, device=str(device))
-    except RuntimeError as exc:
-        raise CheckpointError(f"{file}: weights do not fit {type(module).__name__}: {exc}") from exc
-
-
-def resolve_checkpoint(path: str | os.PathLike[str], which: Literal["best", "last"] = "best") -> Path:
-    """A checkpoint directory from a run directory, a ``checkpoints`` directory or a checkpoint directory.
-
-    For a run directory, ``which`` picks the pointer; ``best`` falls back to ``last`` when the run
-    never validated.
-    """
-    target = Path(path)
-    if (target / "state.json").is_file() or (target / "model.safetensors").is_file():
-        return target
-    base = target / CHECKPOINT_DIR if (target / CHECKPOINT_DIR).is_dir() else target
-    for name in ((which, "last") if which == "best" else (which,)):
-        pointer = base / f"{name}.json"
-        if pointer.is_file():
-            chosen = base / read_json(pointer)["dir"]
-            if not chosen.is_dir():
-                raise CheckpointError(f"{pointer} points at {chosen}, which does not exist")
-            return chosen
-    raise CheckpointError(f"no checkpoint found under {target} (looked for {which}.json in {base})")
 
 
 @dataclass

@@ -10,29 +10,34 @@ Run directory layout::
       logs/                  steps / epochs / grad_probe JSONL + CSV (medvl.training.logging)
       training_result.json   status, best and last checkpoints, provenance
 
-:func:`load_trained_model` rebuilds the trained model (best or last) from a run directory.
+Per-epoch evaluation metrics (retrieval, classification) come from the caller: ``medvl train`` and
+the sweeps pass :func:`medvl.evaluation.validation.build_validation_hooks` as ``hook_factory``, so
+the training package never imports the evaluation package. Loading the trained model back is
+:func:`medvl.models.loading.load_trained_model`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from medvl import __version__
 from medvl.config.loading import ConfigError
 from medvl.config.training import RunConfig
+from medvl.models.loading.medvl import MODEL_DIR
 from medvl.training.callbacks import Callback, ObjectiveValidation, ValidationHook
-from medvl.training.checkpoint import load_model_weights, resolve_checkpoint
 from medvl.training.trainer import FitResult, Trainer
 from medvl.utils.hashing import hash_object
 
-__all__ = ["MODEL_DIR", "RESUME_MUTABLE_KEYS", "check_resume_config", "load_trained_model", "run_training"]
+__all__ = ["MODEL_DIR", "RESUME_MUTABLE_KEYS", "HookFactory", "check_resume_config", "run_training"]
 
-MODEL_DIR = "model"
+#: ``factory(run_config, val_set) -> hooks``: per-epoch validation hooks built from the evaluation-mode
+#: validation set (None when the run has no validation split).
+HookFactory = Callable[[RunConfig, Any], Sequence[ValidationHook]]
 #: Config keys that may differ between a run and its ``--resume`` (prefix match on dotted paths).
 RESUME_MUTABLE_KEYS: tuple[str, ...] = (
     "training.epochs",
@@ -66,17 +71,6 @@ def check_resume_config(saved: dict[str, Any], current: RunConfig) -> None:
         raise ConfigError(f"cannot --resume: the config differs from the run's config.yaml in {details}")
 
 
-def _validation_hooks(cfg: RunConfig, val_set: Any) -> list[ValidationHook]:
-    """The objective's validation loss plus the evaluation suite's per-epoch hooks when available."""
-    hooks: list[ValidationHook] = [ObjectiveValidation()]
-    try:
-        from medvl.evaluation.validation import build_validation_hooks  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return hooks
-    hooks.extend(build_validation_hooks(cfg, val_set))
-    return hooks
-
-
 def _check_dataset_negatives(cfg: RunConfig, train_set: Any) -> None:
     """Records without any admissible dataset negative are an error up front for terms that would raise."""
     strict = [t.name for _, t in cfg.objective.dataset_negative_terms()
@@ -98,9 +92,14 @@ def run_training(
     resume: bool = False,
     overwrite: bool = False,
     validation_hooks: Sequence[ValidationHook] | None = None,
+    hook_factory: HookFactory | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     """Train ``cfg`` into ``run_dir`` (see the module docstring); resume its last checkpoint when asked.
+
+    Validation: the objective's loss on the validation split, plus ``hook_factory(cfg, val_set)``
+    (e.g. the evaluation suite's retrieval/classification hooks); ``validation_hooks`` replaces
+    both with the hooks given.
 
     Multi-process: launch under ``torchrun`` or set ``training.devices`` (Fabric's launcher);
     process 0 prepares the directory and writes shared files.
@@ -169,7 +168,12 @@ def run_training(
     objective = build_objective(cfg.objective)
     probe_cfg = cfg.objective.gradient_probe
     probe = GradientProbe.from_config(probe_cfg) if probe_cfg.every_n_steps > 0 else None
-    hooks = list(validation_hooks) if validation_hooks is not None else _validation_hooks(cfg, val_set)
+    if validation_hooks is not None:
+        hooks = list(validation_hooks)
+    else:
+        hooks = [ObjectiveValidation()]
+        if hook_factory is not None:
+            hooks.extend(hook_factory(cfg, val_set))
     provenance = {
         "medvl_version": __version__,
         "config": cfg.model_dump(mode="json"),
@@ -183,15 +187,3 @@ def run_training(
     trainer = Trainer(cfg.training, target, seed=cfg.seed, fabric=fabric, validation_hooks=hooks,
                       provenance=provenance, gradient_probe=probe, callbacks=callbacks)
     return trainer.fit(model, objective, train_set, val_loss_set, collate_fn=collate, resume=resume)
-
-
-def load_trained_model(run_dir: str | os.PathLike[str], which: Literal["best", "last"] = "best",
-                       device: str = "cpu") -> Any:
-    """The ``DualEncoder`` of a run with the weights of its ``best`` (default) or ``last`` checkpoint."""
-    from medvl.models import DualEncoder
-
-    root = Path(run_dir)
-    model = DualEncoder.from_pretrained(root / MODEL_DIR, device=device)
-    load_model_weights(model, resolve_checkpoint(root, which) / "model.safetensors")
-    model.clear_feature_caches()
-    return model

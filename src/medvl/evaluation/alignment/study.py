@@ -169,17 +169,17 @@ def _resolve(path: str, base_dir: Path) -> Path:
 
 def load_entry_embeddings(entry: StudyEntry, base_dir: Path) -> tuple[Any, dict[str, Any]]:
     """The entry's EmbeddingSet and a provenance dict (path and sha256 of the arrays, or the extract spec)."""
-    from medvl.evaluation.embeddings import EmbeddingSet
+    from medvl.evaluation.embeddings import load_embeddings
     from medvl.utils.hashing import hash_file, hash_object
 
     label = f"{entry.model}/{entry.dataset}"
     if entry.embeddings is not None:
         path = _resolve(entry.embeddings, base_dir)
         try:
-            emb = EmbeddingSet.load(path)
+            emb = load_embeddings(path)
         except (OSError, ValueError) as exc:
             raise StudyError(f"entry {label}: cannot load embeddings from {path}: {exc}") from exc
-        tensors = path / "embeddings.safetensors"
+        tensors = path / "embeddings.safetensors" if path.is_dir() else path
         source = {"embeddings": str(path), "sha256": hash_file(tensors) if tensors.is_file() else None,
                   "meta": emb.meta}
         return emb, source
@@ -194,33 +194,34 @@ def load_entry_embeddings(entry: StudyEntry, base_dir: Path) -> tuple[Any, dict[
 
 
 def _extract(spec: ExtractSpec, base_dir: Path) -> Any:
-    """Encode one split of a manifest with a medvl checkpoint or a Hugging Face model (cached when asked).
+    """Encode one split of a manifest with any model of the front door (cached when asked).
 
-    Mirrors ``medvl evaluate``: the run's own data settings (plus ``spec.data`` overrides) and the
-    model's image transform; the split's records in evaluation mode (every caption).
+    Mirrors ``medvl evaluate``: a medvl run's own data settings (plus ``spec.data`` overrides),
+    the family's own preprocessing for published models; the split's records in evaluation mode
+    (every caption).
     """
-    from medvl.data.dataset import ImageTextDataset, select_split
+    from medvl.data.dataset import select_split
     from medvl.data.manifest import read_manifest
-    from medvl.data.transforms import build_transforms
-    from medvl.evaluation.extraction import extract_embeddings, load_encoder
+    from medvl.evaluation.extraction import evaluation_dataset, extract_embeddings
     from medvl.evaluation.suite import _data_config
+    from medvl.models.loading import load_model
 
     def opt(path: str | None) -> Path | None:
         return None if path is None else _resolve(path, base_dir)
 
-    manifest, checkpoint = _resolve(spec.manifest, base_dir), opt(spec.checkpoint)
     from medvl.utils.devices import resolve_device
 
-    encoder = load_encoder(checkpoint, opt(spec.hf_model), which=spec.which, device=resolve_device(spec.device))
-    data_cfg = _data_config(manifest, checkpoint, spec.data)
+    manifest = _resolve(spec.manifest, base_dir)
+    local = _resolve(spec.model_spec, base_dir)
+    model_spec: str | Path = local if local.exists() else spec.model_spec  # else a hub id
+    encoder = load_model(model_spec, which=spec.which, device=resolve_device(spec.device), trust_remote_code=spec.trust_remote_code)
+    run_dir = local if encoder.identity.get("format") == "medvl" else None
+    data_cfg = _data_config(manifest, run_dir, spec.data)
     m = read_manifest(manifest, root=opt(spec.root))
     subset = select_split(m, data_cfg, spec.split)
     if len(subset) == 0:
         raise StudyError(f"the {spec.split!r} split of {manifest} is empty")
-    transform = encoder.image_transform() or build_transforms(data_cfg, train=False)
-    ds = ImageTextDataset(subset, train=False, transform=transform, tasks=data_cfg.tasks, seed=0,
-                          channels=data_cfg.channels, on_bad_sample=data_cfg.on_bad_sample, require_texts=False,
-                          dicom_window=data_cfg.dicom_window, bag_key=data_cfg.bag_key)
+    ds = evaluation_dataset(encoder, subset, data_cfg)
     manifest_hash = m.hash()
     return extract_embeddings(
         encoder, ds, batch_size=spec.batch_size, num_workers=spec.num_workers, progress=spec.progress,

@@ -1,0 +1,60 @@
+"""Reading model weights that a training run saved: which checkpoint (``best``/``last`` pointers) and
+loading its ``model.safetensors`` into a module.
+
+The write side (checkpoint directories, pointers, pruning, optimizer/RNG state) is
+:mod:`medvl.training.checkpoint`; this read side lives with the models so that the model front
+door (:mod:`medvl.models.loading`) loads trained models without importing the training package.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import safetensors.torch as st
+import torch
+from torch import nn
+
+from medvl.utils.errors import UserInputError
+from medvl.utils.io import read_json
+
+__all__ = ["CHECKPOINT_DIR", "CheckpointError", "load_model_weights", "resolve_checkpoint"]
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(UserInputError, RuntimeError):
+    """A checkpoint is missing, incomplete or does not fit the model/optimizer."""
+
+
+def load_model_weights(module: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> None:
+    """Load ``path`` (safetensors) into ``module`` on its own device; errors name the file and keys."""
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"weights file not found: {file}")
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    try:
+        st.load_model(module, file, strict=strict, device=str(device))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{file}: weights do not fit {type(module).__name__}: {exc}") from exc
+
+
+def resolve_checkpoint(path: str | os.PathLike[str], which: Literal["best", "last"] = "best") -> Path:
+    """A checkpoint directory from a run directory, a ``checkpoints`` directory or a checkpoint directory.
+
+    For a run directory, ``which`` picks the pointer; ``best`` falls back to ``last`` when the run
+    never validated.
+    """
+    target = Path(path)
+    if (target / "state.json").is_file() or (target / "model.safetensors").is_file():
+        return target
+    base = target / CHECKPOINT_DIR if (target / CHECKPOINT_DIR).is_dir() else target
+    for name in ((which, "last") if which == "best" else (which,)):
+        pointer = base / f"{name}.json"
+        if pointer.is_file():
+            chosen = base / read_json(pointer)["dir"]
+            if not chosen.is_dir():
+                raise CheckpointError(f"{pointer} points at {chosen}, which does not exist")
+            return chosen
+    raise CheckpointError(f"no checkpoint found under {target} (looked for {which}.json in {base})")
