@@ -49,6 +49,7 @@ def shipped_config(manifest: Path, **objective_changes: Any) -> dict[str, Any]:
     """The shipped run config with this test's data, a small frozen text tower and 1 CPU epoch."""
     data = load_yaml(CONFIG)
     data["data"]["manifest"] = str(manifest)
+    data["model"]["vision"]["weights"] = None  # the PANDA-trained H-ViT is not public; random init
     width = data["model"]["vision"].get("width", data["model"]["embed_dim"])
     data["model"]["text"] = {"kind": "tiny_text", "vocab_size": 64, "max_length": 24, "width": width,
                              "depth": 1, "heads": 3, "freeze": {"mode": "full"}}
@@ -61,11 +62,10 @@ def shipped_config(manifest: Path, **objective_changes: Any) -> dict[str, Any]:
 
 
 def _bag_shape(cfg: RunConfig) -> tuple[int, ...]:
-    vision = cfg.model.vision
-    tokens = getattr(vision, "region_tokens", None)
-    if tokens is not None:  # hierarchical encoder: regions × patch tokens × patch dim
-        return (tokens, vision.patch_dim)
-    return (vision.input_dim,)
+    """Region features (the frozen region level's output; region tokens go through the same
+    encoder in tests/models/test_slide_hierarchical.py and the slide pipeline test)."""
+    region = cfg.model.vision.region
+    return (region.width,) if region is not None else (cfg.model.vision.input_dim,)
 
 
 def test_shipped_prostate_config_has_a_nonzero_triplet_term_at_every_step(tmp_path: Path) -> None:

@@ -139,6 +139,9 @@ class DataConfig(StrictModel):
     dicom_window: Literal["header", "minmax"] = "header"
     #: key of the array inside multi-array feature-bag files (null = features/feats/… or the only one)
     bag_key: str | None = None
+    #: feature-bag shape: flat (n, d); regions (M, T, d) region tokens or (M, d) region features;
+    #: auto = 3-D with a leading axis of 1 is a flat bag, other 3-D arrays are region tokens
+    bag_layout: Literal["auto", "flat", "regions"] = "auto"
     #: training: keep at most this many regions of a feature bag (random subset, seeded); null = all
     max_regions: int | None = Field(default=None, gt=0)
     #: tasks whose labels go into batches (null = every task in the manifest)

@@ -37,6 +37,7 @@ __all__ = [
     "ModelConfig",
     "ProjectionConfig",
     "PrototypeHeadConfig",
+    "RegionTransformerConfig",
     "SlideEncoderConfig",
     "TextEncoderConfig",
     "TinyCNNConfig",
@@ -182,29 +183,94 @@ class HFVisionConfig(_TowerConfig):
     with_projection: bool = False
 
 
-class SlideEncoderConfig(_TowerConfig):
-    """Slide-level encoder over bags of precomputed region features (B, N, input_dim) + mask.
+class RegionTransformerConfig(StrictModel):
+    """The region level of a hierarchical slide encoder (HIPT's ViT-4K, ``vit4k_xs``).
 
-    ``phi`` = Linear(input_dim, width) + ReLU + Dropout; ``depth`` transformer layers (nhead
-    ``heads``, feed-forward ``ff_dim`` or ``width``); gated-attention pooling (Ilse et al.) over
-    the valid instances; ``rho`` = Linear(width, width) + ReLU + Dropout. Mirrors the HIPT
-    slide level (A.4: width 768 there, 2 layers, 3 heads, dropout 0.25).
+    A region is a square grid of ``tokens`` = R×R patch features of ``patch_dim`` (row-major);
+    ``phi`` = Linear(patch_dim, width) + GELU + Dropout, a CLS token and learned positions (a
+    ``pos_grid``×``pos_grid`` grid + CLS, resized bicubically to R×R as HIPT does when they
+    differ), ``depth`` pre-norm blocks (LayerNorm eps 1e-6, ``heads`` heads, MLP ``mlp_ratio``),
+    a final LayerNorm; the region embedding is the CLS token (``width``). HIPT's published
+    ViT-4K: patch_dim 384, width 192, depth 6, heads 6, mlp_ratio 4, pos_grid 14, 16×16 tokens
+    per 4096-px region; the Balancing Act's prostate H-ViT: 8×8 tokens per 2048-px region.
+    """
+
+    patch_dim: int = Field(default=384, ge=1)
+    tokens: int = Field(default=64, ge=1, description="patch tokens per region (a square number)")
+    width: int = Field(default=192, ge=1)
+    depth: int = Field(default=6, ge=1)
+    heads: int = Field(default=6, ge=1)
+    mlp_ratio: float = Field(default=4.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    pos_grid: int | None = Field(default=None, ge=1, description="side of the stored position grid; "
+                                 "null = sqrt(tokens) (HIPT's published ViT-4K weights: 14)")
+
+    @model_validator(mode="after")
+    def _check(self) -> RegionTransformerConfig:
+        side = math.isqrt(self.tokens)
+        if side * side != self.tokens:
+            raise ValueError(f"tokens must be a square number (an R×R grid of patches), got {self.tokens}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        return self
+
+    @property
+    def grid(self) -> int:
+        """R, the side of a region's token grid."""
+        return math.isqrt(self.tokens)
+
+
+class SlideEncoderConfig(_TowerConfig):
+    """Slide-level encoder over bags of features, optionally hierarchical (HIPT / H-ViT).
+
+    Slide level (HIPT's ``global_*``): ``phi`` = Linear(input_dim, width) + ReLU + Dropout;
+    ``depth`` transformer layers (post-norm, nhead ``heads``, feed-forward ``ff_dim`` or
+    ``width``); gated-attention pooling (Ilse et al.) over the valid instances; ``rho`` =
+    Linear(width, width) + ReLU + Dropout. A.4: width 768 there, 2 layers, 3 heads, dropout 0.25.
+
+    With ``region`` the tower is hierarchical: bags of region tokens (B, M, T, patch_dim) go
+    through the region transformer first (region features (B, M, d) with d = ``region.width``
+    skip it). Without it, bags are (B, N, input_dim). ``freeze_levels`` freezes whole levels
+    (``region``: the region transformer; ``slide``: everything after it), the paper's "freeze the
+    first two transformers" being ``[region]`` on precomputed patch features. ``weights``: a
+    HIPT-format (or medvl) state dict to start from, read with ``torch.load(weights_only=True)``
+    or safetensors and mapped by :mod:`medvl.models.encoders.hipt` (never unpickled code).
     """
 
     kind: Literal["slide"] = "slide"
-    input_dim: int = Field(ge=1)
+    input_dim: int | None = Field(default=None, ge=1, description="instance feature dim; with region: "
+                                  "region.width (the default)")
+    region: RegionTransformerConfig | None = None
     width: int = Field(default=192, ge=1)
     depth: int = Field(default=2, ge=0)
     heads: int = Field(default=3, ge=1)
     ff_dim: int | None = Field(default=None, ge=1)
     attention_dim: int | None = Field(default=None, ge=1)
     dropout: float = Field(default=0.25, ge=0.0, lt=1.0)
+    freeze_levels: list[Literal["region", "slide"]] = Field(default_factory=list)
+    weights: str | None = Field(default=None, description="HIPT-format or medvl state dict (.pth/.pt/.safetensors)")
 
     @model_validator(mode="after")
     def _check_heads(self) -> SlideEncoderConfig:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.region is None and self.input_dim is None:
+            raise ValueError("input_dim is required (the feature dim of the bags) unless region is set")
+        if self.region is not None and self.input_dim not in (None, self.region.width):
+            raise ValueError(f"input_dim {self.input_dim} must equal region.width {self.region.width} (or be omitted)")
+        if "region" in self.freeze_levels and self.region is None:
+            raise ValueError("freeze_levels: [region] needs a region level (region: ...)")
+        if self.freeze_levels and self.freeze.mode != "none":
+            raise ValueError("use either freeze_levels or freeze, not both")
         return self
+
+    @property
+    def instance_dim(self) -> int:
+        """Feature dim of the instances the slide level reads."""
+        if self.region is not None:
+            return self.region.width
+        assert self.input_dim is not None
+        return self.input_dim
 
 
 VisionEncoderConfig = Annotated[

@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import Dataset
 
-from medvl.data.images import ImageLoadError, load_record, load_rgb8
+from medvl.data.images import BagLayout, ImageLoadError, load_record, load_rgb8
 from medvl.data.manifest import (
     TEXT_LABEL_PREFIX,
     Manifest,
@@ -139,6 +139,7 @@ def preflight(
     dicom_window: Literal["header", "minmax"] = "header",
     bag_key: str | None = None,
     progress: Callable[[int], None] | None = None,
+    bag_layout: BagLayout = "auto",
 ) -> list[FileProblem]:
     """Check that every record's file exists under the root, is readable and (``decode``) loads.
 
@@ -155,7 +156,7 @@ def preflight(
     ids = manifest.records["id"].to_numpy(dtype=object)
     types = manifest.image_types()
     selected = np.arange(len(manifest)) if rows is None else np.asarray(rows, dtype=np.int64)
-    kw: dict[str, Any] = {"dicom_window": dicom_window, "bag_key": bag_key}
+    kw: dict[str, Any] = {"dicom_window": dicom_window, "bag_key": bag_key, "bag_layout": bag_layout}
 
     def check(row: int) -> FileProblem | None:
         image = images[row]
@@ -237,6 +238,7 @@ class ImageTextDataset(Dataset[Any]):
         verify_files: run :func:`preflight` (exists + decodes) at construction.
         dicom_window: ``header`` or ``minmax`` (see :mod:`medvl.data.images`).
         bag_key: array key inside multi-array feature-bag files.
+        bag_layout: feature-bag shapes (see :func:`medvl.data.images.load_feature_bag`).
         max_regions: training only: keep at most this many regions per bag (seeded subset).
         preflight_workers: threads for the pre-flight scan.
         negatives: training only: draw negative texts per record from the dataset (see the
@@ -261,6 +263,7 @@ class ImageTextDataset(Dataset[Any]):
         verify_files: bool = False,
         dicom_window: Literal["header", "minmax"] = "header",
         bag_key: str | None = None,
+        bag_layout: BagLayout = "auto",
         max_regions: int | None = None,
         preflight_workers: int = 1,
         negatives: NegativeSamplingConfig | None = None,
@@ -285,6 +288,7 @@ class ImageTextDataset(Dataset[Any]):
         self.on_bad_sample: OnBadSample = on_bad_sample
         self.dicom_window: Literal["header", "minmax"] = dicom_window
         self.bag_key = bag_key
+        self.bag_layout: BagLayout = bag_layout
         self.max_regions = max_regions
         self.negatives_config = negatives if train else None
         self.negative_sampler: DatasetNegativeSampler | None = None
@@ -310,6 +314,7 @@ class ImageTextDataset(Dataset[Any]):
                 rows=np.flatnonzero(keep),
                 dicom_window=dicom_window,
                 bag_key=bag_key,
+                bag_layout=bag_layout,
                 workers=preflight_workers,
             )
             if problems and on_bad_sample == "error":
@@ -344,6 +349,7 @@ class ImageTextDataset(Dataset[Any]):
             verify_files=cfg.verify_files,
             dicom_window=cfg.dicom_window,
             bag_key=cfg.bag_key,
+            bag_layout=cfg.bag_layout,
             max_regions=cfg.max_regions if train else None,
             negatives=cfg.negatives if train else None,
         )
@@ -463,6 +469,7 @@ class ImageTextDataset(Dataset[Any]):
                 channels=self.channels,
                 dicom_window=self.dicom_window,
                 bag_key=self.bag_key,
+                bag_layout=self.bag_layout,
             )
         except ImageLoadError as exc:
             if self.on_bad_sample == "error":
@@ -538,6 +545,35 @@ def _caption_labels(column: Any, width: int, kind: str, name: str) -> np.ndarray
 # ----------------------------------------------------------------------------------------- collate
 
 
+def _collate_bags(bags: Sequence[torch.Tensor], ids: list[str]) -> dict[str, torch.Tensor]:
+    """Pad bags to ``bag`` (B, N, d) or (B, M, T, d) with ``bag_mask`` (B, M); region-token bags
+    whose token counts differ also get ``token_mask`` (B, M, T)."""
+    ranks = {b.ndim for b in bags}
+    if len(ranks) > 1:
+        raise ValueError(f"flat (n, d) and region-token (M, T, d) bags in one batch: ids {ids}")
+    dims = {b.shape[-1] for b in bags}
+    if len(dims) > 1:
+        raise ValueError(f"feature bags of different widths {sorted(dims)} in one batch: ids {ids}")
+    longest = max(b.shape[0] for b in bags)
+    tokens = max(b.shape[1] for b in bags) if bags[0].ndim == 3 else None
+    inner = (bags[0].shape[-1],) if tokens is None else (tokens, bags[0].shape[-1])
+    out = torch.zeros(len(bags), longest, *inner, dtype=bags[0].dtype)
+    mask = torch.zeros(len(bags), longest, dtype=torch.bool)
+    for i, b in enumerate(bags):
+        if tokens is None:
+            out[i, : b.shape[0]] = b
+        else:
+            out[i, : b.shape[0], : b.shape[1]] = b
+        mask[i, : b.shape[0]] = True
+    result = {"bag": out, "bag_mask": mask}
+    if tokens is not None and len({b.shape[1] for b in bags}) > 1:
+        token_mask = torch.zeros(len(bags), longest, tokens, dtype=torch.bool)
+        for i, b in enumerate(bags):
+            token_mask[i, : b.shape[0], : b.shape[1]] = True
+        result["token_mask"] = token_mask
+    return result
+
+
 def _collate_negatives(drawn: Sequence[tuple[list[int], list[str]]]) -> dict[str, Any]:
     """``negative_texts`` (flat, record-major), ``negative_index`` (B, k) (−1 = none), ``negative_mask``."""
     k = max((len(indices) for indices, _ in drawn), default=0)
@@ -568,17 +604,7 @@ def collate(samples: Sequence[dict[str, Any] | _Skipped]) -> dict[str, Any]:
         batch["label_mask"] = {}
         return batch
     if "bag" in items[0]:
-        bags = [it["bag"] for it in items]
-        dims = {b.shape[1] for b in bags}
-        if len(dims) > 1:
-            raise ValueError(f"feature bags of different widths {sorted(dims)} in one batch: ids {batch['ids']}")
-        longest = max(b.shape[0] for b in bags)
-        out = torch.zeros(len(bags), longest, bags[0].shape[1], dtype=bags[0].dtype)
-        mask = torch.zeros(len(bags), longest, dtype=torch.bool)
-        for i, b in enumerate(bags):
-            out[i, : b.shape[0]] = b
-            mask[i, : b.shape[0]] = True
-        batch["bag"], batch["bag_mask"] = out, mask
+        batch.update(_collate_bags([it["bag"] for it in items], batch["ids"]))
     elif "image" in items[0]:  # raw decoded images (evaluation with raw_images=True)
         batch["images"] = [it["image"] for it in items]
     else:

@@ -11,7 +11,8 @@ scaled. MONOCHROME1 images (where high values are dark) are inverted so that, as
 MONOCHROME2, bright means dense.
 
 Feature bags (whole-slide images as precomputed patch features) come back as
-``FloatTensor (n_regions, d)``.
+``FloatTensor (n_regions, d)`` or, for hierarchical encoders, as region tokens
+``FloatTensor (n_regions, n_tokens, d)`` (see :func:`load_feature_bag`'s ``layout``).
 
 Every error is an :class:`ImageLoadError` naming the record (when given) and the file.
 """
@@ -29,6 +30,7 @@ from medvl.utils.errors import UserInputError
 
 __all__ = [
     "FEATURE_BAG_KEYS",
+    "BagLayout",
     "ImageLoadError",
     "dicom_to_float",
     "load_array",
@@ -303,15 +305,23 @@ def _pick(mapping: dict[str, Any], path: str | os.PathLike[str], key: str | None
     )
 
 
+BagLayout = Literal["auto", "flat", "regions"]
+
+
 def load_feature_bag(
-    path: str | os.PathLike[str], record_id: str | None = None, *, key: str | None = None
+    path: str | os.PathLike[str], record_id: str | None = None, *, key: str | None = None,
+    layout: BagLayout = "auto",
 ) -> torch.Tensor:
-    """Feature bag → ``FloatTensor (n_regions, d)``.
+    """Feature bag → ``FloatTensor (n_regions, d)`` or region tokens ``(n_regions, n_tokens, d)``.
 
     Formats by extension: ``.pt``/``.pth`` (``torch.load(weights_only=True)``; a tensor or a
     dict of tensors), ``.npy``, ``.h5``/``.hdf5`` (a dataset), ``.safetensors``. Multi-array
     files use ``key``, else the first of :data:`FEATURE_BAG_KEYS` present, else their only array.
-    A leading batch axis of size 1 is squeezed. Non-finite values and empty bags are errors.
+    ``layout``: ``flat`` = (n, d) bags, a leading batch axis of size 1 squeezed ((1, n, d) as
+    CLAM writes); ``regions`` = (M, T, d) region-token bags (HIPT: T = 64 or 256 patch features
+    per region) or (M, d) region features, a leading axis of 1 squeezed only from 4-D arrays;
+    ``auto`` = 2-D flat, 3-D with a leading 1 as ``flat``, other 3-D as regions. Non-finite
+    values and empty bags are errors.
     """
     file = Path(path)
     suffix = file.suffix.lower()
@@ -344,14 +354,19 @@ def load_feature_bag(
     except Exception as exc:  # corrupt files raise library-specific errors
         raise ImageLoadError(path, f"unreadable feature bag ({type(exc).__name__}: {exc})", record_id) from None
     array = np.asarray(array)
-    if array.ndim == 3 and array.shape[0] == 1:
+    if array.ndim == 4 and array.shape[0] == 1 and layout != "flat":
+        array = array[0]
+    if array.ndim == 3 and array.shape[0] == 1 and layout in ("auto", "flat"):
         array = array[0]
     if array.ndim == 1:
         array = array[None, :]
-    if array.ndim != 2:
-        raise ImageLoadError(path, f"feature bag must be (n_regions, d), got shape {array.shape}", record_id)
-    if array.shape[0] == 0:
-        raise ImageLoadError(path, "feature bag is empty (0 regions)", record_id)
+    allowed = (2,) if layout == "flat" else (2, 3)
+    if array.ndim not in allowed:
+        want = "(n_regions, d)" if layout == "flat" else "(n_regions, d) or (n_regions, n_tokens, d)"
+        raise ImageLoadError(path, f"feature bag must be {want} (layout {layout}), got shape {array.shape}",
+                             record_id)
+    if array.shape[0] == 0 or (array.ndim == 3 and array.shape[1] == 0):
+        raise ImageLoadError(path, f"feature bag is empty (shape {array.shape})", record_id)
     if not np.issubdtype(array.dtype, np.number):
         raise ImageLoadError(path, f"feature bag dtype {array.dtype} is not numeric", record_id)
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
@@ -400,10 +415,11 @@ def load_record(
     channels: int | None = None,
     dicom_window: WindowMode = "header",
     bag_key: str | None = None,
+    bag_layout: BagLayout = "auto",
 ) -> torch.Tensor:
-    """Load whatever a record references: an image (C, H, W) or a feature bag (n_regions, d)."""
+    """Load whatever a record references: an image (C, H, W) or a feature bag (see :func:`load_feature_bag`)."""
     if image_type == "feature_bag":
-        return load_feature_bag(path, record_id, key=bag_key)
+        return load_feature_bag(path, record_id, key=bag_key, layout=bag_layout)
     return load_image(path, image_type, record_id, channels=channels, dicom_window=dicom_window)
 
 

@@ -108,7 +108,7 @@ class DualEncoder(nn.Module):
         self.logit_bias = LogitBias(cfg.logit_bias) if cfg.logit_bias is not None else None
 
         self.freeze_states: dict[str, FreezeState] = {
-            "vision": apply_freezing(vision, cfg.vision.freeze, vision.layer_groups())
+            "vision": apply_freezing(vision, vision.resolve_freeze(cfg.vision.freeze), vision.layer_groups())
         }
         if text is not None and cfg.text is not None:
             self.freeze_states["text"] = apply_freezing(text, cfg.text.freeze, text.layer_groups())
@@ -321,6 +321,8 @@ class DualEncoder(nn.Module):
                 if mask is None:
                     mask = torch.ones(bag.shape[:2], dtype=torch.bool, device=bag.device)
                 masked = {"bag": bag, "bag_mask": mask_bag_instances(mask, mv.mask_ratio)}
+                if "token_mask" in batch:
+                    masked["token_mask"] = batch["token_mask"]
             else:
                 masked = {key: mask_image_patches(batch[key], mv.mask_ratio, mv.patch_size, mv.fill)}
             out["image_masked_unimodal_embeds"] = self.view_projection(self.vision.encode_batch(masked))

@@ -43,7 +43,12 @@ def _tiny_vit(cfg: Any, assets_dir: Path | None) -> ImageEncoder:
 def _slide(cfg: Any, assets_dir: Path | None) -> ImageEncoder:
     from medvl.models.encoders.slide import SlideEncoder
 
-    return SlideEncoder(cfg)
+    encoder = SlideEncoder(cfg)
+    if cfg.weights is not None and assets_dir is None:  # a saved model brings its own weights
+        from medvl.models.encoders.hipt import load_slide_weights
+
+        load_slide_weights(encoder, cfg.weights)
+    return encoder
 
 
 def _hf_vision(cfg: Any, assets_dir: Path | None) -> ImageEncoder:

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from medvl.config.model import FreezeConfig
+
 __all__ = ["ImageEncoder", "TextEncoder", "check_texts", "maybe_checkpoint"]
 
 
@@ -34,6 +36,11 @@ class ImageEncoder(nn.Module, ABC):
 
     def save_assets(self, directory: Path) -> None:
         """Write what rebuilding this tower without network needs (HF config, ...) into ``directory``."""
+
+    def resolve_freeze(self, freeze: FreezeConfig) -> FreezeConfig:
+        """The freezing to apply; towers with their own freezing options (e.g. the slide encoder's
+        ``freeze_levels``) translate them into a :class:`FreezeConfig` over ``layer_groups()``."""
+        return freeze
 
     def encode_batch(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Read ``batch[input_key]`` and return features (B, feature_dim)."""

@@ -28,12 +28,12 @@ __all__ = ["TinyCNN", "TinyTextTransformer", "TinyViT", "TransformerBlock"]
 class TransformerBlock(nn.Module):
     """Pre-norm transformer block: x + MHA(LN(x)); x + MLP(LN(x)). Tokens (B, T, D)."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float, eps: float = 1e-5) -> None:
         super().__init__()
         hidden = max(1, round(width * mlp_ratio))
-        self.norm1 = nn.LayerNorm(width)
+        self.norm1 = nn.LayerNorm(width, eps=eps)
         self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-        self.norm2 = nn.LayerNorm(width)
+        self.norm2 = nn.LayerNorm(width, eps=eps)
         self.mlp = nn.Sequential(
             nn.Linear(width, hidden),
             nn.GELU(),
