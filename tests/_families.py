@@ -139,11 +139,16 @@ def build_metaclip2(out: Path) -> Path:
 
 def build_siglip(out: Path) -> Path:
     """SigLIP: ``SiglipModel`` + SentencePiece ``SiglipTokenizer`` + ``SiglipImageProcessor`` (fixed 32 px)."""
-    import torch
     import transformers as tf
 
     out.mkdir(parents=True, exist_ok=True)
-    tok = tf.SiglipTokenizer(vocab_file=str(sentencepiece_model(out)), model_max_length=64)
+    return _siglip_model(tf.SiglipTokenizer(vocab_file=str(sentencepiece_model(out)), model_max_length=64), out)
+
+
+def _siglip_model(tok: Any, out: Path) -> Path:
+    import torch
+    import transformers as tf
+
     torch.manual_seed(0)
     text = _small(vocab_size=len(tok), max_position_embeddings=64)
     model = tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=_small(image_size=32, patch_size=8)))
@@ -153,15 +158,8 @@ def build_siglip(out: Path) -> Path:
 
 def build_siglip2_fixed(out: Path) -> Path:
     """SigLIP 2 at fixed resolution: a ``SiglipModel`` with SigLIP 2's Gemma tokenizer (the hub layout)."""
-    import torch
-    import transformers as tf
 
-    tok = siglip2_tokenizer()
-    torch.manual_seed(0)
-    text = _small(vocab_size=len(tok), max_position_embeddings=64)
-    model = tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=_small(image_size=32, patch_size=8)))
-    ip = tf.SiglipImageProcessor(size={"height": 32, "width": 32})
-    return _save(model, [tok, ip], out)
+    return _siglip_model(siglip2_tokenizer(), out)
 
 
 def build_siglip2_naflex(out: Path) -> Path:
@@ -183,8 +181,8 @@ def build_align(out: Path) -> Path:
     import transformers as tf
 
     tok = bert_tokenizer()
-    vision = {"image_size": 32, "width_coefficient": 0.1, "depth_coefficient": 0.1, "hidden_dim": 16,
-              "in_channels": [8, 8, 8, 8, 8, 8, 8], "out_channels": [8, 8, 8, 8, 8, 8, 16],
+    vision = {"image_size": 32, "width_coefficient": 1.0, "depth_coefficient": 1.0, "hidden_dim": 16,
+              "in_channels": [32, 8, 8, 8, 8, 8, 8], "out_channels": [8, 8, 8, 8, 8, 8, 16],
               "num_block_repeats": [1, 1, 1, 1, 1, 1, 1]}
     torch.manual_seed(0)
     config = tf.AlignConfig(text_config=_small(vocab_size=len(tok), max_position_embeddings=64),

@@ -85,8 +85,9 @@ def _zeroshot(emb: EmbeddingSet, cfg: EvaluationConfig, encoder: EmbeddingModel 
         used: dict[str, list[str]] = {}
         source = None
         if zs.mode != "prototypes":
-            if encoder is None:
-                results["info"][task] = {"skipped": "text prompts need a text encoder (a model, not bare embeddings)"}
+            if encoder is None or not encoder.has_text:
+                why = "bare embeddings" if encoder is None else "an image-only model"
+                results["info"][task] = {"skipped": f"text prompts need a text encoder (this is {why})"}
                 continue
             if task in zs.prompts:
                 prompts, source = load_prompts(zs.prompts[task]), zs.prompts[task]

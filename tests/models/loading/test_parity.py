@@ -112,11 +112,10 @@ def test_hf_family_rule_matches_the_processor_defaults(family_dir: Callable[[str
         assert torch.equal(ours["input_ids"].cpu(), theirs["input_ids"])
 
 
-def test_open_clip_family_matches_encode_image_and_text(family_dir: Callable[[str], Any]) -> None:
+def _open_clip_reference(directory: Any) -> tuple[Any, Callable[[list[Any]], torch.Tensor],
+                                                  Callable[[list[str]], torch.Tensor]]:
     import open_clip
 
-    directory = family_dir("open_clip")
-    model = load_model(directory)
     ref, preprocess = open_clip.create_model_from_pretrained(f"local-dir:{directory}")
     tokenizer = open_clip.get_tokenizer(f"local-dir:{directory}")
     ref.eval()
@@ -129,31 +128,25 @@ def test_open_clip_family_matches_encode_image_and_text(family_dir: Callable[[st
         with torch.no_grad():
             return ref.encode_text(tokenizer(texts))
 
+    return ref, image, text
+
+
+def test_open_clip_family_matches_encode_image_and_text(family_dir: Callable[[str], Any]) -> None:
+    directory = family_dir("open_clip")
+    model = load_model(directory)
+    _, image, text = _open_clip_reference(directory)
     _check(model, image, text)
     assert model.info().text_preprocessing["max_length"] == 77  # type: ignore[index]
 
 
 def test_biomedclip_layout_timm_vit_and_hf_bert(family_dir: Callable[[str], Any]) -> None:
     """BiomedCLIP = open_clip with a timm ViT image tower and a Hugging Face BERT text tower."""
-    import open_clip
-
     directory = family_dir("biomedclip")
     model = load_model(directory)
     info = model.info()
     assert info.towers["vision"] == "test_vit" and info.towers["text"].endswith("bert")
-    ref, preprocess = open_clip.create_model_from_pretrained(f"local-dir:{directory}")
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{directory}")
-    ref.eval()
+    ref, image, text = _open_clip_reference(directory)
     assert type(ref.visual).__name__ == "TimmModel" and type(ref.text).__name__ == "HFTextEncoder"
-
-    def image(imgs: list[Any]) -> torch.Tensor:
-        with torch.no_grad():
-            return ref.encode_image(torch.stack([preprocess(i) for i in imgs]))
-
-    def text(texts: list[str]) -> torch.Tensor:
-        with torch.no_grad():
-            return ref.encode_text(tokenizer(texts))
-
     _check(model, image, text)
 
 

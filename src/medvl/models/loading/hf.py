@@ -105,6 +105,21 @@ def _capture_input(module: Any, store: list[torch.Tensor]) -> Iterator[None]:
         handle.remove()
 
 
+def _jsonable(value: Any) -> Any:
+    """Processor settings as JSON: SizeDict/dataclasses → dicts without None, tuples → lists, enums → names."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items() if v is not None}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (int, float, bool, str)):
+        return value
+    return getattr(value, "name", None) or str(value)
+
+
 def _accepted(method: Any) -> set[str]:
     return set(inspect.signature(method).parameters)
 
@@ -222,7 +237,7 @@ class HFVisionLanguageModel:
         for key in keys:
             value = getattr(self.image_processor, key, None)
             if value is not None:
-                out[key] = value if isinstance(value, (int, float, bool, str, list, dict)) else str(value)
+                out[key] = _jsonable(value)
         return out
 
     def info(self) -> ModelInfo:
