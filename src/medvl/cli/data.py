@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from medvl.data.manifest import Manifest
 
 #: Modules that add subcommands to ``medvl data``.
-DATA_COMMAND_MODULES: tuple[str, ...] = ("medvl.cli.data_synth", "medvl.cli.data_import")
+DATA_COMMAND_MODULES: tuple[str, ...] = ("medvl.cli.data_synth", "medvl.cli.data_import", "medvl.cli.data_protocols")
 
 
 def _read(manifest: Path, root: Path | None) -> Manifest:

@@ -67,6 +67,9 @@ class ZeroShotOptions(StrictModel):
     #: task name -> prompt file path or built-in set name (``synthetic_findings``, ``chexpert``)
     prompts: dict[str, str] = Field(default_factory=dict)
     mode: Literal["text", "prototypes", "hybrid"] = "text"
+    #: task name -> class map (path or built-in name, ``class_maps/``) scoring each class of the task by
+    #: the mean of the mapped pretraining prototypes (prototypes / hybrid modes; DLILP's COVID protocol)
+    class_maps: dict[str, str] = Field(default_factory=dict)
     subsets: list[Literal["all", "base", "novel"]] = Field(default=["all", "base", "novel"])
     #: scale of the cosine similarities; null = the model's learnt logit scale (100 for HF models without one)
     logit_scale: float | None = 100.0

@@ -29,11 +29,14 @@ from medvl.evaluation.extraction import (
 from medvl.evaluation.probe import evaluate_probe
 from medvl.evaluation.retrieval import evaluate_retrieval
 from medvl.evaluation.zeroshot import (
+    PROTOTYPE_LOGITS_PREFIX,
     PromptSet,
     build_class_embeddings,
     builtin_prompt_sets,
     evaluate_zeroshot,
+    load_class_map,
     load_prompts,
+    mapped_prototype_scores,
 )
 from medvl.models.loading import ModelLoadError
 from medvl.utils.devices import resolve_device
@@ -104,13 +107,50 @@ def _zeroshot(emb: EmbeddingSet, cfg: EvaluationConfig, encoder: EmbeddingModel 
                 neg_emb, neg_used = build_class_embeddings(prompts, info_t.classes, encode, negative=True,
                                                            fallback_to_class_name=zs.fallback_to_class_name)
                 used = {c: used[c] + [f"[negative] {p}" for p in neg_used[c]] for c in used}
-        res = evaluate_zeroshot(emb, task, class_emb=class_emb, negative_emb=neg_emb, prompts_used=used, mode=zs.mode,
+        scored = emb
+        if zs.mode != "text" and task in zs.class_maps:
+            scored, proto_used = _mapped_prototypes(emb, task, zs.class_maps[task], encoder)
+            used = {**used, **{f"{c} [prototype]": v for c, v in proto_used.items()}}
+        res = evaluate_zeroshot(scored, task, class_emb=class_emb, negative_emb=neg_emb, prompts_used=used, mode=zs.mode,
                                 subsets=zs.subsets, logit_scale=float(scale), threshold=zs.threshold,
                                 balanced_accuracy_over=cfg.balanced_accuracy_over)
         results["metrics"].update(res["metrics"])
         results["options"][task] = {**res["options"], "prompt_source": source}
         results["info"][task] = res["info"]
     return results
+
+
+def _prototype_gram(encoder: EmbeddingModel | None, emb: EmbeddingSet, task: str) -> np.ndarray | None:
+    """``P Pᵀ`` of the raw prototypes of ``task``: from the model's prototype head, else the embeddings' meta."""
+    head = getattr(getattr(encoder, "model", None), "prototype", None)
+    spec = getattr(getattr(getattr(encoder, "model", None), "config", None), "prototype", None)
+    if head is not None and spec is not None and getattr(spec, "task", None) == task:
+        weights = head.prototypes.detach().double().cpu().numpy()
+        return np.asarray(weights @ weights.T)
+    stored = (emb.meta.get("prototype_gram") or {}).get(task)
+    return None if stored is None else np.asarray(stored, dtype=np.float64)
+
+
+def _mapped_prototypes(emb: EmbeddingSet, task: str, map_source: str,
+                       encoder: EmbeddingModel | None) -> tuple[EmbeddingSet, dict[str, list[str]]]:
+    """``emb`` with ``logits["prototypes/<task>"]`` scored through a class map (see zeroshot.ClassMap)."""
+    import dataclasses
+
+    class_map = load_class_map(map_source)
+    key = PROTOTYPE_LOGITS_PREFIX + class_map.source_task
+    if key not in emb.logits:
+        raise EmbeddingSetError(f"class map {class_map.source} reads prototype scores {key!r}; the model has "
+                                f"prototype scores for {[k for k in emb.logits if k.startswith(PROTOTYPE_LOGITS_PREFIX)]}")
+    source_classes = list(class_map.source_classes)
+    if not source_classes and class_map.source_task in (emb.meta.get("tasks") or {}):
+        source_classes = list(emb.task(class_map.source_task).classes)
+    if not source_classes:
+        raise EmbeddingSetError(f"{class_map.source}: the class names of the prototype task {class_map.source_task!r} "
+                                "are unknown; list them under source_classes")
+    scores, used = mapped_prototype_scores(emb.logits[key], source_classes, emb.task(task).classes, class_map,
+                                           _prototype_gram(encoder, emb, class_map.source_task))
+    logits = {**emb.logits, PROTOTYPE_LOGITS_PREFIX + task: scores.astype(np.float32)}
+    return dataclasses.replace(emb, logits=logits), used
 
 
 def _probe_task(emb: EmbeddingSet, cfg: EvaluationConfig) -> str | None:

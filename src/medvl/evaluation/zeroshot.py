@@ -24,6 +24,10 @@
 * **Modes**: ``text`` (prompts for every class); ``prototypes`` (the model's label-prototype head
   scores, ``EmbeddingSet.logits["prototypes/<task>"]``, for base classes only); ``hybrid``
   (DLILP: base subset from the prototypes, novel subset from the text prompts).
+* **Class maps** (``class_maps/*.yaml``): when the evaluation task's classes are not the
+  pretraining task's, each evaluation class is scored by the *mean of the mapped pretraining
+  prototypes*, L2-normalised (DLILP: COVID = mean of the Lung Opacity and Consolidation
+  prototypes), see :func:`mapped_prototype_scores`.
 """
 
 from __future__ import annotations
@@ -50,12 +54,15 @@ from medvl.utils.errors import UserInputError
 
 __all__ = [
     "PROTOTYPE_LOGITS_PREFIX",
+    "ClassMap",
     "ClassPrompts",
     "PromptSet",
     "build_class_embeddings",
     "builtin_prompt_sets",
     "evaluate_zeroshot",
+    "load_class_map",
     "load_prompts",
+    "mapped_prototype_scores",
     "zeroshot_scores",
 ]
 
@@ -167,6 +174,116 @@ def load_prompts(source: str | os.PathLike[str]) -> PromptSet:
             raise PromptError(f"{where}: class {name!r} has an empty name or prompt")
         classes[str(name)] = cp
     return PromptSet(str(data.get("name") or Path(where).stem), list(templates), classes, list(negatives), where)
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """Evaluation class → the pretraining prototype classes whose mean prototype scores it."""
+
+    name: str
+    source_task: str
+    classes: dict[str, tuple[str, ...]]
+    match_names: bool = True
+    """An evaluation class not listed is mapped to the source class of the same (case/space-insensitive) name."""
+    source_classes: tuple[str, ...] = ()
+    """The prototype head's class names in its output order (needed when the data lack the source task)."""
+    source: str = "<memory>"
+
+    def sources_for(self, class_name: str, source_classes: Sequence[str]) -> tuple[str, ...]:
+        """The source classes of ``class_name`` (error naming the class if it has none)."""
+        if class_name in self.classes:
+            chosen = self.classes[class_name]
+        else:
+            key = _canonical(class_name)
+            listed = next((v for k, v in self.classes.items() if _canonical(k) == key), None)
+            if listed is not None:
+                chosen = listed
+            elif self.match_names:
+                chosen = tuple(c for c in source_classes if _canonical(c) == key)
+            else:
+                chosen = ()
+        if not chosen:
+            raise PromptError(f"{self.source}: evaluation class {class_name!r} maps to no prototype of "
+                              f"{self.source_task!r} (classes: {list(source_classes)})")
+        missing = [c for c in chosen if c not in source_classes]
+        if missing:
+            raise PromptError(f"{self.source}: class {class_name!r} maps to {missing}, not classes of "
+                              f"{self.source_task!r} ({list(source_classes)})")
+        return tuple(chosen)
+
+
+def load_class_map(source: str | os.PathLike[str]) -> ClassMap:
+    """Read a class-map YAML file, or a built-in one by name (``class_maps/<name>.yaml``)::
+
+        source_task: chexpert          # the model's prototype task
+        source_classes: [No Finding, …] # its class order (else taken from the data's task spec)
+        classes:
+          COVID: [Lung Opacity, Consolidation]
+          Normal: No Finding
+        match_names: true              # unlisted classes: the prototype of the same name
+    """
+    import yaml
+
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise PromptError(f"class map not found: {path}")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    else:
+        ref = resources.files("medvl.resources") / "class_maps" / f"{source}.yaml"
+        if not ref.is_file():
+            raise PromptError(f"no built-in class map {str(source)!r}")
+        text, where = ref.read_text(encoding="utf-8"), f"medvl:class_maps/{source}.yaml"
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict) or not isinstance(data.get("source_task"), str) or not isinstance(data.get("classes"), dict):
+        raise PromptError(f"{where}: needs 'source_task' (a task name) and 'classes' (a mapping)")
+    unknown = set(data) - {"name", "description", "source_task", "source_classes", "classes", "match_names"}
+    if unknown:
+        raise PromptError(f"{where}: unknown keys {sorted(unknown)}")
+    classes = {str(k): tuple([v] if isinstance(v, str) else [str(x) for x in v or []]) for k, v in data["classes"].items()}
+    empty = [k for k, v in classes.items() if not v]
+    if empty:
+        raise PromptError(f"{where}: class(es) {empty} map to no source class")
+    return ClassMap(str(data.get("name") or Path(where).stem), data["source_task"], classes,
+                    bool(data.get("match_names", True)), tuple(str(c) for c in data.get("source_classes") or ()), where)
+
+
+def mapped_prototype_scores(
+    scores: np.ndarray,
+    source_classes: Sequence[str],
+    target_classes: Sequence[str],
+    class_map: ClassMap,
+    gram: np.ndarray | None,
+) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """(N, C_target) scores of mean prototypes from (N, C_source) prototype scores.
+
+    ``scores[:, c] = s · cos(x, P_c)`` (the prototype head's logits, raw prototypes ``P``);
+    ``gram = P Pᵀ`` (C_source, C_source). The score of a target class mapped to the set ``S`` is
+    ``s · cos(x, Σ_{c∈S} P_c)`` = ``Σ_c ‖P_c‖ scores[:, c] / ‖Σ_c P_c‖`` — exactly the cosine with
+    the L2-normalised mean of the raw prototypes (DLILP's ``select_class_prototypes``), which is
+    *not* the mean of the per-class scores when the prototypes differ. A one-class mapping
+    returns that class's scores unchanged.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape[1] != len(source_classes):
+        raise ValueError(f"scores have {scores.shape[1]} columns for {len(source_classes)} source classes")
+    index = {c: i for i, c in enumerate(source_classes)}
+    out = np.zeros((scores.shape[0], len(target_classes)), dtype=np.float64)
+    used: dict[str, list[str]] = {}
+    for j, cls in enumerate(target_classes):
+        chosen = class_map.sources_for(cls, source_classes)
+        cols = [index[c] for c in chosen]
+        used[cls] = [f"prototype:{c}" for c in chosen]
+        if len(cols) == 1:
+            out[:, j] = scores[:, cols[0]]
+            continue
+        if gram is None:
+            raise PromptError(f"{class_map.source}: class {cls!r} averages {len(cols)} prototypes, which needs the "
+                              "prototype vectors (a medvl model with its prototype head, not bare embeddings)")
+        sub = np.asarray(gram, dtype=np.float64)[np.ix_(cols, cols)]
+        norms = np.sqrt(np.diag(sub))
+        out[:, j] = scores[:, cols] @ norms / np.sqrt(sub.sum())
+    return out, used
 
 
 def build_class_embeddings(
