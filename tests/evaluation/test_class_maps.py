@@ -46,7 +46,6 @@ def test_builtin_dlilp_covid_map() -> None:
 
 def test_suite_scores_an_unseen_task_through_a_class_map(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    source = ["No Finding", "Lung Opacity", "Consolidation", "Pneumonia"]
     prototypes = _normalise(rng.normal(size=(4, 8)))
     y = np.arange(30) % 3  # COVID, Normal, Pneumonia
     centre = np.stack([prototypes[1] + prototypes[2], prototypes[0], prototypes[3]])

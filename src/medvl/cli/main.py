@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medvl.cli.train",
     "medvl.cli.evaluate",
     "medvl.cli.models",
+    "medvl.cli.benchmark",
     "medvl.cli.align",
     "medvl.cli.experiments",
 )

@@ -41,7 +41,7 @@ from medvl.evaluation.zeroshot import (
 from medvl.models.loading import ModelLoadError
 from medvl.utils.devices import resolve_device
 
-__all__ = ["EMBEDDINGS_SUBDIR", "embeddings_dir_name", "evaluate_embeddings", "run_evaluation",
+__all__ = ["EMBEDDINGS_SUBDIR", "embed_manifest_split", "embeddings_dir_name", "evaluate_embeddings", "run_evaluation",
            "save_embedding_sets"]
 
 
@@ -269,6 +269,45 @@ def _model_spec(model: Any, checkpoint: Any, hf_model: Any, embeddings: Any) -> 
     return given[0][0], Path(str(given[0][1]))
 
 
+def embed_manifest_split(
+    encoder: EmbeddingModel,
+    manifest: str | os.PathLike[str],
+    part: str,
+    cfg: EvaluationConfig,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    loaded: tuple[Any, Any] | None = None,
+    datasets: dict[str, Any] | None = None,
+) -> EmbeddingSet:
+    """The :class:`EmbeddingSet` of split ``part`` of ``manifest`` under ``encoder`` (cached in ``cache_dir``).
+
+    Images get the model family's own preprocessing (:func:`evaluation_dataset`); the data settings
+    are those of the medvl run ``run_dir`` (or the defaults) with ``cfg.data`` on top. ``loaded`` =
+    (manifest, data config) when the caller has them; ``datasets[part]`` receives the dataset used.
+    """
+    from medvl.data.dataset import select_split
+    from medvl.data.manifest import read_manifest
+
+    if loaded is None:
+        data_cfg = _data_config(Path(manifest), Path(run_dir) if run_dir is not None else None, cfg.data)
+        m = read_manifest(manifest, root=root)
+    else:
+        m, data_cfg = loaded
+    manifest_hash = m.hash()
+    subset = select_split(m, data_cfg, part)  # type: ignore[arg-type]
+    if len(subset) == 0:
+        raise EmbeddingSetError(f"the {part!r} split of {manifest} is empty")
+    ds = evaluation_dataset(encoder, subset, data_cfg)
+    if datasets is not None:
+        datasets[part] = ds
+    ident = {"manifest_hash": manifest_hash, "split": part, "ids": ds.ids}
+    return extract_embeddings(encoder, ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                              progress=cfg.progress, cache_dir=cache_dir, data_identity=ident,
+                              meta={"manifest": str(manifest), "manifest_hash": manifest_hash, "split": part})
+
+
 def run_evaluation(
     cfg: EvaluationConfig,
     *,
@@ -324,7 +363,7 @@ def _evaluate_precomputed(cfg: EvaluationConfig, path: Path, out_dir: str | os.P
 def _evaluate_model(cfg: EvaluationConfig, spec: Path, *, manifest: str | os.PathLike[str],
                     out_dir: str | os.PathLike[str], which: str, root: str | os.PathLike[str] | None,
                     trust_remote_code: bool) -> dict[str, Any]:
-    from medvl.data.dataset import select_split
+
     from medvl.data.manifest import read_manifest
     from medvl.evaluation.results import write_results
     from medvl.models.loading import load_model
@@ -338,14 +377,8 @@ def _evaluate_model(cfg: EvaluationConfig, spec: Path, *, manifest: str | os.Pat
     datasets: dict[str, Any] = {}
 
     def embed(part: str) -> EmbeddingSet:
-        subset = select_split(m, data_cfg, part)  # type: ignore[arg-type]
-        if len(subset) == 0:
-            raise EmbeddingSetError(f"the {part!r} split of {manifest} is empty")
-        ds = datasets[part] = evaluation_dataset(encoder, subset, data_cfg)
-        ident = {"manifest_hash": manifest_hash, "split": part, "ids": ds.ids}
-        return extract_embeddings(encoder, ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                                  progress=cfg.progress, cache_dir=cfg.cache_dir, data_identity=ident,
-                                  meta={"manifest": str(manifest), "manifest_hash": manifest_hash, "split": part})
+        return embed_manifest_split(encoder, manifest, part, cfg, cache_dir=cfg.cache_dir, loaded=(m, data_cfg),
+                                    datasets=datasets)
 
     emb = embed(cfg.split)
     train = val = None

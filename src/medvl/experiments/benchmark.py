@@ -1,0 +1,422 @@
+"""``medvl benchmark``: many models × many datasets × every task, resumable, one results file per run.
+
+A *run* is (model, dataset, task). Its result is ``<out>/results/<dataset>_<model>_<task>.json``
+(CLIP_benchmark's file-name order, ``{dataset}_{pretrained}_{model}_{language}_{task}``, without
+the parts medvl has no use for), written atomically as the run's last act, so the file's
+existence — with the same fingerprint (model entry, dataset entry, task, resolved evaluation
+config) — marks the run finished: a rerun after a kill recomputes nothing finished. The JSON
+holds CLIP_benchmark's keys (``dataset``, ``model``, ``pretrained``, ``task`` with its task
+names, ``metrics``, ``language``) and medvl's (``medvl_task``, ``summaries``, ``options``,
+``info``, ``provenance``). A run that cannot apply (zero-shot for image-only embeddings, a
+dataset without captions for retrieval) is written as finished with ``skipped``: the reason.
+
+Work is scheduled per (model, dataset) *unit*: the model is loaded and each split's embeddings
+extracted once (cached under ``<out>/cache``), then the unit's unfinished tasks run one after
+another, each writing its file. Units run in parallel worker processes (``jobs``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medvl import __version__
+from medvl.config.benchmark import BENCHMARK_TASKS, BenchmarkConfig, DatasetEntry, ModelEntry
+from medvl.config.evaluation import EvaluationConfig
+from medvl.config.loading import config_from_dict
+from medvl.utils.errors import UserInputError
+from medvl.utils.hashing import hash_object
+from medvl.utils.io import atomic_write_json, atomic_write_text, read_json
+
+__all__ = [
+    "CLIP_BENCHMARK_TASKS",
+    "BenchmarkSummary",
+    "Run",
+    "Unit",
+    "expand_units",
+    "load_collection",
+    "result_path",
+    "run_benchmark",
+]
+
+#: medvl task → CLIP_benchmark's task name (``clip_benchmark/cli.py``); classification has none there.
+CLIP_BENCHMARK_TASKS: dict[str, str] = {"retrieval": "zeroshot_retrieval", "zeroshot": "zeroshot_classification",
+                                        "probe": "linear_probe", "classification": "classification"}
+RESULTS_DIR = "results"
+CONFIG_FILE = "benchmark.yaml"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (model, dataset, task) cell."""
+
+    model: str
+    dataset: str
+    task: str
+    fingerprint: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}_{self.model}_{self.task}"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The runs of one (model, dataset) pair, executed together (one model load, shared embeddings)."""
+
+    model: ModelEntry
+    dataset: DatasetEntry
+    runs: tuple[Run, ...]
+    eval_config: dict[str, Any]
+    split: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset.name}_{self.model.name}"
+
+
+@dataclass
+class BenchmarkSummary:
+    """What a benchmark invocation did."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def result_path(out_dir: str | os.PathLike[str], run: Run) -> Path:
+    """Where a run's results JSON lives."""
+    return Path(out_dir) / RESULTS_DIR / f"{run.key}.json"
+
+
+# ------------------------------------------------------------------------------- collections
+
+
+def load_collection(name: str) -> dict[str, Any]:
+    """A shipped collection (``resources/collections/<name>.yaml``) or a YAML file path."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise UserInputError(f"collection file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+    else:
+        ref = resources.files("medvl.resources") / "collections" / f"{name}.yaml"
+        if not ref.is_file():
+            shipped = sorted(p.name[:-5] for p in (resources.files("medvl.resources") / "collections").iterdir()
+                             if p.name.endswith(".yaml"))
+            raise UserInputError(f"no collection {name!r}; shipped collections: {shipped}")
+        text = ref.read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict) or not isinstance(data.get("datasets"), list):
+        raise UserInputError(f"collection {name!r}: needs a 'datasets' list")
+    return data
+
+
+def _expand_datasets(entries: list[DatasetEntry], base: Path) -> list[DatasetEntry]:
+    """Collections become one entry per member manifest ``<data_dir>/<manifest>``; paths are made absolute."""
+    out: list[DatasetEntry] = []
+    for entry in entries:
+        if entry.collection is None:
+            manifest = Path(str(entry.manifest))
+            out.append(entry.model_copy(update={"manifest": str(manifest if manifest.is_absolute() else base / manifest)}))
+            continue
+        data_dir = Path(str(entry.data_dir))
+        data_dir = data_dir if data_dir.is_absolute() else base / data_dir
+        collection = load_collection(entry.collection)
+        missing = []
+        for member in collection["datasets"]:
+            manifest = data_dir / str(member["manifest"])
+            if not manifest.is_file():
+                missing.append(f"{manifest}  (prepare: {member.get('prepare', 'see the collection file')})")
+                continue
+            merged_eval = _deep_merge(dict(member.get("eval") or {}), entry.eval)
+            out.append(DatasetEntry(name=str(member["name"]), manifest=str(manifest), tasks=entry.tasks or member.get("tasks"),
+                                    eval=merged_eval))
+        if missing:
+            lines = "\n".join(f"  - {m}" for m in missing)
+            raise UserInputError(f"collection {entry.collection!r}: missing manifests under {data_dir}:\n{lines}")
+    names = [e.name for e in out]
+    if len(set(names)) != len(names):
+        raise UserInputError(f"dataset names must be unique, got {names}")
+    return out
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+# ------------------------------------------------------------------------------------ tasks
+
+
+def auto_tasks(manifest: Any, split: str) -> list[str]:
+    """The tasks a dataset supports, from its task kinds and splits (CLIP_benchmark's ``--task auto``).
+
+    retrieval: the evaluated split has captions; zeroshot and classification: a class task exists;
+    probe: a class task and a train split exist.
+    """
+    records = manifest.records
+    in_split = records["split"].astype(str) == split
+    tasks = []
+    if "texts" in records.columns and any(len(t) for t in records.loc[in_split, "texts"]):
+        tasks.append("retrieval")
+    class_tasks = [t for t in manifest.tasks.values() if t.kind != "regression"]
+    if class_tasks:
+        tasks += ["zeroshot", "classification"]
+        if (records["split"].astype(str) == "train").any():
+            tasks.append("probe")
+    return [t for t in BENCHMARK_TASKS if t in tasks]
+
+
+def expand_units(cfg: BenchmarkConfig, base: Path) -> list[Unit]:
+    """Every (model, dataset) unit with its runs; validates each run's evaluation config before anything runs."""
+    from medvl.data.manifest import read_manifest
+
+    datasets = _expand_datasets(cfg.datasets, base)
+    units = []
+    for dataset in datasets:
+        manifest_path = Path(str(dataset.manifest))
+        if not manifest_path.is_file():
+            raise UserInputError(f"dataset {dataset.name!r}: manifest {manifest_path} does not exist")
+        requested = dataset.tasks or cfg.tasks
+        tasks = auto_tasks(read_manifest(manifest_path, root=dataset.root), cfg.split) if requested == "auto" else list(requested)
+        for model in cfg.models:
+            merged = _deep_merge(_deep_merge(dict(cfg.eval), dataset.eval), model.eval)
+            merged["split"] = cfg.split
+            runs = []
+            for task in tasks:
+                resolved = _eval_config(merged, task, f"{dataset.name} × {model.name} × {task}")
+                fingerprint = hash_object({"model": model.model_dump(mode="json"), "dataset": dataset.model_dump(mode="json"),
+                                           "task": task, "eval": resolved.model_dump(mode="json")})[:16]
+                runs.append(Run(model.name, str(dataset.name), task, fingerprint))
+            units.append(Unit(model, dataset, tuple(runs), merged, cfg.split))
+    return units
+
+
+def _eval_config(merged: dict[str, Any], task: str, where: str) -> EvaluationConfig:
+    from medvl.utils.devices import resolve_device
+
+    data = dict(merged)
+    data["tasks"] = [task]
+    data.setdefault("progress", False)
+    cfg = config_from_dict(data, EvaluationConfig, source=f"benchmark eval ({where})")
+    return cfg.model_copy(update={"device": resolve_device(cfg.device)})
+
+
+def is_finished(out_dir: Path, run: Run) -> bool:
+    """A run is finished when its results file exists with the same fingerprint."""
+    path = result_path(out_dir, run)
+    if not path.is_file():
+        return False
+    try:
+        return bool(read_json(path).get("medvl", {}).get("fingerprint") == run.fingerprint)
+    except (OSError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------------------- execution
+
+
+def _open_model(entry: ModelEntry, device: str) -> Any:
+    """The model behind ``entry.spec``, through the model front door (:func:`medvl.models.loading.load_model`)."""
+    from medvl.models.loading import load_model
+
+    return load_model(str(entry.spec), which=entry.which, device=device)
+
+
+def _exported(entry: ModelEntry, dataset: str, split: str) -> Any | None:
+    from medvl.evaluation.embeddings import EmbeddingSet
+
+    path = Path(str(entry.embeddings).format(dataset=dataset, split=split))
+    return EmbeddingSet.load(path) if (path / "embeddings.json").is_file() else None
+
+
+def _headline_provenance(unit: Unit, emb: Any, cfg: EvaluationConfig, identity: Any) -> dict[str, Any]:
+    return {
+        "medvl_version": __version__, "model": identity, "model_name": unit.model.name,
+        "manifest": unit.dataset.manifest, "manifest_hash": emb.meta.get("manifest_hash"), "split": unit.split,
+        "n_images": emb.num_images, "n_captions": emb.num_texts, "seeds": cfg.probe.seeds if "probe" in cfg.tasks else [],
+        "skipped_records": emb.meta.get("skipped"), "config": cfg.model_dump(mode="json"),
+    }
+
+
+def run_unit(unit: Unit, out_dir: str, device: str = "cpu") -> dict[str, str]:
+    """Run the unfinished runs of one unit; returns ``{run key: "ran" | "skipped" | error}``.
+
+    Top-level and picklable: it is what worker processes execute.
+    """
+    from medvl.evaluation.results import clip_benchmark_name
+    from medvl.evaluation.suite import embed_manifest_split, evaluate_embeddings
+
+    out = Path(out_dir)
+    status: dict[str, str] = {}
+    pending = [r for r in unit.runs if not is_finished(out, r)]
+    status.update({r.key: "skipped" for r in unit.runs if r not in pending})
+    if not pending:
+        return status
+    encoder = None
+    embeddings: dict[str, Any] = {}
+
+    def split_embeddings(part: str) -> Any | None:
+        if part not in embeddings:
+            if unit.model.embeddings is not None:
+                embeddings[part] = _exported(unit.model, str(unit.dataset.name), part)
+            else:
+                cfg = _eval_config(unit.eval_config, "retrieval", unit.key)
+                assert encoder is not None
+                run_dir = unit.model.spec if encoder.identity.get("format") == "medvl" else None
+                embeddings[part] = embed_manifest_split(encoder, str(unit.dataset.manifest), part, cfg,
+                                                        root=unit.dataset.root, cache_dir=out / "cache", run_dir=run_dir)
+        return embeddings[part]
+
+    for run in pending:
+        cfg = _eval_config(unit.eval_config, run.task, run.key)
+        try:
+            if unit.model.spec is not None and encoder is None:
+                encoder = _open_model(unit.model, cfg.device)
+            emb = split_embeddings(unit.split)
+            if emb is None:
+                result = {"metrics": {}, "options": {}, "info": {"skipped": f"no exported embeddings for dataset "
+                                                                            f"{unit.dataset.name!r}, split {unit.split!r}"}}
+                provenance: dict[str, Any] = {"medvl_version": __version__, "model_name": unit.model.name}
+            else:
+                train = val = None
+                if run.task == "probe":
+                    train = split_embeddings("train")
+                    if cfg.probe.c_mode == "search" and cfg.probe.validation == "val_split":
+                        val = _optional_split(split_embeddings, "val")
+                result = evaluate_embeddings(emb, cfg, encoder=encoder, train=train, val=val)[run.task]
+                identity = encoder.identity if encoder is not None else {"kind": "embeddings",
+                                                                         "path": str(unit.model.embeddings)}
+                provenance = _headline_provenance(unit, emb, cfg, identity)
+        except Exception as exc:  # recorded per run; the unit's other runs go on
+            status[run.key] = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, UserInputError):
+                status[run.key] += "\n" + traceback.format_exc(limit=4)
+            continue
+        metrics = dict(result.get("metrics") or {})
+        document = {
+            "dataset": unit.dataset.name,
+            "model": unit.model.name,
+            "pretrained": unit.model.spec or unit.model.embeddings,
+            "task": CLIP_BENCHMARK_TASKS[run.task],
+            "metrics": metrics,
+            "language": "en",
+            "clip_benchmark_metrics": {clip_benchmark_name(run.task, k): v for k, v in metrics.items()
+                                       if clip_benchmark_name(run.task, k)},
+            "medvl": {"task": run.task, "fingerprint": run.fingerprint, "summaries": result.get("summaries") or {},
+                      "options": result.get("options") or {}, "info": result.get("info") or {},
+                      "skipped": (result.get("info") or {}).get("skipped"), "provenance": provenance},
+        }
+        atomic_write_json(result_path(out, run), document)
+        status[run.key] = "ran"
+    return status
+
+
+def _optional_split(get: Callable[[str], Any], part: str) -> Any | None:
+    from medvl.evaluation.embeddings import EmbeddingSetError
+
+    try:
+        return get(part)
+    except EmbeddingSetError:
+        return None
+
+
+def _limit_threads(threads: int) -> None:
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def run_benchmark(
+    cfg: BenchmarkConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    base_dir: str | os.PathLike[str] = ".",
+    jobs: int | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> BenchmarkSummary:
+    """Run every unfinished run of ``cfg`` into ``out_dir`` and rebuild the leaderboard.
+
+    Everything is validated (configs of every run, manifests) before ``out_dir`` is touched;
+    ``overwrite`` then removes earlier results, otherwise finished runs are kept and skipped.
+    """
+    from medvl.experiments.leaderboard import write_leaderboard
+
+    out = Path(out_dir)
+    start = time.perf_counter()
+    units = expand_units(cfg, Path(base_dir))  # validates configs and manifests before anything is written
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULTS_DIR).mkdir(exist_ok=True)
+    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    summary = BenchmarkSummary()
+    todo = []
+    for unit in units:
+        done = [r.key for r in unit.runs if is_finished(out, r)]
+        summary.skipped += done
+        if len(done) < len(unit.runs):
+            todo.append(unit)
+    total = sum(len(u.runs) for u in units)
+    log(f"{total} runs ({len(cfg.models)} models × {len(units) // max(1, len(cfg.models))} datasets × tasks); "
+        f"{len(summary.skipped)} already finished")
+    workers = jobs or cfg.jobs
+
+    def record(unit: Unit, status: dict[str, str]) -> None:
+        for key, value in status.items():
+            if value == "ran":
+                summary.ran.append(key)
+            elif value != "skipped":
+                summary.failed[key] = value
+                log(f"[failed] {key}: {value.splitlines()[0]}")
+        log(f"[done] {unit.key}: " + ", ".join(f"{r.task} {status.get(r.key, '?').split(':')[0]}" for r in unit.runs))
+
+    if workers <= 1 or len(todo) <= 1:
+        for unit in todo:
+            log(f"[start] {unit.key}")
+            record(unit, run_unit(unit, str(out)))
+            if summary.failed and not cfg.keep_going:
+                break
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        context = multiprocessing.get_context("spawn")
+        with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_limit_threads,
+                                         initargs=(threads,)) as pool:
+            running = {pool.submit(run_unit, unit, str(out)): unit for unit in todo}
+            for unit in todo:
+                log(f"[start] {unit.key}")
+            for future in futures.as_completed(running):
+                unit = running[future]
+                try:
+                    record(unit, future.result())
+                except Exception as exc:  # a worker died: every unfinished run of its unit failed
+                    record(unit, {r.key: f"{type(exc).__name__}: {exc}" for r in unit.runs if not is_finished(out, r)})
+    summary.skipped = sorted(set(summary.skipped) - set(summary.ran))
+    summary.seconds = time.perf_counter() - start
+    atomic_write_json(out / "benchmark_status.json",
+                      {"medvl_version": __version__, "ran": summary.ran, "skipped": summary.skipped,
+                       "failed": summary.failed, "seconds": summary.seconds})
+    write_leaderboard(out)
+    return summary
