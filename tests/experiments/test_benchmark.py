@@ -145,3 +145,23 @@ def test_benchmark_config_errors_before_writing(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("models: [{name: a, spec: x, embeddings: y}]\ndatasets: [{name: d, manifest: m}]\n")
     r = _cli(["benchmark", "bad.yaml", "--out", "out"], tmp_path)
     assert r.returncode == 2 and "exactly one of spec or embeddings" in r.stderr
+
+
+def test_shipped_collections_resolve(tmp_path: Path) -> None:
+    from medvl.config.benchmark import BenchmarkConfig
+    from medvl.config.evaluation import EvaluationConfig
+    from medvl.experiments.benchmark import expand_units, load_collection
+    from medvl.utils.errors import UserInputError
+
+    dlilp = load_collection("cxr-transfer")
+    assert [d["name"] for d in dlilp["datasets"]] == ["chexpert_5x200", "mimic_5x200", "rsna", "siim", "covid", "nih_lt",
+                                                      "vindr_pcxr"]
+    assert [d["classes"] for d in dlilp["datasets"]] == [5, 5, 2, 2, 4, 20, 5]  # DLILP Table 1
+    for d in dlilp["datasets"]:
+        probe = EvaluationConfig.model_validate(d["eval"]).probe
+        assert probe.shots == [1, 2, 4, 8, 16] and probe.c_fixed == 0.316 and probe.class_balance
+    assert len(load_collection("benchmarking-25")["datasets"]) == 25
+    cfg = BenchmarkConfig.model_validate({"models": [{"name": "m", "spec": "x"}],
+                                          "datasets": [{"collection": "cxr-transfer", "data_dir": str(tmp_path)}]})
+    with pytest.raises(UserInputError, match=r"missing manifests[\s\S]*covid_balanced\.parquet[\s\S]*dlilp|prepare"):
+        expand_units(cfg, tmp_path)
