@@ -55,6 +55,8 @@ def _auto_prompts(emb: EmbeddingSet, task: str) -> tuple[PromptSet, str] | None:
     best: tuple[int, str, PromptSet] | None = None
     for name in builtin_prompt_sets():
         prompts = load_prompts(name)
+        if not prompts.auto_select:
+            continue
         try:
             for c in classes:
                 prompts.prompts_for(c)

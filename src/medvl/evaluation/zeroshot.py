@@ -89,6 +89,9 @@ class PromptSet:
     classes: dict[str, ClassPrompts]
     negative_templates: list[str] = field(default_factory=list)
     source: str = "<memory>"
+    #: picked automatically for a task whose classes it names (false: only when named in the config,
+    #: as the per-dataset prompt files, whose generic class names would otherwise match other datasets)
+    auto_select: bool = True
 
     def _entry(self, class_name: str, fallback_to_class_name: bool) -> ClassPrompts:
         if class_name in self.classes:
@@ -144,7 +147,7 @@ def load_prompts(source: str | os.PathLike[str]) -> PromptSet:
         raise PromptError(f"{where}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise PromptError(f"{where}: top level must be a mapping")
-    unknown = set(data) - {"name", "description", "templates", "negative_templates", "classes"}
+    unknown = set(data) - {"name", "description", "templates", "negative_templates", "classes", "auto_select"}
     if unknown:
         raise PromptError(f"{where}: unknown keys {sorted(unknown)}")
     templates = data.get("templates") or ["{}"]
@@ -173,7 +176,8 @@ def load_prompts(source: str | os.PathLike[str]) -> PromptSet:
         if any(not s.strip() for s in (*cp.names, *cp.prompts)):
             raise PromptError(f"{where}: class {name!r} has an empty name or prompt")
         classes[str(name)] = cp
-    return PromptSet(str(data.get("name") or Path(where).stem), list(templates), classes, list(negatives), where)
+    return PromptSet(str(data.get("name") or Path(where).stem), list(templates), classes, list(negatives), where,
+                     bool(data.get("auto_select", True)))
 
 
 @dataclass(frozen=True)
