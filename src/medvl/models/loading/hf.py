@@ -205,6 +205,8 @@ class HFVisionLanguageModel:
         if max_length is None:
             candidates = [v for v in (positions, model_max) if isinstance(v, int) and 0 < v < 100_000]
             max_length = min(candidates) if candidates else 77
+        if positions is not None:  # never more tokens than the text tower has positions (a 32-position CLIP)
+            max_length = min(int(max_length), positions)
         self.max_length = int(max_length)
         self.padding = str(defaults.get("padding") or rule.padding)
         self.text_rule = TextRule(self.padding, self.max_length, rule.attention_mask, rule.source)
