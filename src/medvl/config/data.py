@@ -150,6 +150,9 @@ class DataConfig(StrictModel):
     val_split: str = "val"
     test_split: str = "test"
     train_transforms: TrainTransformConfig = Field(default_factory=TrainTransformConfig)
+    #: augmentation of the second view that SimCLR-style objectives ask for (``pixel_values_view2``);
+    #: null = a second, independent draw of ``train_transforms``. Only used when a term needs it.
+    view2_transforms: TrainTransformConfig | None = None
     eval_transforms: EvalTransformConfig = Field(default_factory=EvalTransformConfig)
     caption: CaptionConfig = Field(default_factory=CaptionConfig)
     #: cross-validation: train on ``train_split`` records of the other folds, validate on this

@@ -31,6 +31,12 @@ negative texts drawn by :class:`~medvl.data.negatives.DatasetNegativeSampler` fr
 with a different label and another group (each negative's text chosen by the caption mode);
 the batch gets ``negative_texts`` (the drawn texts, flat, record-major), ``negative_index``
 (B, k) dataset indices (−1 where a record had none) and ``negative_mask`` (B, k).
+
+**Second view** (SimCLR): with ``view2_transform`` set, every item also carries
+``pixel_values_view2`` — the same decoded image through ``view2_transform`` with its own generator,
+seeded by ``(seed, epoch, index)`` on a stream independent of the first view's — or, for feature
+bags, ``bag_view2`` (a second seeded region subset, ``max_regions`` needed) with ``bag_mask_view2``.
+Without it nothing extra is computed or stacked.
 """
 
 from __future__ import annotations
@@ -215,8 +221,14 @@ def select_split(manifest: Manifest, cfg: DataConfig, part: Literal["train", "va
 # ----------------------------------------------------------------------------------------- dataset
 
 
-def _item_seed(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF, index & 0xFFFFFFFF, 0x6D65])
+def _item_seed(seed: int, epoch: int, index: int, view: int = 1) -> np.random.SeedSequence:
+    """Seed of one item's randomness; ``view`` 2 is an independent stream for the second view."""
+    keys = [seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF, index & 0xFFFFFFFF, 0x6D65]
+    return np.random.SeedSequence(keys if view == 1 else [*keys, view])
+
+
+def _torch_generator(seq: np.random.SeedSequence) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
 
 
 class ImageTextDataset(Dataset[Any]):
@@ -245,6 +257,8 @@ class ImageTextDataset(Dataset[Any]):
             module docstring and :class:`~medvl.config.data.NegativeSamplingConfig`).
         raw_images: evaluation only: items carry the decoded 8-bit RGB ``PIL.Image`` (``image``;
             ``images`` in the batch) for a model that preprocesses images itself; no transform.
+        view2_transform: when set, items carry a second, independently augmented view
+            (``pixel_values_view2``; ``bag_view2`` for bags) — what SimCLR's objective asks for.
     """
 
     def __init__(
@@ -268,6 +282,7 @@ class ImageTextDataset(Dataset[Any]):
         preflight_workers: int = 1,
         negatives: NegativeSamplingConfig | None = None,
         raw_images: bool = False,
+        view2_transform: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,
     ) -> None:
         if raw_images and (train or transform is not None):
             raise ValueError("raw_images is an evaluation mode (train=False) without a transform")
@@ -292,6 +307,7 @@ class ImageTextDataset(Dataset[Any]):
         self.max_regions = max_regions
         self.negatives_config = negatives if train else None
         self.negative_sampler: DatasetNegativeSampler | None = None
+        self.view2_transform = view2_transform
         self.skipped: list[SkippedRecord] = []
         self.task_names = list(manifest.tasks) if tasks is None else list(tasks)
         for name in self.task_names:
@@ -330,10 +346,12 @@ class ImageTextDataset(Dataset[Any]):
 
     @classmethod
     def from_config(
-        cls, manifest: Manifest, cfg: DataConfig, *, train: bool, seed: int, transform: Any = "auto"
+        cls, manifest: Manifest, cfg: DataConfig, *, train: bool, seed: int, transform: Any = "auto",
+        second_view: bool = False,
     ) -> ImageTextDataset:
-        """Build with the settings of ``cfg`` (transform from :func:`build_transforms` unless given)."""
-        from medvl.data.transforms import build_transforms
+        """Build with the settings of ``cfg`` (transform from :func:`build_transforms` unless given;
+        ``second_view`` adds the view-2 augmentation of :func:`build_view2_transforms`)."""
+        from medvl.data.transforms import build_transforms, build_view2_transforms
 
         return cls(
             manifest,
@@ -352,6 +370,7 @@ class ImageTextDataset(Dataset[Any]):
             bag_layout=cfg.bag_layout,
             max_regions=cfg.max_regions if train else None,
             negatives=cfg.negatives if train else None,
+            view2_transform=build_view2_transforms(cfg) if second_view else None,
         )
 
     def _prepare(self) -> None:
@@ -457,7 +476,7 @@ class ImageTextDataset(Dataset[Any]):
         rid = str(self._ids[index])
         seq = _item_seed(self.seed, self.epoch, index)
         rng = np.random.default_rng(seq)
-        torch_gen = torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
+        torch_gen = _torch_generator(seq)
         path = self.manifest.resolve_path(str(self._images[index]))
         try:
             if self.raw_images and not self.is_bag:
@@ -479,12 +498,14 @@ class ImageTextDataset(Dataset[Any]):
             return _Skipped(rid, index, f"{path}: {exc.reason}")
         item: dict[str, Any] = {"id": rid, "index": index}
         if self.is_bag:
-            if self.train and self.max_regions is not None and data.shape[0] > self.max_regions:
-                chosen = np.sort(rng.choice(data.shape[0], size=self.max_regions, replace=False))
-                data = data[torch.from_numpy(chosen)]
-            item["bag"] = data
+            if self.view2_transform is not None:
+                item["bag_view2"] = self._bag_view2(data, index)
+            item["bag"] = self._subsample(data, rng)
         else:
             item["pixel_values"] = self.transform(data, torch_gen) if self.transform is not None else data
+            if self.view2_transform is not None:
+                gen2 = _torch_generator(_item_seed(self.seed, self.epoch, index, view=2))
+                item["pixel_values_view2"] = self.view2_transform(data, gen2)
         texts = self.texts_of(index)
         if self.train:
             text, text_index = self._choose_caption(texts, rng)
@@ -517,6 +538,21 @@ class ImageTextDataset(Dataset[Any]):
         item["labels"] = {k: torch.as_tensor(v[index]) for k, v in self._labels.items()}
         item["label_mask"] = {k: torch.as_tensor(v[index]) for k, v in self._masks.items()}
         return item
+
+    def _subsample(self, bag: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if self.train and self.max_regions is not None and bag.shape[0] > self.max_regions:
+            chosen = np.sort(rng.choice(bag.shape[0], size=self.max_regions, replace=False))
+            return bag[torch.from_numpy(chosen)]
+        return bag
+
+    def _bag_view2(self, bag: torch.Tensor, index: int) -> torch.Tensor:
+        if self.max_regions is None:
+            raise ManifestError(
+                "a second view of a feature bag is a second random region subset: set data.max_regions"
+            )
+        rng2 = np.random.default_rng(_item_seed(self.seed, self.epoch, index, view=2))
+        chosen = np.sort(rng2.choice(bag.shape[0], size=min(self.max_regions, bag.shape[0]), replace=False))
+        return bag[torch.from_numpy(chosen)]
 
     def _choose_caption(self, texts: list[str], rng: np.random.Generator) -> tuple[str, int]:
         if not texts:
@@ -585,6 +621,14 @@ def _collate_negatives(drawn: Sequence[tuple[list[int], list[str]]]) -> dict[str
     return {"negative_texts": texts, "negative_index": index, "negative_mask": index >= 0}
 
 
+def _stack_images(items: list[dict[str, Any]], key: str) -> torch.Tensor:
+    shapes = {tuple(it[key].shape) for it in items}
+    if len(shapes) > 1:
+        detail = ", ".join(f"{it['id']}: {tuple(it[key].shape)}" for it in items[:8])
+        raise ValueError(f"images of different shapes cannot be stacked ({detail}); add a resize/crop transform")
+    return torch.stack([it[key] for it in items])
+
+
 def collate(samples: Sequence[dict[str, Any] | _Skipped]) -> dict[str, Any]:
     """Stack items into a batch (see the module docstring); skip markers go to ``batch["skipped"]``.
 
@@ -605,14 +649,15 @@ def collate(samples: Sequence[dict[str, Any] | _Skipped]) -> dict[str, Any]:
         return batch
     if "bag" in items[0]:
         batch.update(_collate_bags([it["bag"] for it in items], batch["ids"]))
+        if "bag_view2" in items[0]:
+            view2 = _collate_bags([it["bag_view2"] for it in items], batch["ids"])
+            batch.update({f"{key}_view2": value for key, value in view2.items()})
     elif "image" in items[0]:  # raw decoded images (evaluation with raw_images=True)
         batch["images"] = [it["image"] for it in items]
     else:
-        shapes = {tuple(it["pixel_values"].shape) for it in items}
-        if len(shapes) > 1:
-            detail = ", ".join(f"{it['id']}: {tuple(it['pixel_values'].shape)}" for it in items[:8])
-            raise ValueError(f"images of different shapes cannot be stacked ({detail}); add a resize/crop transform")
-        batch["pixel_values"] = torch.stack([it["pixel_values"] for it in items])
+        batch["pixel_values"] = _stack_images(items, "pixel_values")
+        if "pixel_values_view2" in items[0]:
+            batch["pixel_values_view2"] = _stack_images(items, "pixel_values_view2")
     if "text" in items[0]:
         batch["texts"] = [it["text"] for it in items]
         batch["text_index"] = torch.tensor([it["text_index"] for it in items], dtype=torch.long)

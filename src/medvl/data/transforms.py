@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from medvl.config.data import DataConfig
+    from medvl.config.data import DataConfig, TrainTransformConfig
 
 __all__ = [
     "CenterCrop",
@@ -33,6 +33,7 @@ __all__ = [
     "Resize",
     "Transform",
     "build_transforms",
+    "build_view2_transforms",
 ]
 
 
@@ -306,12 +307,21 @@ def build_transforms(cfg: DataConfig, train: bool) -> Compose:
     ``crop: center``) → rotation → flip → brightness/contrast → normalise.
     """
     size = cfg.image_size
-    steps: list[Transform] = []
     if not train:
         ev = cfg.eval_transforms
-        steps += [Resize(ev.resize or size), CenterCrop(size), Normalize(cfg.mean, cfg.std)]
-        return Compose(steps)
-    t = cfg.train_transforms
+        return Compose([Resize(ev.resize or size), CenterCrop(size), Normalize(cfg.mean, cfg.std)])
+    return _augmenting(cfg, cfg.train_transforms)
+
+
+def build_view2_transforms(cfg: DataConfig) -> Compose:
+    """The augmentation of SimCLR's second view: ``cfg.view2_transforms``, or the training
+    augmentation ``cfg.train_transforms`` when that is null (two draws of one distribution)."""
+    return _augmenting(cfg, cfg.view2_transforms or cfg.train_transforms)
+
+
+def _augmenting(cfg: DataConfig, t: TrainTransformConfig) -> Compose:
+    size = cfg.image_size
+    steps: list[Transform] = []
     if t.crop == "random_resized":
         steps.append(RandomResizedCrop(size, scale=t.scale, ratio=t.ratio))
     else:

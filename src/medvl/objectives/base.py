@@ -115,6 +115,10 @@ class ObjectiveTerm(nn.Module):
         """Batch keys this term reads (dotted, e.g. ``labels.isup``)."""
         return ()
 
+    def needs_second_view(self) -> bool:
+        """Whether the data must carry a second augmented view of each image (``pixel_values_view2``)."""
+        return False
+
     # -- look-ups ------------------------------------------------------------------------------
     def output(self, outputs: Mapping[str, Any], key: str) -> Tensor:
         """The tensor ``outputs[key]``; a missing key raises an error naming the term and the key."""

@@ -73,6 +73,14 @@ class CompositeObjective(nn.Module):
             keys.update(dict.fromkeys(term.required_batch()))  # type: ignore[operator]
         return tuple(keys)
 
+    def needs_second_view(self) -> bool:
+        """Whether any computed term reads a second augmented view (the data then makes one)."""
+        return any(
+            term.needs_second_view()
+            for name, term in self.terms.items()
+            if self.weights[name] > 0.0 or self.log_zero_weight_terms
+        )
+
     def weighted_terms(self) -> list[str]:
         """Names of the terms that enter ``total`` (weight > 0)."""
         return [name for name, weight in self.weights.items() if weight > 0.0]

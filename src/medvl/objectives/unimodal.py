@@ -101,6 +101,9 @@ class SimCLRLoss(_TwoViewTerm):
     def _keys(self) -> tuple[str, str]:
         return (self.options.view1_key, self.options.view2_key)
 
+    def needs_second_view(self) -> bool:
+        return True
+
 
 class MaskedImageContrastiveLoss(_TwoViewTerm):
     """Contrast of the original image with its patch-masked view (both projected by the model's ξ)."""

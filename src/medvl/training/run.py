@@ -128,9 +128,15 @@ def run_training(
     resuming = resume and (target / "checkpoints" / "last.json").is_file()
 
     seed_everything(cfg.seed)
+    objective = build_objective(cfg.objective)
+    # a second augmented view is made only when a term reads one (SimCLR); other runs pay nothing
+    two_views = objective.needs_second_view()
+    if two_views and cfg.model.view_projection is None:
+        raise ConfigError("objective: a term needs a second augmented view (simclr) but model.view_projection "
+                          "is null; add model.view_projection (the unimodal projector ξ)")
     manifest = read_manifest(cfg.data.manifest, root=cfg.data.root)
     train_set = ImageTextDataset.from_config(select_split(manifest, cfg.data, "train"), cfg.data,
-                                             train=True, seed=cfg.seed)
+                                             train=True, seed=cfg.seed, second_view=two_views)
     val_manifest = select_split(manifest, cfg.data, "val")
     val_set = val_loss_set = None
     if len(val_manifest):
@@ -138,8 +144,10 @@ def run_training(
         val_set = ImageTextDataset.from_config(val_manifest, cfg.data, train=False, seed=cfg.seed)
         # ... and the objective's form (one caption per image, fixed by the seed) for the validation
         # loss, with the deterministic evaluation transforms: no augmentation in validation.
+        # (SimCLR's second view stays augmented, seeded by the fixed validation epoch.)
         val_loss_set = ImageTextDataset.from_config(val_manifest, cfg.data, train=True, seed=cfg.seed,
-                                                    transform=build_transforms(cfg.data, train=False))
+                                                    transform=build_transforms(cfg.data, train=False),
+                                                    second_view=two_views)
         val_loss_set.max_regions = None
     if len(train_set) == 0:
         raise ConfigError(f"data: the {cfg.data.train_split!r} split of {cfg.data.manifest} is empty")
@@ -165,7 +173,6 @@ def run_training(
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, assets_dir=model_dir)
 
-    objective = build_objective(cfg.objective)
     probe_cfg = cfg.objective.gradient_probe
     probe = GradientProbe.from_config(probe_cfg) if probe_cfg.every_n_steps > 0 else None
     if validation_hooks is not None:
