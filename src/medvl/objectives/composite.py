@@ -76,7 +76,7 @@ class CompositeObjective(nn.Module):
     def needs_second_view(self) -> bool:
         """Whether any computed term reads a second augmented view (the data then makes one)."""
         return any(
-            term.needs_second_view()
+            term.needs_second_view()  # type: ignore[operator]
             for name, term in self.terms.items()
             if self.weights[name] > 0.0 or self.log_zero_weight_terms
         )
