@@ -27,8 +27,10 @@ from pydantic import Field, model_validator
 from medvl.config.base import StrictModel
 
 __all__ = [
+    "CaptionDecoderConfig",
     "ClassifierHeadConfig",
     "FreezeConfig",
+    "HFDecoderConfig",
     "HFTextConfig",
     "HFVisionConfig",
     "LogitBiasConfig",
@@ -41,6 +43,7 @@ __all__ = [
     "SlideEncoderConfig",
     "TextEncoderConfig",
     "TinyCNNConfig",
+    "TinyDecoderConfig",
     "TinyTextConfig",
     "TinyViTConfig",
     "VisionEncoderConfig",
@@ -443,6 +446,53 @@ class MaskedViewConfig(StrictModel):
     fill: float = 0.0
 
 
+class TinyDecoderConfig(StrictModel):
+    """CoCa's text decoder, built in: ``unimodal_layers`` causal self-attention blocks over the caption
+    tokens, then ``multimodal_layers`` blocks that add cross-attention to the image tower's token
+    outputs (Yu et al. 2022, Fig. 2), a final LayerNorm and a language-model head over the text
+    tower's tokenizer vocabulary (tied to the token embedding when ``tie_embeddings``).
+
+    ``image_queries``: CoCa's attentional pooler — that many learned queries attend over the image
+    tokens and the decoder cross-attends to them (null = cross-attend to every image token).
+    ``max_length``: longest caption in tokens, BOS/EOS included (longer ones are truncated).
+    """
+
+    kind: Literal["tiny"] = "tiny"
+    width: int = Field(default=64, ge=1)
+    heads: int = Field(default=4, ge=1)
+    unimodal_layers: int = Field(default=1, ge=0)
+    multimodal_layers: int = Field(default=1, ge=1)
+    mlp_ratio: float = Field(default=2.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    max_length: int = Field(default=64, ge=3)
+    tie_embeddings: bool = True
+    image_queries: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> TinyDecoderConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        return self
+
+
+class HFDecoderConfig(StrictModel):
+    """A Hugging Face causal language model used as CoCa's decoder (GPT-2, BERT/RoBERTa as decoders,
+    …), loaded with ``is_decoder=True, add_cross_attention=True``: every layer cross-attends to the
+    image tokens (projected to its hidden size); cross-attention weights absent from the checkpoint
+    start fresh. Its vocabulary must cover the text tower's tokenizer (same token ids).
+    ``pretrained: false`` builds it from the directory's config with random weights.
+    """
+
+    kind: Literal["hf"] = "hf"
+    name_or_path: str
+    revision: str | None = None
+    pretrained: bool = True
+    max_length: int = Field(default=64, ge=3)
+
+
+CaptionDecoderConfig = Annotated[TinyDecoderConfig | HFDecoderConfig, Field(discriminator="kind")]
+
+
 class ModelConfig(StrictModel):
     """The dual encoder: towers, projections into ``embed_dim``, heads and temperature.
 
@@ -453,6 +503,9 @@ class ModelConfig(StrictModel):
     ``image_view1_embeds``; ``image_view2_embeds`` = ξ(features of ``batch["pixel_values_view2"]``
     or ``batch["bag_view2"]``) when the batch has a second augmented view; with ``masked_view``,
     ``image_masked_unimodal_embeds`` = ξ(features of a randomly masked copy of the main view).
+    ``decoder`` adds CoCa's captioning decoder (outputs ``caption_logits``/``caption_labels`` for
+    batches with texts; ``DualEncoder.generate`` writes captions); it needs a text tower, whose
+    tokenizer it shares, and a vision tower with token outputs.
     """
 
     embed_dim: int = Field(default=64, ge=1)
@@ -467,9 +520,12 @@ class ModelConfig(StrictModel):
     prototype: PrototypeHeadConfig | None = None
     logit_scale: LogitScaleConfig = Field(default_factory=LogitScaleConfig)
     logit_bias: LogitBiasConfig | None = None
+    decoder: CaptionDecoderConfig | None = None
 
     @model_validator(mode="after")
     def _check_heads(self) -> ModelConfig:
+        if self.decoder is not None and self.text is None:
+            raise ValueError("decoder needs a text tower (model.text): the captions use its tokenizer")
         if (
             self.prototype is not None
             and self.prototype.input == "image_embeds_2"

@@ -13,7 +13,7 @@ Without ``balance`` the total is ``Σ weight·term`` with each term's ``weight``
 With ``balance: λ`` a term's final weight is ``λ·weight`` when its role is ``contrastive`` and
 ``(1−λ)·weight`` when its role is ``task`` (``weight`` defaults to 1, so this is exactly
 ``λ·L_contrastive + (1−λ)·L_task``). Image–text kinds (clip, siglip, triplet, unicl) default to
-role ``contrastive``, supervised kinds (bce, masked_bce, ce, mse, prototype_bce) to ``task``;
+role ``contrastive``, supervised kinds (bce, masked_bce, ce, mse, prototype_bce) and caption to ``task``;
 the others (simclr, masked_image, dlilp) must state ``role`` when ``balance`` is used.
 
 The ``options`` of a term are checked against the schema of its ``kind`` (below), so a typo in
@@ -32,9 +32,11 @@ from pydantic_core import PydanticCustomError
 from medvl.config.base import StrictModel
 
 __all__ = [
+    "CAPTION_IGNORE_INDEX",
     "OPTION_SCHEMAS",
     "BCEOptions",
     "CEOptions",
+    "CaptionOptions",
     "ClipOptions",
     "DLILPOptions",
     "GradientProbeConfig",
@@ -315,6 +317,29 @@ class MaskedImageContrastiveOptions(_TwoViewOptions):
     masked_key: str = "image_masked_unimodal_embeds"
 
 
+# ---------------------------------------------------------------------------------------------
+# captioning (CoCa)
+# ---------------------------------------------------------------------------------------------
+
+
+#: Label of caption positions that carry no target (padding), ignored by the caption loss.
+CAPTION_IGNORE_INDEX = -100
+
+
+class CaptionOptions(TermOptions):
+    """CoCa's captioning loss: token cross-entropy of the decoder's next-token logits.
+
+    Mean over every non-padding target token of the batch (padding labels are -100 and ignored),
+    as open_clip's CoCaLoss; ``label_smoothing`` as in ``torch.nn.functional.cross_entropy``.
+    Role ``task`` by default, so ``balance: λ`` gives the paper's ``λ·ℓ_multimodal + (1−λ)·ℓ_cap``.
+    """
+
+    default_role: ClassVar[Role | None] = "task"
+    logits_key: str = "caption_logits"
+    labels_key: str = "caption_labels"
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
 OPTION_SCHEMAS: dict[str, type[TermOptions]] = {
     "clip": ClipOptions,
     "siglip": SigLipOptions,
@@ -328,6 +353,7 @@ OPTION_SCHEMAS: dict[str, type[TermOptions]] = {
     "dlilp": DLILPOptions,
     "simclr": SimCLROptions,
     "masked_image": MaskedImageContrastiveOptions,
+    "caption": CaptionOptions,
 }
 
 

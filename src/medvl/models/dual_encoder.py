@@ -25,7 +25,12 @@ key                           value
 ``logit_scale_2``             0-d, ``exp`` of the prototype head's log-scale (DLILP's second τ)
 ``logit_scale``               0-d, ``exp`` of the learnable log-scale (clamped by ``clamp_()``)
 ``logit_bias``                0-d, only when configured (SigLIP)
+``caption_logits``            (B, T, V) CoCa decoder next-token logits (``decoder`` + texts)
+``caption_labels``            (B, T) next-token targets, padding = -100 (ignored)
 ============================  ==========================================================
+
+With a ``decoder`` (CoCa), batches that carry texts run the vision tower once for both its
+pooled features and its token outputs; :meth:`DualEncoder.generate` writes captions.
 
 The trainer calls ``model.clamp_()`` after each optimizer step. Frozen-tower caching is
 automatic (see :mod:`medvl.models.caching`).
@@ -43,6 +48,13 @@ from torch import nn
 
 from medvl.config.model import ModelConfig
 from medvl.models.caching import FeatureCache
+from medvl.models.decoder import (
+    GenerationMethod,
+    build_decoder,
+    caption_targets,
+    frame_captions,
+    generate_ids,
+)
 from medvl.models.encoders.base import ImageEncoder, TextEncoder, check_texts
 from medvl.models.freezing import FreezeState, apply_freezing, count_parameters
 from medvl.models.heads import (
@@ -69,7 +81,9 @@ Tokens = Mapping[str, torch.Tensor]
 class DualEncoder(nn.Module):
     """Vision tower + optional text tower + heads. Build with :func:`build_model`."""
 
-    def __init__(self, cfg: ModelConfig, vision: ImageEncoder, text: TextEncoder | None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, vision: ImageEncoder, text: TextEncoder | None, decoder_assets: Path | None = None
+    ) -> None:
         super().__init__()
         self.config = cfg
         self.vision = vision
@@ -106,6 +120,16 @@ class DualEncoder(nn.Module):
             self.prototype = PrototypeHead(p.num_classes, dims[p.input], p.scale)
         self.logit_scale = LogitScale(cfg.logit_scale)
         self.logit_bias = LogitBias(cfg.logit_bias) if cfg.logit_bias is not None else None
+        self.decoder: nn.Module | None = None
+        if cfg.decoder is not None:
+            if text is None:  # pragma: no cover - the config validator requires a text tower
+                raise ValueError("decoder needs a text tower")
+            if vision.token_dim is None:
+                raise ValueError(
+                    f"decoder: the vision tower {type(vision).__name__} has no token outputs to attend to; "
+                    "use tiny_vit or tiny_cnn"
+                )
+            self.decoder = build_decoder(cfg.decoder, _vocab_capacity(text), vision.token_dim, decoder_assets)
 
         self.freeze_states: dict[str, FreezeState] = {
             "vision": apply_freezing(vision, vision.resolve_freeze(cfg.vision.freeze), vision.layer_groups())
@@ -178,7 +202,7 @@ class DualEncoder(nn.Module):
         names = set()
         for name, p in self.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
-            if p.ndim < 2 or leaf in {"cls_token", "pos_embed", "positions"}:
+            if p.ndim < 2 or leaf in {"cls_token", "pos_embed", "positions", "queries"}:
                 names.add(name)
         return names
 
@@ -259,7 +283,11 @@ class DualEncoder(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Every output the configured heads produce for ``batch`` (see the module docstring)."""
         out: dict[str, torch.Tensor] = {}
-        feats = self.image_features(batch)
+        captioning = self.decoder is not None and bool(batch.get("texts"))
+        if captioning:
+            feats, image_tokens = self.vision.encode_tokens(self._as_batch(batch))
+        else:
+            feats = self.image_features(batch)
         out["image_features"] = feats
         out["image_embeds"] = self.vision_projection(feats)
         if self.vision_projection_2 is not None:
@@ -276,6 +304,12 @@ class DualEncoder(nn.Module):
             out["text_embeds"] = self.project_text(text_feats)
         if self.text is not None and "negative_texts" in batch and "negative_mask" in batch:
             out["negative_text_embeds"] = self._negative_embeds(batch["negative_texts"], batch["negative_mask"])
+        if captioning:
+            assert self.decoder is not None
+            ids, mask = self.caption_tokens(batch["texts"])
+            inputs, in_mask, labels = caption_targets(ids.to(self.device), mask.to(self.device))
+            out["caption_logits"] = self.decoder(inputs, in_mask, image_tokens)
+            out["caption_labels"] = labels
         for task, head in self.classifiers.items():
             x = feats if self.config.classifiers[task].input == "features" else out["image_embeds"]
             out[f"logits.{task}"] = head(x)
@@ -328,6 +362,54 @@ class DualEncoder(nn.Module):
             out["image_masked_unimodal_embeds"] = self.view_projection(self.vision.encode_batch(masked))
         return out
 
+    # ---------------------------------------------------------------------------- captioning
+    def _caption_setup(self) -> tuple[nn.Module, Any]:
+        if self.decoder is None:
+            raise RuntimeError("this model has no captioning decoder (model.decoder is null)")
+        tokenizer = getattr(self._require_text(), "tokenizer", None)
+        if tokenizer is None:
+            raise RuntimeError("the text tower has no tokenizer yet (train it first: model.train_tokenizer)")
+        return self.decoder, tokenizer
+
+    def caption_tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions framed ``[BOS] tokens [EOS]`` (``input_ids``, ``attention_mask``; (B, T), CPU)."""
+        decoder, tokenizer = self._caption_setup()
+        bos, eos, pad = tokenizer.caption_ids()
+        limit: Any = decoder.max_length
+        return frame_captions(tokenizer.encode_plain(check_texts(texts)), bos, eos, pad, int(limit))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        batch: Mapping[str, Any] | torch.Tensor,
+        *,
+        method: GenerationMethod = "greedy",
+        max_length: int | None = None,
+        num_beams: int = 4,
+        length_penalty: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 0,
+    ) -> list[str]:
+        """One caption per image of ``batch`` (see :func:`medvl.models.decoder.generate_ids`).
+
+        Runs in eval mode (restored afterwards); ``sample`` draws from a generator seeded by ``seed``.
+        """
+        decoder, tokenizer = self._caption_setup()
+        bos, eos, _ = tokenizer.caption_ids()
+        was_training = self.training
+        self.eval()
+        try:
+            _, tokens = self.vision.encode_tokens(self._as_batch(batch))
+            ids = generate_ids(
+                decoder, tokens, bos=bos, eos=eos, vocab_size=int(tokenizer.vocab_size), method=method,  # type: ignore[arg-type]
+                max_length=max_length, num_beams=num_beams, length_penalty=length_penalty,
+                temperature=temperature, top_k=top_k, generator=torch.Generator().manual_seed(seed),
+            )
+        finally:
+            self.train(was_training)
+        return [tokenizer.decode(row) for row in ids]
+
     # ---------------------------------------------------------------------------- save/load
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``model.safetensors`` (weights), ``config.json`` (ModelConfig + format + medvl
@@ -342,6 +424,9 @@ class DualEncoder(nn.Module):
         self.vision.save_assets(target / "vision")
         if self.text is not None:
             self.text.save_assets(target / "text")
+        save_decoder = getattr(self.decoder, "save_assets", None)
+        if callable(save_decoder):
+            save_decoder(target / "decoder")
         tmp = target / f".{WEIGHTS_FILE}.tmp"
         save_model(self, str(tmp), metadata={"format": "pt", "medvl_format": FORMAT})
         os.replace(tmp, target / WEIGHTS_FILE)
@@ -403,4 +488,17 @@ def build_model(cfg: ModelConfig, assets_dir: str | os.PathLike[str] | None = No
     text = None
     if cfg.text is not None:
         text = build_text_encoder(cfg.text, root / "text" if root is not None else None)
-    return DualEncoder(cfg, vision, text)
+    decoder_assets = root / "decoder" if root is not None and (root / "decoder").is_dir() else None
+    return DualEncoder(cfg, vision, text, decoder_assets)
+
+
+def _vocab_capacity(text: TextEncoder) -> int:
+    """Token ids the text tower can produce: the tiny tower's configured ``vocab_size`` (its tokenizer
+    may be trained later) or its tokenizer's size."""
+    cfg_vocab = getattr(getattr(text, "cfg", None), "vocab_size", None)
+    if isinstance(cfg_vocab, int):
+        return cfg_vocab
+    tokenizer = getattr(text, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(f"text tower {type(text).__name__} has no tokenizer to size the decoder's vocabulary")
+    return int(tokenizer.vocab_size)

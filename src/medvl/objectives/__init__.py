@@ -12,6 +12,7 @@ from medvl.objectives.base import (
     ObjectiveInputError,
     ObjectiveTerm,
 )
+from medvl.objectives.captioning import CaptionLoss, caption_loss
 from medvl.objectives.composite import CompositeObjective, build_objective
 from medvl.objectives.contrastive import ClipLoss, SigLipLoss, TripletLoss, clip_loss, siglip_loss
 from medvl.objectives.gradient_probe import GradientProbe
@@ -29,6 +30,7 @@ from medvl.objectives.unimodal import MaskedImageContrastiveLoss, SimCLRLoss, nt
 __all__ = [
     "OBJECTIVES",
     "BCELoss",
+    "CaptionLoss",
     "ClipLoss",
     "CompositeObjective",
     "CrossEntropyLoss",
@@ -49,6 +51,7 @@ __all__ = [
     "UniCLLoss",
     "build_objective",
     "build_term",
+    "caption_loss",
     "clip_loss",
     "masked_bce_with_logits",
     "nt_xent_loss",

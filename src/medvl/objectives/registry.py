@@ -7,6 +7,7 @@ from typing import Any
 
 from medvl.config.objective import TermOptions
 from medvl.objectives.base import ObjectiveTerm
+from medvl.objectives.captioning import CaptionLoss
 from medvl.objectives.contrastive import ClipLoss, SigLipLoss, TripletLoss
 from medvl.objectives.label_aware import DLILPLoss, PrototypeBCELoss, UniCLLoss
 from medvl.objectives.supervised import BCELoss, CrossEntropyLoss, MaskedBCELoss, MSELoss
@@ -29,6 +30,7 @@ OBJECTIVES: dict[str, type[ObjectiveTerm]] = {
         DLILPLoss,
         SimCLRLoss,
         MaskedImageContrastiveLoss,
+        CaptionLoss,
     )
 }
 

@@ -44,11 +44,24 @@ class ImageEncoder(nn.Module, ABC):
 
     def encode_batch(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Read ``batch[input_key]`` and return features (B, feature_dim)."""
+        return self(self._input(batch))
+
+    def _input(self, batch: Mapping[str, Any]) -> Any:
         if self.input_key not in batch:
             raise KeyError(
                 f"{type(self).__name__} reads batch[{self.input_key!r}] but the batch has keys {sorted(batch)}"
             )
-        return self(batch[self.input_key])
+        return batch[self.input_key]
+
+    #: width of the token outputs of :meth:`encode_tokens` (towers that have them)
+    token_dim: int | None = None
+
+    def encode_tokens(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B, feature_dim) and token outputs (B, N, token_dim) of one forward pass — what a
+        captioning decoder cross-attends to. Towers without token outputs raise ``TypeError``."""
+        raise TypeError(
+            f"{type(self).__name__} has no token outputs for a captioning decoder; use tiny_vit or tiny_cnn"
+        )
 
 
 class TextEncoder(nn.Module, ABC):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,13 +77,13 @@ class TinyCNN(ImageEncoder):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
         self.feature_dim = prev
+        self.token_dim = prev
         self.grad_checkpointing = cfg.grad_checkpointing
 
     def layer_groups(self) -> list[nn.Module]:
         return [self.stem, *self.stages]
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) images → (B, feature_dim)."""
+    def _feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.in_channels:
             raise ValueError(
                 f"TinyCNN expects pixel_values (B, {self.in_channels}, H, W), got {tuple(pixel_values.shape)}"
@@ -91,7 +92,16 @@ class TinyCNN(ImageEncoder):
         ckpt = self.grad_checkpointing and self.training
         for stage in self.stages:
             x = maybe_checkpoint(stage, x, enabled=ckpt)
-        return x.mean(dim=(2, 3))
+        return x
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images → (B, feature_dim)."""
+        return self._feature_map(pixel_values).mean(dim=(2, 3))
+
+    def encode_tokens(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features and the last feature map's positions as tokens (B, H'·W', C)."""
+        x = self._feature_map(self._input(batch))
+        return x.mean(dim=(2, 3)), x.flatten(2).transpose(1, 2)
 
 
 # ------------------------------------------------------------------------------------- ViT
@@ -125,12 +135,24 @@ class TinyViT(ImageEncoder):
         )
         self.norm = nn.LayerNorm(cfg.width)
         self.feature_dim = cfg.width
+        self.token_dim = cfg.width
 
     def layer_groups(self) -> list[nn.Module]:
         return [self.embed, *self.blocks, self.norm]
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, image_size, image_size) → (B, width); patch dropout active in training mode only."""
+        return self._pool(self._tokens(pixel_values))
+
+    def encode_tokens(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features and every output token, CLS first (B, 1 + kept patches, width)."""
+        tokens = self._tokens(self._input(batch))
+        return self._pool(tokens), tokens
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0] if self.cfg.pooling == "cls" else x[:, 1:].mean(dim=1)
+
+    def _tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         c, s = self.cfg.in_channels, self.cfg.image_size
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (c, s, s):
             raise ValueError(
@@ -142,7 +164,7 @@ class TinyViT(ImageEncoder):
             x = maybe_checkpoint(block, x, enabled=ckpt)
         if self.cfg.norm == "post":
             x = self.norm(x)
-        return x[:, 0] if self.cfg.pooling == "cls" else x[:, 1:].mean(dim=1)
+        return x
 
 
 # ------------------------------------------------------------------------------------ text

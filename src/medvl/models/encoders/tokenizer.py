@@ -36,6 +36,18 @@ class TextTokenizer(Protocol):
 
     def save(self, directory: Path) -> None: ...
 
+    def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text without special tokens, padding or truncation (captioning)."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` with special tokens dropped (WordPiece ``##`` pieces joined)."""
+        ...
+
+    def caption_ids(self) -> tuple[int, int, int]:
+        """(begin, end, pad) token ids that frame a caption for a decoder."""
+        ...
+
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = True) -> Tokenizer:
     """Build a BERT-style WordPiece ``tokenizers.Tokenizer`` from the word counts of ``texts``.
@@ -122,6 +134,23 @@ class WordPieceTokenizer:
         mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask}
 
+    def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
+        encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        return [[i for i, m in zip(e.ids, e.attention_mask, strict=True) if m] for e in encodings]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        from tokenizers import decoders
+
+        special = {self._tok.token_to_id(t) for t in SPECIAL_TOKENS} - {None}
+        tokens = [self._tok.id_to_token(int(i)) for i in ids if int(i) not in special]
+        return str(decoders.WordPiece(prefix="##").decode([t for t in tokens if t is not None]))
+
+    def caption_ids(self) -> tuple[int, int, int]:
+        bos, eos = self._tok.token_to_id("[CLS]"), self._tok.token_to_id("[SEP]")
+        if bos is None or eos is None:
+            raise ValueError("this tokenizer has no [CLS]/[SEP] tokens to begin and end captions")
+        return int(bos), int(eos), self.pad_id
+
     def save(self, directory: Path) -> None:
         from medvl.utils.io import atomic_write_text
 
@@ -175,6 +204,21 @@ class HFTokenizer:
         else:  # e.g. SigLIP tokenizers return no mask; every position is attended
             out["attention_mask"] = torch.ones_like(out["input_ids"])
         return out
+
+    def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
+        return [list(map(int, ids)) for ids in self._tok(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tok.decode([int(i) for i in ids], skip_special_tokens=True)).strip()
+
+    def caption_ids(self) -> tuple[int, int, int]:
+        tok = self._tok
+        bos = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        eos = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+        if bos is None or eos is None:
+            raise ValueError(f"tokenizer {type(tok).__name__} has neither CLS/SEP nor BOS/EOS tokens to frame captions")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        return int(bos), int(eos), int(pad)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
