@@ -162,3 +162,19 @@ def test_hugging_face_decoder_vocabulary_must_cover_the_tokenizer(tmp_path: Path
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "small")
     with pytest.raises(ValueError, match="vocabulary"):
         tiny_coca(decoder={"kind": "hf", "name_or_path": str(tmp_path / "small")})
+
+
+def test_no_repeat_ngram_blocks_repeated_bigrams() -> None:
+    from medvl.models.decoder import generate_ids
+
+    model = tiny_coca().eval()
+    _, tokens = model.vision.encode_tokens(_batch())
+    tok = model.text.tokenizer  # type: ignore[union-attr]
+    bos, eos, _ = tok.caption_ids()
+    assert model.decoder is not None
+    for method in ("greedy", "beam"):
+        rows = generate_ids(model.decoder, tokens, bos=bos, eos=eos, vocab_size=tok.vocab_size, method=method,  # type: ignore[arg-type]
+                            max_length=20, no_repeat_ngram=2)
+        for ids in rows:
+            pairs = list(zip([bos, *ids], ids, strict=False))
+            assert len(pairs) == len(set(pairs)), ids

@@ -8,7 +8,7 @@ import typer
 
 
 def register_data(data_app: typer.Typer) -> None:
-    """Add ``synth`` and ``gallery`` to the ``data`` group."""
+    """Add ``synth``, ``vqa-synth`` and ``gallery`` to the ``data`` group."""
 
     @data_app.command("synth")
     def synth(
@@ -34,6 +34,33 @@ def register_data(data_app: typer.Typer) -> None:
             raise typer.BadParameter(str(exc)) from None
         summary = generate_dataset(out, config, overwrite=overwrite)
         _print_summary(out, summary)
+
+    @data_app.command("vqa-synth")
+    def vqa_synth(
+        manifest: Path = typer.Option(..., "--manifest", help="Manifest written by `medvl data synth`."),
+        out: Path = typer.Option(..., "--out", help="VQA manifest to write (.parquet/.csv/.jsonl)."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Seeds which findings are asked about."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+    ) -> None:
+        """Questions about the synthetic radiographs (presence, laterality, abnormality, severity) answered
+        from their ground truth: a VQA manifest for `medvl evaluate --tasks vqa`."""
+        from medvl.data.manifest import ManifestError, read_manifest, write_manifest
+        from medvl.data.synthetic.vqa import build_synthetic_vqa
+
+        if out.exists() and not overwrite:
+            typer.echo(f"error: {out} exists; pass --overwrite to replace it", err=True)
+            raise typer.Exit(2)
+        try:
+            vqa = build_synthetic_vqa(read_manifest(manifest), seed=seed)
+        except (ManifestError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_manifest(vqa, out)
+        counts = vqa.records.groupby(["question_type", "answer_type"]).size()
+        typer.echo(f"wrote {len(vqa)} questions about {vqa.records['image_id'].nunique()} images to {out}")
+        for (qtype, atype), n in counts.items():
+            typer.echo(f"  {qtype:<12} {atype:<7} {n}")
 
     @data_app.command("gallery")
     def gallery(

@@ -15,15 +15,17 @@ from medvl.config.base import StrictModel
 
 __all__ = [
     "CLIP_C_GRID",
+    "CaptioningOptions",
     "ClassificationOptions",
     "EvaluationConfig",
     "ProbeOptions",
     "RetrievalOptions",
+    "VQAOptions",
     "ValidationOptions",
     "ZeroShotOptions",
 ]
 
-TaskName = Literal["retrieval", "classification", "zeroshot", "probe"]
+TaskName = Literal["retrieval", "classification", "zeroshot", "probe", "captioning", "vqa"]
 
 #: The CLIP paper's linear-probe sweep (Radford et al. 2021, appendix A.3): 96 log-spaced values
 #: of the inverse L2 strength C from 1e-6 to 1e6.
@@ -114,6 +116,58 @@ class ProbeOptions(StrictModel):
         return v
 
 
+class CaptioningOptions(StrictModel):
+    """Caption / report generation by a model with a decoder (see :mod:`medvl.evaluation.captioning`)."""
+
+    method: Literal["greedy", "beam", "sample"] = "beam"
+    num_beams: int = Field(default=3, ge=1)
+    #: longest generated caption in tokens (null = the decoder's max_length)
+    max_length: int | None = Field(default=None, ge=2)
+    length_penalty: float = 1.0
+    temperature: float = Field(default=1.0, gt=0)
+    top_k: int | None = Field(default=None, ge=1)
+    #: forbid repeating any n-gram of this length in a caption (0 = off); stops "no effusion. no effusion."
+    no_repeat_ngram: int = Field(default=3, ge=0)
+    #: seeds ``sample`` generation
+    seed: int = 0
+    #: reference text: a manifest column (e.g. ``report``); null = the record's texts joined by spaces
+    reference_column: str | None = None
+    #: keep only these report sections of the reference when it has section headers (e.g. [findings])
+    sections: list[str] | None = None
+    #: multilabel task whose image labels are the clinical-efficacy truth; null = the first multilabel
+    #: task whose classes all map to CheXpert observations, else the labeller's reading of the references
+    ce_task: str | None = None
+    #: count hedged ("possible …") mentions in generated text as positive
+    uncertain_positive: bool = False
+    #: generated/reference pairs stored in the results for inspection
+    n_examples: int = Field(default=10, ge=0)
+    batch_size: int = Field(default=32, gt=0)
+
+
+class VQAOptions(StrictModel):
+    """VQA as classification over the training answers (see :mod:`medvl.evaluation.vqa`)."""
+
+    #: manifest of VQA records (question/answer columns); null = the evaluated manifest
+    manifest: Path | None = None
+    #: ``frozen``: train only the fusion head on fixed embeddings; ``finetune``: the medvl model's
+    #: towers train with it (at ``encoder_lr``)
+    mode: Literal["frozen", "finetune"] = "frozen"
+    #: L2-normalise image and question embeddings
+    normalize: bool = True
+    #: then z-score each dimension with the training questions' statistics
+    standardize: bool = True
+    hidden_dim: int = Field(default=256, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    epochs: int = Field(default=30, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    lr: float = Field(default=1e-3, gt=0)
+    encoder_lr: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    seed: int = 0
+    #: split the head is trained on (evaluated on ``EvaluationConfig.split``)
+    train_split: Literal["train", "val", "test"] = "train"
+
+
 class ValidationOptions(StrictModel):
     """What the trainer's per-epoch validation hook computes on the val split."""
 
@@ -145,4 +199,6 @@ class EvaluationConfig(StrictModel):
     classification: ClassificationOptions = Field(default_factory=ClassificationOptions)
     zeroshot: ZeroShotOptions = Field(default_factory=ZeroShotOptions)
     probe: ProbeOptions = Field(default_factory=ProbeOptions)
+    captioning: CaptioningOptions = Field(default_factory=CaptioningOptions)
+    vqa: VQAOptions = Field(default_factory=VQAOptions)
     validation: ValidationOptions = Field(default_factory=ValidationOptions)

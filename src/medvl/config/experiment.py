@@ -31,6 +31,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from medvl.config.base import StrictModel
+from medvl.config.evaluation import EvaluationConfig
 
 __all__ = ["BaselineSpec", "ExperimentConfig", "GridSpec", "SelectionSpec", "StageSpec"]
 
@@ -119,6 +120,11 @@ class ExperimentConfig(StrictModel):
     """Extra metrics to tabulate (besides the two axes)."""
     jobs: int = Field(default=1, ge=1)
     """Cells run in parallel processes when > 1 (dependencies between stages are respected)."""
+    evaluation: EvaluationConfig | None = None
+    """After training, evaluate each cell's best checkpoint on its test split as ``medvl evaluate`` does
+    (any task: zero-shot, probe, captioning, VQA, …); the metrics join the cell's test metrics as
+    ``<task>/<metric>`` (so tables, Δ% and ``report_metrics`` can name them) and the full results go
+    to ``<cell>/evaluation/``. Null = only the per-epoch validation metrics on the test split."""
 
     @model_validator(mode="after")
     def _stage_references(self) -> ExperimentConfig:

@@ -150,6 +150,10 @@ class TrainConfig(StrictModel):
     """Validate at epoch 0 before any update (the baseline)."""
     init_weights: Path | None = None
     """Start from these weights: a ``model.safetensors`` file, a checkpoint directory or a run directory (its ``best``)."""
+    init_allow_missing: bool = False
+    """Parameters of this model that ``init_weights`` lacks (e.g. a CoCa decoder or SimCLR projector added
+    to a pretrained CLIP) keep their fresh initialisation instead of being an error; they are listed in
+    ``training_result.json``. Tensors of the file that the model lacks are still an error."""
 
     @property
     def monitor(self) -> str:

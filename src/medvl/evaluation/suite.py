@@ -28,6 +28,7 @@ from medvl.evaluation.extraction import (
 )
 from medvl.evaluation.probe import evaluate_probe
 from medvl.evaluation.retrieval import evaluate_retrieval
+from medvl.evaluation.vqa import run_vqa
 from medvl.evaluation.zeroshot import (
     PROTOTYPE_LOGITS_PREFIX,
     PromptSet,
@@ -41,8 +42,12 @@ from medvl.evaluation.zeroshot import (
 from medvl.models.loading import ModelLoadError
 from medvl.utils.devices import resolve_device
 
-__all__ = ["EMBEDDINGS_SUBDIR", "embed_manifest_split", "embeddings_dir_name", "evaluate_embeddings", "run_evaluation",
+__all__ = ["EMBEDDINGS_SUBDIR", "EMBEDDING_TASKS", "embed_manifest_split", "embeddings_dir_name",
+           "evaluate_embeddings", "run_evaluation",
            "save_embedding_sets"]
+
+#: Tasks computed from an EmbeddingSet of the evaluated split (captioning and VQA need the model).
+EMBEDDING_TASKS = ("retrieval", "classification", "zeroshot", "probe")
 
 
 def _skipped(reason: str) -> dict[str, Any]:
@@ -219,6 +224,28 @@ def evaluate_embeddings(
     return out
 
 
+def _captioning(encoder: Any, manifest: Any, data_cfg: Any, cfg: EvaluationConfig) -> dict[str, Any]:
+    """Generate texts for the evaluated split and score them (see :mod:`medvl.evaluation.captioning`)."""
+    from medvl.data.dataset import select_split
+    from medvl.evaluation.captioning import reference_texts, run_captioning
+
+    model = getattr(encoder, "model", None)
+    if model is None or getattr(model, "decoder", None) is None:
+        return _skipped("the model has no captioning decoder (model.decoder)")
+    subset = select_split(manifest, data_cfg, cfg.split)
+    if len(subset) == 0:
+        raise EmbeddingSetError(f"the {cfg.split!r} split is empty")
+    o = cfg.captioning
+    if o.reference_column is not None and o.reference_column not in subset.records.columns:
+        raise EmbeddingSetError(f"captioning.reference_column {o.reference_column!r} is not a manifest column")
+    ds = evaluation_dataset(encoder, subset, data_cfg)
+    references = reference_texts(ds.manifest.records, o.reference_column, o.sections)
+    multilabel = [t for t in ds.task_names if ds.manifest.task(t).kind == "multilabel"]
+    labels = {t: ds.labels(t) for t in multilabel}
+    classes = {t: list(ds.manifest.task(t).classes) for t in multilabel}
+    return run_captioning(model, ds, references, o, labels=labels, classes=classes)
+
+
 def _data_config(manifest_path: Path, checkpoint: Path | None, overrides: dict[str, Any]) -> Any:
     """The run's data settings (transforms, channels, tasks) when evaluating a run, else defaults;
     then ``evaluation.data`` overrides."""
@@ -382,14 +409,25 @@ def _evaluate_model(cfg: EvaluationConfig, spec: Path, *, manifest: str | os.Pat
         return embed_manifest_split(encoder, manifest, part, cfg, cache_dir=cfg.cache_dir, loaded=(m, data_cfg),
                                     datasets=datasets)
 
-    emb = embed(cfg.split)
-    train = val = None
-    if "probe" in cfg.tasks:
-        train = embed("train")
-        if cfg.probe.c_mode == "search" and cfg.probe.validation == "val_split":
-            has_val = (m.records["split"].fillna("").astype(str) == data_cfg.val_split).any()
-            val = embed("val") if has_val else None
-    tasks = evaluate_embeddings(emb, cfg, encoder=encoder, train=train, val=val)
+    embedding_tasks = [t for t in cfg.tasks if t in EMBEDDING_TASKS]
+    tasks: dict[str, Any] = {}
+    emb = train = val = None
+    if embedding_tasks:
+        emb = embed(cfg.split)
+        if "probe" in cfg.tasks:
+            train = embed("train")
+            if cfg.probe.c_mode == "search" and cfg.probe.validation == "val_split":
+                has_val = (m.records["split"].fillna("").astype(str) == data_cfg.val_split).any()
+                val = embed("val") if has_val else None
+        tasks = evaluate_embeddings(emb, cfg, encoder=encoder, train=train, val=val)
+    if "captioning" in cfg.tasks:
+        tasks["captioning"] = _captioning(encoder, m, data_cfg, cfg)
+    if "vqa" in cfg.tasks:
+        source = cfg.vqa.manifest if cfg.vqa.manifest is not None else Path(manifest)
+        vqa_manifest = m if cfg.vqa.manifest is None else read_manifest(cfg.vqa.manifest, root=None)
+        tasks["vqa"] = run_vqa(encoder, vqa_manifest, data_cfg, cfg.vqa, split=cfg.split, batch_size=cfg.batch_size,
+                               progress=cfg.progress, source=str(source))
+    tasks = {t: tasks[t] for t in cfg.tasks if t in tasks}
     ident = encoder.identity
     model_name = Path(str(ident.get("path", ""))).name
     saved = save_embedding_sets(out_dir, model_name, {cfg.split: emb, "train": train, "val": val})
@@ -406,11 +444,11 @@ def _evaluate_model(cfg: EvaluationConfig, spec: Path, *, manifest: str | os.Pat
         "manifest": str(manifest),
         "manifest_hash": manifest_hash,
         "split": cfg.split,
-        "n_images": emb.num_images,
-        "n_captions": emb.num_texts,
+        "n_images": emb.num_images if emb is not None else None,
+        "n_captions": emb.num_texts if emb is not None else None,
         "seeds": cfg.probe.seeds if "probe" in cfg.tasks else [],
-        "transform": repr(getattr(datasets[cfg.split], "transform", None)),
-        "skipped_records": emb.meta.get("skipped"),
+        "transform": repr(getattr(datasets[cfg.split], "transform", None)) if cfg.split in datasets else None,
+        "skipped_records": emb.meta.get("skipped") if emb is not None else None,
         "config": cfg.model_dump(mode="json"),
     }
     paths = write_results(out_dir, tasks, provenance)

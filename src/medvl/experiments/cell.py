@@ -192,6 +192,22 @@ def _selected_epoch(history: list[dict[str, Any]], selection: SelectionSpec) -> 
     return max(valid, key=lambda ev: (sign * ev[1], -ev[0]))[0]  # ties: the earliest epoch
 
 
+def _full_evaluation(config: ExperimentConfig, run_cfg: Any, run_dir: Path, cell_dir: Path,
+                     which: str) -> dict[str, float]:
+    """``medvl evaluate`` of the cell's ``which`` checkpoint with ``config.evaluation``; flat ``task/metric``."""
+    from medvl.evaluation.suite import run_evaluation
+
+    assert config.evaluation is not None
+    result = run_evaluation(config.evaluation.model_copy(update={"progress": False}), manifest=run_cfg.data.manifest,
+                            out_dir=cell_dir / "evaluation", checkpoint=run_dir, which=which, root=run_cfg.data.root)
+    flat: dict[str, float] = {}
+    for task, res in result["tasks"].items():
+        for name, value in (res.get("metrics") or {}).items():
+            if isinstance(value, (int, float)):
+                flat[f"{task}/{name}"] = float(value)
+    return flat
+
+
 def run_cell(config: ExperimentConfig, cell: Cell, sweep_dir: Path, experiment_dir: Path) -> None:
     """Train and evaluate one cell (a :data:`~medvl.experiments.sweep.CellRunner`)."""
     from medvl.data.dataset import ImageTextDataset, select_split
@@ -233,6 +249,9 @@ def run_cell(config: ExperimentConfig, cell: Cell, sweep_dir: Path, experiment_d
             metrics = validation_metrics(model, run_cfg.evaluation, dataset=test_set)
             test[which] = {"epoch": epochs[which], "metrics": metrics}
             shared.store(model)
+        if config.evaluation is not None:
+            which = "best" if "best" in test else "last"
+            test[which]["metrics"].update(_full_evaluation(config, run_cfg, run_dir, cell_dir, which))
     term_names = [term.name for term in run_cfg.objective.terms]
     atomic_write_json(
         cell_dir / CELL_RESULTS_FILE,

@@ -224,6 +224,7 @@ def generate_ids(
     length_penalty: float = 1.0,
     temperature: float = 1.0,
     top_k: int | None = None,
+    no_repeat_ngram: int = 0,
     generator: torch.Generator | None = None,
 ) -> list[list[int]]:
     """Token ids of one caption per image (BOS and EOS removed).
@@ -233,16 +234,18 @@ def generate_ids(
     ``sample``: sampling at ``temperature`` from the ``top_k`` most likely tokens, drawn from
     ``generator`` (so a fixed seed gives fixed captions). Greedy and beam search are deterministic.
     Logits of ids ≥ ``vocab_size`` (unused rows of a larger HF vocabulary) are never chosen.
+    ``no_repeat_ngram`` > 0 forbids a token that would repeat an n-gram of that length already in
+    the caption (as ``transformers``' ``no_repeat_ngram_size``).
     """
     limit = min(max_length or decoder.max_length, decoder.max_length)
     memory = decoder.image_memory(image_tokens)
     if method == "beam":
-        return _beam_search(decoder, memory, bos, eos, vocab_size, limit, num_beams, length_penalty)
+        return _beam_search(decoder, memory, bos, eos, vocab_size, limit, num_beams, length_penalty, no_repeat_ngram)
     b = memory.shape[0]
     seqs = torch.full((b, 1), bos, dtype=torch.long, device=memory.device)
     done = torch.zeros(b, dtype=torch.bool, device=memory.device)
     for _ in range(limit - 1):
-        logits = _next_logits(decoder, seqs, memory, vocab_size)
+        logits = _next_logits(decoder, seqs, memory, vocab_size, no_repeat_ngram)
         if method == "greedy":
             nxt = logits.argmax(dim=-1)
         else:
@@ -260,9 +263,20 @@ def generate_ids(
     return [_strip(row.tolist(), eos) for row in seqs]
 
 
-def _next_logits(decoder: nn.Module, seqs: torch.Tensor, memory: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    logits = decoder(seqs, torch.ones_like(seqs), memory, memory=memory)[:, -1, :vocab_size]
-    return logits.float()
+def _next_logits(
+    decoder: nn.Module, seqs: torch.Tensor, memory: torch.Tensor, vocab_size: int, no_repeat_ngram: int = 0
+) -> torch.Tensor:
+    logits = decoder(seqs, torch.ones_like(seqs), memory, memory=memory)[:, -1, :vocab_size].float()
+    n = no_repeat_ngram
+    if n > 0 and seqs.shape[1] >= n:
+        rows = seqs.tolist()
+        for r, row in enumerate(rows):
+            prefix = tuple(row[len(row) - n + 1 :]) if n > 1 else ()
+            banned = {row[i + n - 1] for i in range(len(row) - n + 1) if tuple(row[i : i + n - 1]) == prefix}
+            banned = {b for b in banned if b < vocab_size}
+            if banned:
+                logits[r, sorted(banned)] = float("-inf")
+    return logits
 
 
 def _strip(ids: list[int], eos: int) -> list[int]:
@@ -272,7 +286,7 @@ def _strip(ids: list[int], eos: int) -> list[int]:
 
 def _beam_search(
     decoder: nn.Module, memory: torch.Tensor, bos: int, eos: int, vocab_size: int, limit: int,
-    num_beams: int, length_penalty: float,
+    num_beams: int, length_penalty: float, no_repeat_ngram: int = 0,
 ) -> list[list[int]]:
     b, k = memory.shape[0], num_beams
     mem = memory.repeat_interleave(k, dim=0)  # (B·K, N, W)
@@ -281,7 +295,7 @@ def _beam_search(
     scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
     for step in range(1, limit):
-        logp = _next_logits(decoder, seqs, mem, vocab_size).log_softmax(dim=-1)  # (B·K, V)
+        logp = _next_logits(decoder, seqs, mem, vocab_size, no_repeat_ngram).log_softmax(dim=-1)  # (B·K, V)
         cand = (scores.reshape(b * k, 1) + logp).reshape(b, k * vocab_size)
         top, idx = cand.topk(2 * k, dim=1)  # room to replace hypotheses that end here
         beam_of, token_of = idx // vocab_size, idx % vocab_size

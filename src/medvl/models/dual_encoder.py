@@ -389,6 +389,7 @@ class DualEncoder(nn.Module):
         length_penalty: float = 1.0,
         temperature: float = 1.0,
         top_k: int | None = None,
+        no_repeat_ngram: int = 0,
         seed: int = 0,
     ) -> list[str]:
         """One caption per image of ``batch`` (see :func:`medvl.models.decoder.generate_ids`).
@@ -404,7 +405,8 @@ class DualEncoder(nn.Module):
             ids = generate_ids(
                 decoder, tokens, bos=bos, eos=eos, vocab_size=int(tokenizer.vocab_size), method=method,  # type: ignore[arg-type]
                 max_length=max_length, num_beams=num_beams, length_penalty=length_penalty,
-                temperature=temperature, top_k=top_k, generator=torch.Generator().manual_seed(seed),
+                temperature=temperature, top_k=top_k, no_repeat_ngram=no_repeat_ngram,
+                generator=torch.Generator().manual_seed(seed),
             )
         finally:
             self.train(was_training)

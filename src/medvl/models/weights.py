@@ -28,16 +28,25 @@ class CheckpointError(UserInputError, RuntimeError):
     """A checkpoint is missing, incomplete or does not fit the model/optimizer."""
 
 
-def load_model_weights(module: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> None:
-    """Load ``path`` (safetensors) into ``module`` on its own device; errors name the file and keys."""
+def load_model_weights(
+    module: nn.Module, path: str | os.PathLike[str], strict: bool = True, allow_missing: bool = False
+) -> list[str]:
+    """Load ``path`` (safetensors) into ``module`` on its own device; errors name the file and keys.
+
+    ``allow_missing``: parameters of ``module`` absent from the file keep their values (returned,
+    sorted); tensors of the file that ``module`` lacks are still an error.
+    """
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"weights file not found: {file}")
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     try:
-        st.load_model(module, file, strict=strict, device=str(device))
+        missing, unexpected = st.load_model(module, file, strict=strict and not allow_missing, device=str(device))
     except RuntimeError as exc:
         raise CheckpointError(f"{file}: weights do not fit {type(module).__name__}: {exc}") from exc
+    if allow_missing and unexpected:
+        raise CheckpointError(f"{file}: weights do not fit {type(module).__name__}: unexpected {sorted(unexpected)}")
+    return sorted(missing) if allow_missing else []
 
 
 def resolve_checkpoint(path: str | os.PathLike[str], which: Literal["best", "last"] = "best") -> Path:

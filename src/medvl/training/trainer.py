@@ -215,6 +215,7 @@ class Trainer:
         self.train_set, self.train_collate = train_set, train_collate
         self.val_set: Dataset[Any] | None = None
         self.val_collate: Callable[..., Any] | None = None
+        self.init_missing: list[str] = []
         if val_data is not None:
             self.val_set, self.val_collate = _split_data(val_data, collate_fn)
             if len(self.val_set) < self.world_size:  # type: ignore[arg-type]
@@ -262,7 +263,7 @@ class Trainer:
             if cfg.init_weights is not None:
                 init = Path(cfg.init_weights)
                 weights = init if init.is_file() else resolve_checkpoint(init, "best") / "model.safetensors"
-                load_model_weights(model, weights)
+                self.init_missing = load_model_weights(model, weights, allow_missing=cfg.init_allow_missing)
 
         try:
             for callback in self.callbacks:
@@ -660,4 +661,6 @@ class Trainer:
         skip_report = getattr(self.train_set, "skip_report", None)
         if callable(skip_report):
             payload["train_skipped"] = skip_report()
+        if self.init_missing:
+            payload["init_missing_parameters"] = self.init_missing
         atomic_write_json(self.run_dir / RESULT_FILE, payload)
