@@ -58,19 +58,21 @@ def test_caption_metrics_reject_bad_input() -> None:
 
 
 def test_clinical_efficacy_against_image_labels() -> None:
-    classes = ["cardiomegaly", "pleural_effusion", "pneumothorax", "nodule", "mass"]
-    labels = np.array([[0, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 1, 0]], dtype=float)
+    classes = ["cardiomegaly", "pleural_effusion", "consolidation", "nodule", "mass"]
+    labels = np.array([[0, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 1, 0], [0, 0, 1, 0, 0]], dtype=float)
     truth, names = ce_truth_from_labels(labels, classes)
-    assert names == ["Cardiomegaly", "Lung Lesion", "Pleural Effusion", "Pneumothorax", "No Finding"]
-    generated = ["Small right pleural effusion.", "No acute cardiopulmonary abnormality.", "Moderate cardiomegaly."]
+    assert names == ["Cardiomegaly", "Consolidation/Pneumonia", "Lung Lesion", "Pleural Effusion", "No Finding"]
+    generated = ["Small right pleural effusion.", "No acute cardiopulmonary abnormality.", "Moderate cardiomegaly.",
+                 "Right lower lobe pneumonia."]
     ce = clinical_efficacy(generated, truth, names)
     per = ce["per_class"]
     assert per["Pleural Effusion"]["f1"] == 1.0 and per["No Finding"]["f1"] == 1.0
+    assert per["Consolidation/Pneumonia"]["f1"] == 1.0  # pneumonia counts for the consolidation group
     assert per["Lung Lesion"]["recall"] == 0.0 and per["Cardiomegaly"]["precision"] == 1.0
-    # 4 true positives (effusion, no finding, cardiomegaly + ...) of 5 truths, no false positive
+    # truths: effusion, no finding, cardiomegaly, lesion, consolidation; found all but the lesion, nothing false
     assert ce["metrics"]["precision_micro"] == 1.0
-    assert ce["metrics"]["recall_micro"] == pytest.approx(3 / 4)
-    always_normal = clinical_efficacy(["No acute abnormality."] * 3, truth, names)["metrics"]
+    assert ce["metrics"]["recall_micro"] == pytest.approx(4 / 5)
+    always_normal = clinical_efficacy(["No acute abnormality."] * 4, truth, names)["metrics"]
     assert always_normal["f1_micro"] < ce["metrics"]["f1_micro"]
 
 

@@ -11,8 +11,9 @@ Clinical efficacy (CE) labels the generated text with medvl's report labeller
 (:class:`medvl.data.labeller.ReportLabeller`, 14 CheXpert observations) and compares the positive
 mentions with the truth per record: either image labels of a multilabel task whose classes map to
 CheXpert observations (the synthetic findings via ``SYNTHETIC_TO_CHEXPERT``, or classes named
-like the observations), or the labeller's reading of the reference text. Evaluated classes: those
-the truth can express, plus ``No Finding`` (no positive observation other than Support Devices).
+like the observations), or the labeller's reading of the reference text. Evaluated classes: the
+observation groups the truth can express (see :func:`ce_truth_from_labels`), plus ``No Finding``
+(no positive observation other than Support Devices).
 Micro P/R/F1 pool every (record, class) decision; macro averages per-class F1 (0 where a class
 has no positive truth or prediction).
 """
@@ -41,9 +42,12 @@ def caption_metrics(generated: Sequence[str], references: Sequence[Sequence[str]
 
     Raises ``ValueError`` for mismatched lengths, an empty set or a record without references.
     """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
+    try:
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.rouge.rouge import Rouge
+    except ImportError as exc:  # pragma: no cover - the dev extra installs it
+        raise ImportError("caption metrics need pycocoevalcap: pip install 'medvl[captioning]'") from exc
 
     if len(generated) != len(references):
         raise ValueError(f"{len(generated)} generated texts but {len(references)} reference lists")
@@ -74,11 +78,13 @@ def _chexpert_name(name: str) -> str | None:
 
 
 def ce_truth_from_labels(labels: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Per-record positive CheXpert observations (N, K) from multilabel image labels (N, C).
+    """Per-record truth (N, K) over the observation groups that multilabel image labels (N, C) express.
 
     A class maps through :data:`medvl.data.labeller.agreement.SYNTHETIC_TO_CHEXPERT` or by name
-    (``pleural_effusion`` → Pleural Effusion); an unmappable class is an error naming it. Returns the
-    truth matrix over the covered observations (+ ``No Finding``) and their names.
+    (``pleural_effusion`` → Pleural Effusion); an unmappable class is an error naming it. A class
+    written as several observations (the synthetic consolidation: Consolidation or Pneumonia) is one
+    group ``"Consolidation/Pneumonia"``, found when the labeller reports any of them; classes sharing
+    an observation (nodule, mass → Lung Lesion) share its group. ``No Finding`` is added.
     """
     from medvl.data.labeller.agreement import SYNTHETIC_TO_CHEXPERT
 
@@ -90,15 +96,15 @@ def ce_truth_from_labels(labels: np.ndarray, classes: Sequence[str]) -> tuple[np
             mapping[c] = (name,)
         else:
             raise ValueError(f"class {c!r} maps to no CheXpert observation; clinical efficacy cannot score it")
-    covered = sorted({o for obs in mapping.values() for o in obs if o != NO_FINDING})
-    names = [*covered, NO_FINDING]
+    groups = sorted({"/".join(obs) for obs in mapping.values() if obs != (NO_FINDING,)})
+    names = [*groups, NO_FINDING]
     truth = np.zeros((labels.shape[0], len(names)), dtype=bool)
     index = {n: i for i, n in enumerate(names)}
     positive = np.asarray(labels) > 0.5
     for j, c in enumerate(classes):
-        for obs in mapping[c]:
-            truth[:, index[obs]] |= positive[:, j]
-    abnormal = [index[n] for n in covered if n != "Support Devices"]
+        if mapping[c] != (NO_FINDING,):
+            truth[:, index["/".join(mapping[c])]] |= positive[:, j]
+    abnormal = [index[g] for g in groups if g != "Support Devices"]
     truth[:, index[NO_FINDING]] = ~truth[:, abnormal].any(axis=1) if abnormal else True
     return truth, names
 
@@ -108,9 +114,12 @@ def _labelled(texts: Sequence[str], names: Sequence[str], uncertain_positive: bo
 
     labeller = ReportLabeller()
     codes = np.stack([labeller.label_text(t) if t.strip() else np.full(len(labeller.classes), np.nan) for t in texts])
-    cols = [labeller.classes.index(n) for n in names]
-    picked = codes[:, cols]
-    return (picked == 1) | ((picked == -1) if uncertain_positive else False)
+    found = (codes == 1) | ((codes == -1) if uncertain_positive else False)
+    out = np.zeros((len(texts), len(names)), dtype=bool)
+    for k, group in enumerate(names):  # a group ("Consolidation/Pneumonia") is found when any member is
+        for obs in group.split("/"):
+            out[:, k] |= found[:, labeller.classes.index(obs)]
+    return out
 
 
 def clinical_efficacy(

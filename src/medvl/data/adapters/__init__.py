@@ -31,6 +31,7 @@ from medvl.data.adapters import (
     nih_cxr14,
     pad_ufes_20,
     padchest,
+    path_vqa,
     pcam,
     pmc_oa,
     quilt,
@@ -38,9 +39,11 @@ from medvl.data.adapters import (
     rsna_pneumonia,
     sicapv2,
     siim_acr,
+    slake,
     slides,
     vindr,
     vindr_mammo,
+    vqa_rad,
 )
 from medvl.data.adapters.base import (
     AdapterSpec,
@@ -69,6 +72,7 @@ ADAPTERS: dict[str, AdapterSpec] = {
         padchest.SPEC, nih_cxr14.SPEC, rsna_pneumonia.SPEC, siim_acr.SPEC, vindr.SPEC, covid_qu.SPEC,
         medmnist.SPEC, pcam.SPEC, slides.SPEC, mimic_cxr_parquet.SPEC, deepeyenet.SPEC, vindr_mammo.SPEC,
         pad_ufes_20.SPEC, ham10000.SPEC, nct_crc_he.SPEC, lc25000.SPEC, bach.SPEC, sicapv2.SPEC,
+        vqa_rad.SPEC, slake.SPEC, path_vqa.SPEC,
     )
 }
 
