@@ -44,7 +44,7 @@ def test_vqa_rad_public_layout(tmp_path: Path, files) -> None:  # type: ignore[n
 def test_vqa_rad_names_the_missing_file(tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
     root = _vqa_rad(tmp_path / "rad", files)
     (root / "VQA_RAD Dataset Public.json").unlink()
-    with pytest.raises(DatasetLayoutError, match="VQA_RAD Dataset Public.json"):
+    with pytest.raises(DatasetLayoutError, match=r"VQA_RAD Dataset Public\.json"):
         import_dataset("vqa_rad", root)
 
 
@@ -76,7 +76,7 @@ def test_slake_english_questions_and_official_splits(tmp_path: Path, files) -> N
 def test_slake_names_the_missing_file(tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
     root = _slake(tmp_path / "Slake1.0", files)
     (root / "validate.json").unlink()
-    with pytest.raises(DatasetLayoutError, match="validate.json"):
+    with pytest.raises(DatasetLayoutError, match=r"validate\.json"):
         import_dataset("slake", root)
 
 
@@ -113,7 +113,7 @@ def test_path_vqa_pickle_with_code_is_refused(tmp_path: Path, files) -> None:  #
 def test_path_vqa_names_the_missing_file(tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
     root = _path_vqa_pickles(tmp_path / "pvqa", files)
     (root / "qas" / "test" / "test_qa.pkl").unlink()
-    with pytest.raises(DatasetLayoutError, match="qas/test/test_qa.pkl"):
+    with pytest.raises(DatasetLayoutError, match=r"qas/test/test_qa\.pkl"):
         import_dataset("path_vqa", root)
 
 
