@@ -65,7 +65,7 @@ def test_caption_loss_equals_token_cross_entropy_and_ignores_padding() -> None:
     # whatever the logits at padded positions, the loss is the same
     noisy = logits.detach().clone()
     noisy[labels == -100] = torch.randn_like(noisy[labels == -100]) * 50
-    assert float(caption_loss(noisy, labels)) == pytest.approx(float(value), rel=1e-6)
+    assert float(caption_loss(noisy, labels)) == pytest.approx(float(value.detach()), rel=1e-6)
     # labels are the framed caption shifted by one: [CLS] w1 … wn [SEP] → w1 … wn [SEP]
     ids, mask = model.caption_tokens(CORPUS[:1])
     assert labels[0, : int(lengths[0])].tolist() == ids[0, 1 : int(mask[0].sum())].tolist()
