@@ -20,7 +20,7 @@ def evaluate(
     trust_remote_code: bool = typer.Option(
         False, "--trust-remote-code", help="Allow a Hugging Face directory's own Python code (auto_map) to run. "
         "Off by default: read that code first."),
-    tasks: str | None = typer.Option(None, "--tasks", help="Comma list of retrieval,classification,zeroshot,probe."),
+    tasks: str | None = typer.Option(None, "--tasks", help="Comma list of retrieval,classification,zeroshot,probe,captioning,vqa."),
     config: Path | None = typer.Option(None, "--config", help="Evaluation config YAML (EvaluationConfig)."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set probe.seeds=[0,1] (repeatable)."),
     split: str | None = typer.Option(None, "--split", help="Split to evaluate (default: test)."),
