@@ -431,7 +431,9 @@ def _evaluate_model(cfg: EvaluationConfig, spec: Path, *, manifest: str | os.Pat
     ident = encoder.identity
     model_name = Path(str(ident.get("path", ""))).name
     saved = save_embedding_sets(out_dir, model_name, {cfg.split: emb, "train": train, "val": val})
-    preprocessing = preprocessing_record(encoder, datasets[cfg.split])
+    # captioning/VQA-only runs build their own datasets (same preprocessing); record it from a fresh one
+    reference_ds = datasets.get(cfg.split) or evaluation_dataset(encoder, m.subset(np.zeros(len(m), bool)), data_cfg)
+    preprocessing = preprocessing_record(encoder, reference_ds)
     provenance = {
         "medvl_version": __version__,
         "model": ident,
@@ -447,7 +449,7 @@ def _evaluate_model(cfg: EvaluationConfig, spec: Path, *, manifest: str | os.Pat
         "n_images": emb.num_images if emb is not None else None,
         "n_captions": emb.num_texts if emb is not None else None,
         "seeds": cfg.probe.seeds if "probe" in cfg.tasks else [],
-        "transform": repr(getattr(datasets[cfg.split], "transform", None)) if cfg.split in datasets else None,
+        "transform": repr(getattr(reference_ds, "transform", None)),
         "skipped_records": emb.meta.get("skipped") if emb is not None else None,
         "config": cfg.model_dump(mode="json"),
     }
