@@ -44,6 +44,9 @@ KNOWN_FAILING: dict[str, str] = {
 NOT_RUN: dict[str, str] = {
     "medvl align study CONFIG": "needs an alignment-study config over several models; no small stand-in yet",
     "medvl sweep EXPERIMENT.yaml --out runs/study": "the shipped experiment is the 12-minute quickstart; no small stand-in yet",
+    "medvl sweep configs/benchmarking/experiment.yaml --out runs/benchmarking":
+        "the benchmarking grid is a ~16-minute sweep (docs/benchmarking.md); each of its configs runs a few steps in "
+        "tests/experiments/test_benchmarking_configs.py",
 }
 
 

@@ -44,6 +44,8 @@ def _inputs(device: str, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], d
         "image_view2_embeds": r(b, d),
         "image_unimodal_embeds": r(b, d),
         "image_masked_unimodal_embeds": r(b, d),
+        "caption_logits": r(b, 4, 7),
+        "caption_labels": torch.tensor([[1, 2, 3, -100]] * 3 + [[4, 5, -100, -100]] * 3, device=device),
     }
     labels = {
         "m": torch.tensor(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -27,8 +28,10 @@ def caption_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -
         )
     if not bool((labels != IGNORE_INDEX).any()):
         return zero_loss(logits)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                           ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+    flat = logits.reshape(-1, logits.shape[-1])
+    if flat.dtype not in (torch.float32, torch.float64):  # bf16/fp16 logits: the softmax in float32
+        flat = flat.float()
+    return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
 
 
 class CaptionLoss(ObjectiveTerm):
