@@ -20,7 +20,7 @@ Example (YAML)::
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -37,11 +37,14 @@ __all__ = [
     "LogitScaleConfig",
     "MaskedViewConfig",
     "ModelConfig",
+    "OpenClipTextConfig",
+    "OpenClipVisionConfig",
     "ProjectionConfig",
     "PrototypeHeadConfig",
     "RegionTransformerConfig",
     "SlideEncoderConfig",
     "TextEncoderConfig",
+    "TimmVisionConfig",
     "TinyCNNConfig",
     "TinyDecoderConfig",
     "TinyTextConfig",
@@ -174,16 +177,60 @@ class HFVisionConfig(_TowerConfig):
     ``patch_keep_ratio`` < 1: FLIP patch dropout (token models only, training mode only).
     ``with_projection`` (CLIP only): features are the checkpoint's ``image_embeds`` (its pretrained
     ``visual_projection``), e.g. to keep a pretrained CLIP's joint space with an identity projection.
+    ``trust_remote_code``: let a checkpoint that ships its own code (``auto_map``) run it (off: refused).
     """
 
     kind: Literal["hf"] = "hf"
     name_or_path: str
     revision: str | None = None
+    trust_remote_code: bool = False
     pretrained: bool = True
     pooling: Literal["default", "cls", "mean", "pooler"] = "default"
     norm: Literal["post", "pre"] = "post"
     patch_keep_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
     with_projection: bool = False
+
+
+class TimmVisionConfig(_TowerConfig):
+    """A timm image backbone (``pip install 'medvl[timm]'``): ``model_name`` is a timm architecture
+    (``resnet50``, ``vit_small_patch16_224``, …) or a checkpoint (``local-dir:PATH`` / ``hf-hub:ID``);
+    ``pretrained`` loads its weights. ``model_args`` go to ``timm.create_model`` (e.g. ``img_size: 64``,
+    ``drop_path_rate``). Features are timm's pooled pre-classifier features
+    (``forward_head(forward_features(x), pre_logits=True)``; ``feature_dim = num_features``).
+    Layer groups follow timm's own ``group_matcher`` (stem, then blocks/stages, then the final norm).
+    ``patch_keep_ratio`` < 1: FLIP patch dropout through timm's ``patch_drop_rate`` (ViT-style models,
+    training mode only). ``grad_checkpointing``: timm's ``set_grad_checkpointing``.
+    """
+
+    kind: Literal["timm"] = "timm"
+    model_name: str = Field(min_length=1)
+    pretrained: bool = False
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    patch_keep_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
+
+
+class OpenClipVisionConfig(_TowerConfig):
+    """The image tower (``model.visual``) of an open_clip model (``pip install 'medvl[openclip]'``).
+
+    ``model``: a built-in open_clip name (``ViT-B-32``, ``RN50``, …), ``local-dir:PATH`` / a local
+    open_clip directory, or ``hf-hub:ID`` (BiomedCLIP); ``pretrained``: a built-in weight tag (ignored for
+    directories/hub ids, which carry their weights); ``model_cfg``: an explicit open_clip model config
+    (``embed_dim``, ``vision_cfg``, ``text_cfg``) instead of a name, e.g. a tiny one for tests.
+    Features are ``visual(x)`` (its own projection included; ``feature_dim = embed_dim``).
+    ``patch_keep_ratio`` < 1: open_clip's FLIP ``patch_dropout`` (ViT towers, training only).
+    """
+
+    kind: Literal["open_clip"] = "open_clip"
+    model: str | None = None
+    pretrained: str | None = None
+    model_cfg: dict[str, Any] | None = None
+    patch_keep_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OpenClipVisionConfig:
+        if (self.model is None) == (self.model_cfg is None):
+            raise ValueError("open_clip tower: give exactly one of model (a name/directory/hf-hub id) or model_cfg")
+        return self
 
 
 class RegionTransformerConfig(StrictModel):
@@ -277,7 +324,7 @@ class SlideEncoderConfig(_TowerConfig):
 
 
 VisionEncoderConfig = Annotated[
-    TinyCNNConfig | TinyViTConfig | HFVisionConfig | SlideEncoderConfig,
+    TinyCNNConfig | TinyViTConfig | HFVisionConfig | TimmVisionConfig | OpenClipVisionConfig | SlideEncoderConfig,
     Field(discriminator="kind"),
 ]
 
@@ -323,12 +370,13 @@ class HFTextConfig(_TowerConfig):
     ``hidden_states``, 0 = embeddings, -1 = last) before pooling, e.g. DLILP's ``[1, 2, -1]``.
     ``normalize``: L2-normalise the pooled features (``null`` = what the model directory says).
     ``with_projection`` (CLIP only): features are the checkpoint's ``text_embeds`` (its pretrained
-    ``text_projection`` on the EOS token).
+    ``text_projection`` on the EOS token). ``trust_remote_code``: as for the vision tower.
     """
 
     kind: Literal["hf"] = "hf"
     name_or_path: str
     revision: str | None = None
+    trust_remote_code: bool = False
     pretrained: bool = True
     pooling: Literal["default", "cls", "mean", "eos", "pooler"] = "default"
     hidden_layers: list[int] | None = Field(default=None, min_length=1)
@@ -338,7 +386,27 @@ class HFTextConfig(_TowerConfig):
     with_projection: bool = False
 
 
-TextEncoderConfig = Annotated[TinyTextConfig | HFTextConfig, Field(discriminator="kind")]
+class OpenClipTextConfig(_TowerConfig):
+    """The text tower of an open_clip model (``pip install 'medvl[openclip]'``) with its own tokenizer
+    (open_clip's BPE padded to ``context_length``, or the Hugging Face tokenizer of an HF text tower).
+
+    ``model``/``pretrained``/``model_cfg`` as for :class:`OpenClipVisionConfig`. Features are
+    ``encode_text`` (its own projection included; ``feature_dim = embed_dim``).
+    """
+
+    kind: Literal["open_clip"] = "open_clip"
+    model: str | None = None
+    pretrained: str | None = None
+    model_cfg: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OpenClipTextConfig:
+        if (self.model is None) == (self.model_cfg is None):
+            raise ValueError("open_clip tower: give exactly one of model (a name/directory/hf-hub id) or model_cfg")
+        return self
+
+
+TextEncoderConfig = Annotated[TinyTextConfig | HFTextConfig | OpenClipTextConfig, Field(discriminator="kind")]
 
 
 # ------------------------------------------------------------------------------------ heads

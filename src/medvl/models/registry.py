@@ -57,6 +57,24 @@ def _hf_vision(cfg: Any, assets_dir: Path | None) -> ImageEncoder:
     return HFVisionEncoder(cfg, assets_dir)
 
 
+def _timm_vision(cfg: Any, assets_dir: Path | None) -> ImageEncoder:
+    from medvl.models.encoders.timm import TimmVisionEncoder
+
+    return TimmVisionEncoder(cfg, assets_dir)
+
+
+def _open_clip_vision(cfg: Any, assets_dir: Path | None) -> ImageEncoder:
+    from medvl.models.encoders.open_clip import OpenClipVisionEncoder
+
+    return OpenClipVisionEncoder(cfg, assets_dir)
+
+
+def _open_clip_text(cfg: Any, assets_dir: Path | None) -> TextEncoder:
+    from medvl.models.encoders.open_clip import OpenClipTextEncoder
+
+    return OpenClipTextEncoder(cfg, assets_dir)
+
+
 def _tiny_text(cfg: Any, assets_dir: Path | None) -> TextEncoder:
     from medvl.models.encoders.tiny import TinyTextTransformer
 
@@ -73,11 +91,14 @@ VISION_ENCODERS: dict[str, VisionBuilder] = {
     "tiny_cnn": _tiny_cnn,
     "tiny_vit": _tiny_vit,
     "hf": _hf_vision,
+    "timm": _timm_vision,
+    "open_clip": _open_clip_vision,
     "slide": _slide,
 }
 TEXT_ENCODERS: dict[str, TextBuilder] = {
     "tiny_text": _tiny_text,
     "hf": _hf_text,
+    "open_clip": _open_clip_text,
 }
 
 

@@ -10,6 +10,8 @@ ViT               tokens, CLS  hidden_states[-1] / last_hidden   CLS after the f
 DINOv2 (+regs)    tokens, CLS  hidden_states[-1] / last_hidden   CLS after the final LayerNorm
 CLIP(-vision)     tokens, CLS  last_hidden / post_layernorm(·)   pooler_output (post-norm CLS)
 SigLIP(-vision)   tokens       hidden_states[-1] / last_hidden   attention-pool head (else mean)
+SigLIP 2 vision   tokens       hidden_states[-1] / last_hidden   attention-pool head (NaFlex patches)
+ALIGN vision      spatial      (EfficientNet, no final norm)     pooler_output (global average pool)
 Swin              tokens       hidden_states[-1] / last_hidden   pooler_output (mean, post-norm)
 ConvNeXt          spatial      last_hidden / LN(spatial mean)    pooler_output (LN of the mean)
 ResNet            spatial      (no final norm)                   pooler_output (global avg pool)
@@ -99,7 +101,8 @@ def _get(module: nn.Module, *paths: str) -> Any:
 
 def _layer_list(model: nn.Module) -> list[nn.Module]:
     layers = _get(
-        model, "layers", "encoder.layers", "encoder.layer", "encoder.stages", "transformer.layer", "layer"
+        model, "layers", "encoder.layers", "encoder.layer", "encoder.stages", "encoder.blocks", "transformer.layer",
+        "layer"
     )
     if not isinstance(layers, nn.ModuleList):
         raise TypeError(f"cannot find the block list of {type(model).__name__}; layer groups unavailable")
@@ -112,27 +115,45 @@ def _group(*modules: Any) -> nn.Module:
 
 
 def _load_hf_model(
-    model_cls: Any, name_or_path: str, revision: str | None, pretrained: bool, assets_dir: Path | None
+    model_cls: Any, name_or_path: str, revision: str | None, pretrained: bool, assets_dir: Path | None,
+    trust_remote_code: bool = False,
 ) -> Any:
     """Weights from ``name_or_path`` (pretrained) or a random init from a config (``assets_dir``
-    when rebuilding a saved medvl model, whose weights come from its own safetensors)."""
+    when rebuilding a saved medvl model, whose weights come from its own safetensors).
+    ``trust_remote_code`` is passed explicitly (False unless the tower config allows it)."""
     from transformers import AutoConfig, AutoModel
 
+    trust = {"trust_remote_code": bool(trust_remote_code)}
     with _quiet_transformers():
         if assets_dir is not None and (assets_dir / "config.json").is_file():
-            config = AutoConfig.from_pretrained(str(assets_dir))
+            config = AutoConfig.from_pretrained(str(assets_dir), **trust)
             pretrained = False
         else:
             kwargs = {"revision": revision} if revision else {}
-            config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+            config = AutoConfig.from_pretrained(name_or_path, **kwargs, **trust)
             if pretrained:
                 if model_cls is AutoModel:
-                    return AutoModel.from_pretrained(name_or_path, **kwargs)
-                return model_cls.from_pretrained(
-                    name_or_path, config=_sub_config(config, model_cls), **kwargs
+                    return AutoModel.from_pretrained(name_or_path, **kwargs, **trust)
+                sub = _sub_config(config, model_cls)
+                prefix = getattr(model_cls, "base_model_prefix", "")
+                if sub is not config and prefix not in ("vision_model", "text_model"):
+                    # a tower class that cannot read its weights out of the composite checkpoint by
+                    # itself (ALIGN's towers): load the whole model and keep the tower
+                    full = AutoModel.from_pretrained(name_or_path, **kwargs, **trust)
+                    for attr in ("vision_model", "text_model"):
+                        part = getattr(full, attr, None)
+                        if isinstance(part, model_cls):
+                            return part
+                model, info = model_cls.from_pretrained(
+                    name_or_path, config=sub, output_loading_info=True, **kwargs, **trust
                 )
+                missing = list(info.get("missing_keys") or [])
+                if missing:
+                    raise ValueError(f"{name_or_path}: {len(missing)} weights of {model_cls.__name__} are not in the "
+                                     f"checkpoint (e.g. {missing[:3]}); the tower would start from random weights")
+                return model
         if model_cls is AutoModel:
-            return AutoModel.from_config(config)
+            return AutoModel.from_config(config, **trust)
         return model_cls(_sub_config(config, model_cls))
 
 
@@ -184,6 +205,10 @@ def _vision_model_class(config: Any, with_projection: bool = False) -> Any:
         return tf.CLIPVisionModelWithProjection if with_projection else tf.CLIPVisionModel
     if isinstance(config, (tf.SiglipConfig, tf.SiglipVisionConfig)):
         return tf.SiglipVisionModel
+    if isinstance(config, (tf.Siglip2Config, tf.Siglip2VisionConfig)):
+        return tf.Siglip2VisionModel
+    if isinstance(config, (tf.AlignConfig, tf.AlignVisionConfig)):
+        return tf.AlignVisionModel
     return tf.AutoModel
 
 
@@ -196,6 +221,12 @@ def _vision_arch(config: Any) -> _VisionArch:
         vc = getattr(config, "vision_config", config)
         default = "pooler" if getattr(vc, "vision_use_head", True) else "mean"
         return _VisionArch("siglip", "tokens", 0, False, "post_layernorm", False, default, True)
+    if isinstance(config, (tf.Siglip2Config, tf.Siglip2VisionConfig)):
+        vc = getattr(config, "vision_config", config)
+        default = "pooler" if getattr(vc, "vision_use_head", True) else "mean"
+        return _VisionArch("siglip2", "tokens", 0, False, "post_layernorm", False, default, False)
+    if isinstance(config, (tf.AlignConfig, tf.AlignVisionConfig)):
+        return _VisionArch("align", "spatial", 0, False, None, True, "pooler", False)
     if isinstance(config, tf.Dinov2WithRegistersConfig):
         n = 1 + int(config.num_register_tokens)
         return _VisionArch("dinov2_registers", "tokens", n, True, "layernorm", False, "cls", True)
@@ -210,8 +241,8 @@ def _vision_arch(config: Any) -> _VisionArch:
     if isinstance(config, tf.ResNetConfig):
         return _VisionArch("resnet", "spatial", 0, False, None, True, "pooler", False)
     raise ValueError(
-        f"unsupported Hugging Face vision config {type(config).__name__}; supported: ViT, CLIP, SigLIP, "
-        "DINOv2, Swin, ConvNeXt, ResNet (register another backend in medvl.models.registry)"
+        f"unsupported Hugging Face vision config {type(config).__name__}; supported: ViT, CLIP, SigLIP, SigLIP 2, "
+        "ALIGN (EfficientNet), DINOv2, Swin, ConvNeXt, ResNet (register another backend in medvl.models.registry)"
     )
 
 
@@ -226,11 +257,13 @@ class HFVisionEncoder(ImageEncoder):
 
         self.cfg = cfg
         with _quiet_transformers():
+            trust = cfg.trust_remote_code
             if assets_dir is not None and (assets_dir / "config.json").is_file():
-                probe = AutoConfig.from_pretrained(str(assets_dir))
+                probe = AutoConfig.from_pretrained(str(assets_dir), trust_remote_code=trust)
             else:
                 probe = AutoConfig.from_pretrained(
-                    cfg.name_or_path, **({"revision": cfg.revision} if cfg.revision else {})
+                    cfg.name_or_path, **({"revision": cfg.revision} if cfg.revision else {}),
+                    trust_remote_code=trust,
                 )
         self.arch = _vision_arch(probe)
         self.preprocessing: dict[str, Any] | None = _read_preprocessing(
@@ -249,6 +282,7 @@ class HFVisionEncoder(ImageEncoder):
             cfg.revision,
             cfg.pretrained,
             assets_dir,
+            cfg.trust_remote_code,
         )
         self.pooling = self.arch.default_pooling if cfg.pooling == "default" else cfg.pooling
         self.norm = cfg.norm
@@ -257,6 +291,10 @@ class HFVisionEncoder(ImageEncoder):
         sizes = getattr(conf, "hidden_sizes", None)
         if cfg.with_projection:
             self.feature_dim = int(conf.projection_dim)
+        elif self.arch.name == "align":  # EfficientNet: width of the last MBConv block
+            from transformers.models.align.modeling_align import round_filters
+
+            self.feature_dim = int(round_filters(conf, conf.out_channels[-1]))
         else:
             self.feature_dim = (
                 int(sizes[-1]) if self.arch.layout == "spatial" and sizes else int(conf.hidden_size)
@@ -291,7 +329,7 @@ class HFVisionEncoder(ImageEncoder):
             raise ValueError(
                 f"{where}: with_projection uses CLIP's own pooled output; keep pooling=default, norm=post"
             )
-        if pooling == "pooler" and a.name == "siglip" and getattr(self.core, "head", None) is None:
+        if pooling == "pooler" and a.name in ("siglip", "siglip2") and getattr(self.core, "head", None) is None:
             raise ValueError(f"{where}: this SigLIP model has no attention-pool head; use pooling=mean")
         if self.cfg.patch_keep_ratio < 1.0 and not a.supports_patch_dropout:
             raise ValueError(f"{where}: patch dropout needs a plain token ViT; {a.name} cannot drop patches")
@@ -325,6 +363,10 @@ class HFVisionEncoder(ImageEncoder):
             return [_group(m.embeddings, m.pre_layrnorm), *_layer_list(m), tail]
         if name == "resnet":
             return [m.embedder, *_layer_list(m)]
+        if name == "align":  # EfficientNet: stem, MBConv blocks, then the top conv inside the encoder
+            top = _group(*(getattr(m.encoder, a, None) for a in ("top_conv", "top_bn")))
+            return [m.embeddings, *_layer_list(m), *([top] if isinstance(top, nn.Module) and
+                                                      any(True for _ in top.parameters()) else [])]
         tail = _group(*(getattr(m, a, None) for a in (self.arch.final_norm or "", "pooler", "head")))
         return [m.embeddings, *_layer_list(m), tail]
 
@@ -339,7 +381,11 @@ class HFVisionEncoder(ImageEncoder):
         if pixel_values.ndim != 4:
             raise ValueError(f"pixel_values must be (B, C, H, W), got {tuple(pixel_values.shape)}")
         need_hidden = self.norm == "pre" and not self.arch.pre_is_last_hidden
-        out = self.model(pixel_values=pixel_values, output_hidden_states=need_hidden)
+        if self.arch.name == "siglip2":
+            out = self.model(**_naflex_inputs(pixel_values, int(self.model.config.patch_size)),
+                             output_hidden_states=need_hidden)
+        else:
+            out = self.model(pixel_values=pixel_values, output_hidden_states=need_hidden)
         if self.cfg.with_projection:
             return out.image_embeds
         if self.pooling == "pooler":
@@ -360,6 +406,20 @@ class HFVisionEncoder(ImageEncoder):
         if self.pooling == "cls":
             return tokens[:, 0]
         return tokens[:, a.prefix_tokens :].mean(dim=1)
+
+
+def _naflex_inputs(pixel_values: torch.Tensor, patch: int) -> dict[str, torch.Tensor]:
+    """(B, C, H, W) → SigLIP 2's NaFlex inputs: patches (B, N, p·p·C) in the order its image processor
+    writes them (row-major over the grid, each patch (p, p, C)), a full ``pixel_attention_mask`` and
+    ``spatial_shapes`` (H/p, W/p). H and W must be multiples of the patch size."""
+    b, c, h, w = pixel_values.shape
+    if h % patch or w % patch:
+        raise ValueError(f"SigLIP 2 tower: image size {h}x{w} is not a multiple of its patch size {patch}")
+    gh, gw = h // patch, w // patch
+    patches = pixel_values.reshape(b, c, gh, patch, gw, patch).permute(0, 2, 4, 3, 5, 1).reshape(b, gh * gw, -1)
+    mask = torch.ones(b, gh * gw, dtype=torch.long, device=pixel_values.device)
+    shapes = torch.tensor([[gh, gw]] * b, dtype=torch.long, device=pixel_values.device)
+    return {"pixel_values": patches, "pixel_attention_mask": mask, "spatial_shapes": shapes}
 
 
 # -------------------------------------------------------------------------------------- text
@@ -446,6 +506,10 @@ def _text_model_class(config: Any, with_projection: bool = False) -> Any:
         return tf.CLIPTextModelWithProjection if with_projection else tf.CLIPTextModel
     if isinstance(config, (tf.SiglipConfig, tf.SiglipTextConfig)):
         return tf.SiglipTextModel
+    if isinstance(config, (tf.Siglip2Config, tf.Siglip2TextConfig)):
+        return tf.Siglip2TextModel
+    if isinstance(config, (tf.AlignConfig, tf.AlignTextConfig)):
+        return tf.AlignTextModel
     return tf.AutoModel
 
 
@@ -474,7 +538,8 @@ class HFTextEncoder(TextEncoder):
             lowercase = True if (st is not None and st.do_lower_case) else None
         with _quiet_transformers():
             config = tf.AutoConfig.from_pretrained(
-                str(source), **({} if saved or not cfg.revision else {"revision": cfg.revision})
+                str(source), **({} if saved or not cfg.revision else {"revision": cfg.revision}),
+                trust_remote_code=cfg.trust_remote_code,
             )
         is_clip = isinstance(config, (tf.CLIPConfig, tf.CLIPTextConfig))
         if cfg.with_projection and not is_clip:
@@ -490,9 +555,11 @@ class HFTextEncoder(TextEncoder):
             None if saved else cfg.revision,
             cfg.pretrained,
             assets_dir if saved else None,
+            cfg.trust_remote_code,
         )
         self.is_clip = is_clip
-        self.is_siglip = isinstance(config, (tf.SiglipConfig, tf.SiglipTextConfig))
+        self.is_siglip = isinstance(config, (tf.SiglipConfig, tf.SiglipTextConfig, tf.Siglip2Config,
+                                             tf.Siglip2TextConfig))
         if not saved:
             if cfg.pooling != "default":
                 pooling = cfg.pooling
@@ -513,7 +580,8 @@ class HFTextEncoder(TextEncoder):
             raise ValueError(
                 "SigLIP text pools the last token: set text.padding: max_length (as SigLIP was trained)"
             )
-        self.tokenizer = HFTokenizer(source, max_length, cfg.padding, lowercase=lowercase)
+        self.tokenizer = HFTokenizer(source, max_length, cfg.padding, lowercase=lowercase,
+                                     trust_remote_code=cfg.trust_remote_code)
         self.max_length = self.tokenizer.max_length
         head = getattr(self.core, "head", None)
         if cfg.with_projection:

@@ -168,10 +168,11 @@ class HFTokenizer:
         padding: Literal["longest", "max_length"] = "longest",
         revision: str | None = None,
         lowercase: bool | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         from transformers import AutoTokenizer
 
-        kwargs: dict[str, object] = {}
+        kwargs: dict[str, object] = {"trust_remote_code": bool(trust_remote_code)}
         if revision is not None:
             kwargs["revision"] = revision
         if lowercase is not None:
