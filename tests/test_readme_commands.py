@@ -33,7 +33,7 @@ STAND_INS: dict[str, tuple[str, str]] = {
 #: README commands known to fail on the synthetic data today, with the reason and who fixes it. They are
 #: run and reported; when one starts passing, drop it from here.
 KNOWN_FAILING: dict[str, str] = {
-    "medvl evaluate --checkpoint runs/x --data M --tasks retrieval,classification,zeroshot,probe":
+    "medvl evaluate --model runs/x --data M --tasks retrieval,classification,zeroshot,probe":
         "the probe needs a val split that `data synth` does not make (issue 15 part A, evalcorrect)",
     "medvl benchmark --model run=runs/x --data synth=data/synth/manifest.parquet --out runs/bench":
         "its probe run fails for the same reason as evaluate's (issue 15 part A, evalcorrect)",
