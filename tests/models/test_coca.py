@@ -7,35 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.models._coca_models import CORPUS, make_batch, tiny_coca
 
 from medvl.config.model import ModelConfig
-from medvl.models import DualEncoder, build_model
+from medvl.models import DualEncoder
 from medvl.objectives import build_objective, caption_loss
-
-CORPUS = [
-    "small right pleural effusion.", "the heart is normal in size.", "no pneumothorax.",
-    "large left pleural effusion with atelectasis.", "moderate cardiomegaly.", "support devices in place.",
-]
-
-
-def tiny_coca(decoder: dict[str, object] | None = None, vision: dict[str, object] | None = None) -> DualEncoder:
-    cfg = ModelConfig.model_validate({
-        "embed_dim": 16,
-        "vision": vision or {"kind": "tiny_vit", "image_size": 16, "patch_size": 4, "in_channels": 1, "width": 16,
-                             "depth": 1, "heads": 2},
-        "text": {"kind": "tiny_text", "vocab_size": 96, "max_length": 24, "width": 16, "depth": 1, "heads": 2},
-        "decoder": decoder or {"kind": "tiny", "width": 16, "heads": 2, "unimodal_layers": 1, "multimodal_layers": 1,
-                               "max_length": 24},
-    })
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    model.train_tokenizer(CORPUS)
-    return model
-
-
-def _batch(n: int = 3) -> dict[str, object]:
-    g = torch.Generator().manual_seed(1)
-    return {"pixel_values": torch.randn(n, 1, 16, 16, generator=g), "texts": CORPUS[:n]}
 
 
 def _direct_token_ce(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -54,7 +30,7 @@ def _direct_token_ce(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def test_caption_loss_equals_token_cross_entropy_and_ignores_padding() -> None:
     model = tiny_coca()
     model.eval()
-    batch = _batch()
+    batch = make_batch()
     out = model(batch)
     logits, labels = out["caption_logits"], out["caption_labels"]
     lengths = (labels != -100).sum(dim=1)
@@ -85,7 +61,7 @@ def test_label_smoothing_matches_its_definition() -> None:
 
 def test_caption_composes_with_clip_by_weight() -> None:
     model = tiny_coca()
-    batch = _batch()
+    batch = make_batch()
     out = model(batch)
     objective = build_objective({"balance": 0.25, "terms": [{"name": "clip", "kind": "clip"},
                                                             {"name": "cap", "kind": "caption"}]})
@@ -105,7 +81,7 @@ def test_evaluation_batches_without_texts_skip_the_decoder() -> None:
 @pytest.mark.parametrize("method", ["greedy", "beam", "sample"])
 def test_generation_is_deterministic(method: str) -> None:
     model = tiny_coca()
-    images = _batch()["pixel_values"]
+    images = make_batch()["pixel_values"]
     first = model.generate(images, method=method, seed=3, max_length=12)  # type: ignore[arg-type]
     assert len(first) == 3 and all(isinstance(t, str) for t in first)
     assert model.generate(images, method=method, seed=3, max_length=12) == first  # type: ignore[arg-type]
@@ -114,7 +90,7 @@ def test_generation_is_deterministic(method: str) -> None:
 
 def test_beam_of_one_is_greedy_and_beams_score_at_least_as_high() -> None:
     model = tiny_coca()
-    images = _batch()["pixel_values"]
+    images = make_batch()["pixel_values"]
     greedy = model.generate(images, method="greedy", max_length=10)  # type: ignore[arg-type]
     assert model.generate(images, method="beam", num_beams=1, max_length=10, length_penalty=0.0) == greedy  # type: ignore[arg-type]
 
@@ -122,7 +98,7 @@ def test_beam_of_one_is_greedy_and_beams_score_at_least_as_high() -> None:
 def test_tiny_cnn_tokens_and_roundtrip(tmp_path: Path) -> None:
     model = tiny_coca(vision={"kind": "tiny_cnn", "in_channels": 1, "widths": [8, 16]})
     model.eval()
-    batch = _batch()
+    batch = make_batch()
     before = model(batch)["caption_logits"]
     model.save_pretrained(tmp_path / "m")
     again = DualEncoder.from_pretrained(tmp_path / "m").eval()
@@ -147,7 +123,7 @@ def test_hugging_face_decoder_with_cross_attention(family: str, tmp_path: Path) 
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
     model = tiny_coca(decoder={"kind": "hf", "name_or_path": str(model_dir), "max_length": 24})
     model.eval()
-    batch = _batch()
+    batch = make_batch()
     logits = model(batch)["caption_logits"]
     assert logits.shape[:2] == model(batch)["caption_labels"].shape and logits.shape[-1] == 128
     assert len(model.generate(batch["pixel_values"], max_length=6)) == 3  # type: ignore[arg-type]
@@ -165,10 +141,10 @@ def test_hugging_face_decoder_vocabulary_must_cover_the_tokenizer(tmp_path: Path
 
 
 def test_no_repeat_ngram_blocks_repeated_bigrams() -> None:
-    from medvl.models.decoder import generate_ids
+    from medvl.models.generation import generate_ids
 
     model = tiny_coca().eval()
-    _, tokens = model.vision.encode_tokens(_batch())
+    _, tokens = model.vision.encode_tokens(make_batch())
     tok = model.text.tokenizer  # type: ignore[union-attr]
     bos, eos, _ = tok.caption_ids()
     assert model.decoder is not None

@@ -14,15 +14,23 @@ embedding comes from the text tower as for every other method.
 Captions are framed as ``[BOS] tokens [EOS]`` with the text tower's tokenizer (BERT-style
 tokenizers: ``[CLS]``/``[SEP]``); :func:`caption_targets` turns them into decoder inputs and
 next-token labels with padding set to ``IGNORE_INDEX``.
+
+Incremental decoding (what :mod:`medvl.models.generation` uses): ``start(memory)`` returns a
+:class:`DecoderState` and ``step(new_ids, state)`` the logits (B, t_new, V) of the new positions,
+keeping every layer's self-attention keys/values (and, once computed, the cross-attention
+keys/values of the image memory) in the state, so a step costs O(t) instead of re-running the
+O(t²) prefix. ``state.reorder(rows)`` follows beam search's choice of hypotheses. The logits
+equal those of ``forward`` on the whole prefix (pinned in ``tests/models/test_decoder_cache.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medvl.config.model import HFDecoderConfig, TinyDecoderConfig
@@ -30,12 +38,13 @@ from medvl.config.objective import CAPTION_IGNORE_INDEX as IGNORE_INDEX
 
 __all__ = [
     "IGNORE_INDEX",
+    "CaptionDecoder",
+    "DecoderState",
     "HFCaptionDecoder",
     "TinyCaptionDecoder",
     "build_decoder",
     "caption_targets",
     "frame_captions",
-    "generate_ids",
 ]
 
 
@@ -67,6 +76,53 @@ def _causal_mask(t: int, device: torch.device) -> torch.Tensor:
     return torch.triu(torch.ones(t, t, dtype=torch.bool, device=device), diagonal=1)
 
 
+class DecoderState:
+    """Keys/values cached by incremental decoding: per layer ``(k, v)`` of the self-attention over the
+    tokens decoded so far (B, heads, t, head_dim) and of the cross-attention over the image memory.
+    ``length`` = tokens decoded so far. (The HF decoder keeps its ``past_key_values`` in ``cache``.)"""
+
+    def __init__(self, memory: torch.Tensor) -> None:
+        self.memory = memory
+        self.length = 0
+        self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        self.cross_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        self.cache: Any = None
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep rows ``rows`` (LongTensor (B',)) of every cached tensor, in that order (beam search)."""
+        self.memory = self.memory.index_select(0, rows)
+        self.self_kv = [None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows))
+                        for kv in self.self_kv]
+        self.cross_kv = [None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows))
+                         for kv in self.cross_kv]
+        if self.cache is not None:
+            self.cache.reorder_cache(rows)
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, t, w = x.shape
+    return x.view(b, t, heads, w // heads).transpose(1, 2)
+
+
+def _in_projection(attn: nn.MultiheadAttention, x: torch.Tensor, part: slice) -> torch.Tensor:
+    """Rows ``part`` of ``attn``'s packed q/k/v input projection applied to ``x`` (B, T, W)."""
+    weight = attn.in_proj_weight[part]
+    bias = attn.in_proj_bias[part] if attn.in_proj_bias is not None else None
+    return F.linear(x, weight, bias)
+
+
+def _cached_attention(
+    attn: nn.MultiheadAttention, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``attn`` (eval mode) of ``query`` (B, t, W) over projected keys/values (B, heads, T, head_dim);
+    ``mask`` (t, T) is True where attending is allowed."""
+    w, heads = attn.embed_dim, attn.num_heads
+    q = _split_heads(_in_projection(attn, query, slice(0, w)), heads)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    b, _, t, _ = out.shape
+    return attn.out_proj(out.transpose(1, 2).reshape(b, t, w))
+
+
 class _DecoderBlock(nn.Module):
     """Pre-norm block: causal self-attention, optional cross-attention to image tokens, MLP."""
 
@@ -89,6 +145,28 @@ class _DecoderBlock(nn.Module):
             h = self.norm_cross(x)
             x = x + self.cross_attn(h, image, image, need_weights=False)[0]
         return x + self.mlp(self.norm2(x))
+
+    def step(
+        self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None, mask: torch.Tensor | None,
+        image: torch.Tensor | None, cross: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+        """``forward`` for new tokens ``x`` (B, t, W) given the cached keys/values ``past`` of the tokens
+        before them; returns the new hidden states, the extended self-attention cache and the
+        cross-attention keys/values of the image memory (computed on the first step, then reused)."""
+        w, heads = self.self_attn.embed_dim, self.self_attn.num_heads
+        h = self.norm1(x)
+        k = _split_heads(_in_projection(self.self_attn, h, slice(w, 2 * w)), heads)
+        v = _split_heads(_in_projection(self.self_attn, h, slice(2 * w, 3 * w)), heads)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        x = x + _cached_attention(self.self_attn, h, k, v, mask)
+        if self.cross_attn is not None and self.norm_cross is not None:
+            if cross is None:
+                assert image is not None
+                cross = (_split_heads(_in_projection(self.cross_attn, image, slice(w, 2 * w)), heads),
+                         _split_heads(_in_projection(self.cross_attn, image, slice(2 * w, 3 * w)), heads))
+            x = x + _cached_attention(self.cross_attn, self.norm_cross(x), cross[0], cross[1], None)
+        return x + self.mlp(self.norm2(x)), (k, v), cross
 
 
 class _AttentionalPooler(nn.Module):
@@ -151,6 +229,33 @@ class TinyCaptionDecoder(nn.Module):
             x = block(x, causal, image)
         return self.lm_head(self.norm(x))
 
+    def start(self, memory: torch.Tensor) -> DecoderState:
+        """An empty decoding state over ``memory`` (B, N, width) from :meth:`image_memory`."""
+        state = DecoderState(memory)
+        state.self_kv = [None] * (len(self.unimodal) + len(self.multimodal))
+        state.cross_kv = [None] * len(self.multimodal)
+        return state
+
+    def step(self, input_ids: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """Logits (B, t, V) of ``input_ids`` (B, t), the tokens following the ``state.length`` tokens
+        already decoded (equal to ``forward`` on the whole prefix); ``state`` is updated in place."""
+        t, start = input_ids.shape[1], state.length
+        if start + t > self.max_length:
+            raise ValueError(f"{start + t} caption tokens exceed decoder.max_length {self.max_length}")
+        x = self.tokens(input_ids) + self.positions[:, start : start + t]
+        mask = None
+        if t > 1:  # new token i sees every cached token and new tokens up to i
+            keys = torch.arange(start + t, device=x.device)
+            mask = keys[None, :] <= (start + torch.arange(t, device=x.device))[:, None]
+        for i, block in enumerate([*self.unimodal, *self.multimodal]):
+            j = i - len(self.unimodal)
+            cross = state.cross_kv[j] if j >= 0 else None
+            x, state.self_kv[i], cross = block.step(x, state.self_kv[i], mask, state.memory if j >= 0 else None, cross)
+            if j >= 0:
+                state.cross_kv[j] = cross
+        state.length = start + t
+        return self.lm_head(self.norm(x))
+
 
 class HFCaptionDecoder(nn.Module):
     """A Hugging Face causal LM with cross-attention as the decoder (see :class:`HFDecoderConfig`)."""
@@ -196,143 +301,29 @@ class HFCaptionDecoder(nn.Module):
                          return_dict=True)
         return out.logits
 
+    def start(self, memory: torch.Tensor) -> DecoderState:
+        """An empty decoding state over ``memory`` (B, N, hidden) from :meth:`image_memory`."""
+        return DecoderState(memory)
+
+    def step(self, input_ids: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """Logits (B, t, V) of the tokens after the ``state.length`` decoded ones, with the model's own
+        ``past_key_values`` (``use_cache``)."""
+        t = input_ids.shape[1]
+        mask = torch.ones(input_ids.shape[0], state.length + t, dtype=torch.long, device=input_ids.device)
+        out = self.model(input_ids=input_ids, attention_mask=mask, encoder_hidden_states=state.memory,
+                         past_key_values=state.cache, use_cache=True, return_dict=True)
+        state.cache = out.past_key_values
+        state.length += t
+        return out.logits
+
+
+CaptionDecoder = TinyCaptionDecoder | HFCaptionDecoder
+
 
 def build_decoder(
     cfg: TinyDecoderConfig | HFDecoderConfig, vocab_size: int, image_token_dim: int, assets_dir: Path | None = None
-) -> TinyCaptionDecoder | HFCaptionDecoder:
+) -> CaptionDecoder:
     """The decoder of ``cfg.kind`` over ``vocab_size`` tokens, cross-attending to ``image_token_dim`` tokens."""
     if isinstance(cfg, TinyDecoderConfig):
         return TinyCaptionDecoder(cfg, vocab_size, image_token_dim)
     return HFCaptionDecoder(cfg, vocab_size, image_token_dim, assets_dir)
-
-
-# --------------------------------------------------------------------------------- generation
-GenerationMethod = Literal["greedy", "beam", "sample"]
-
-
-@torch.no_grad()
-def generate_ids(
-    decoder: TinyCaptionDecoder | HFCaptionDecoder,
-    image_tokens: torch.Tensor,
-    *,
-    bos: int,
-    eos: int,
-    vocab_size: int,
-    method: GenerationMethod = "greedy",
-    max_length: int | None = None,
-    num_beams: int = 4,
-    length_penalty: float = 1.0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    no_repeat_ngram: int = 0,
-    generator: torch.Generator | None = None,
-) -> list[list[int]]:
-    """Token ids of one caption per image (BOS and EOS removed).
-
-    ``greedy``: the most likely next token; ``beam``: beam search keeping ``num_beams`` hypotheses,
-    a finished one scored by ``Σ log p / length**length_penalty`` (length without BOS, EOS counted);
-    ``sample``: sampling at ``temperature`` from the ``top_k`` most likely tokens, drawn from
-    ``generator`` (so a fixed seed gives fixed captions). Greedy and beam search are deterministic.
-    Logits of ids ≥ ``vocab_size`` (unused rows of a larger HF vocabulary) are never chosen.
-    ``no_repeat_ngram`` > 0 forbids a token that would repeat an n-gram of that length already in
-    the caption (as ``transformers``' ``no_repeat_ngram_size``).
-    """
-    limit = min(max_length or decoder.max_length, decoder.max_length)
-    memory = decoder.image_memory(image_tokens)
-    if method == "beam":
-        return _beam_search(decoder, memory, bos, eos, vocab_size, limit, num_beams, length_penalty, no_repeat_ngram)
-    b = memory.shape[0]
-    seqs = torch.full((b, 1), bos, dtype=torch.long, device=memory.device)
-    done = torch.zeros(b, dtype=torch.bool, device=memory.device)
-    for _ in range(limit - 1):
-        logits = _next_logits(decoder, seqs, memory, vocab_size, no_repeat_ngram)
-        if method == "greedy":
-            nxt = logits.argmax(dim=-1)
-        else:
-            scaled = logits / max(temperature, 1e-6)
-            if top_k is not None:
-                kth = scaled.topk(min(top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
-                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-            probs = scaled.softmax(dim=-1).cpu()
-            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(memory.device)
-        nxt = nxt.masked_fill(done, eos)
-        seqs = torch.cat([seqs, nxt[:, None]], dim=1)
-        done |= nxt == eos
-        if bool(done.all()):
-            break
-    return [_strip(row.tolist(), eos) for row in seqs]
-
-
-def _next_logits(
-    decoder: nn.Module, seqs: torch.Tensor, memory: torch.Tensor, vocab_size: int, no_repeat_ngram: int = 0
-) -> torch.Tensor:
-    logits = decoder(seqs, torch.ones_like(seqs), memory, memory=memory)[:, -1, :vocab_size].float()
-    n = no_repeat_ngram
-    if n > 0 and seqs.shape[1] >= n:
-        rows = seqs.tolist()
-        for r, row in enumerate(rows):
-            prefix = tuple(row[len(row) - n + 1 :]) if n > 1 else ()
-            banned = {row[i + n - 1] for i in range(len(row) - n + 1) if tuple(row[i : i + n - 1]) == prefix}
-            banned = {b for b in banned if b < vocab_size}
-            if banned:
-                logits[r, sorted(banned)] = float("-inf")
-    return logits
-
-
-def _strip(ids: list[int], eos: int) -> list[int]:
-    body = ids[1:]
-    return body[: body.index(eos)] if eos in body else body
-
-
-def _beam_search(
-    decoder: nn.Module, memory: torch.Tensor, bos: int, eos: int, vocab_size: int, limit: int,
-    num_beams: int, length_penalty: float, no_repeat_ngram: int = 0,
-) -> list[list[int]]:
-    b, k = memory.shape[0], num_beams
-    mem = memory.repeat_interleave(k, dim=0)  # (B·K, N, W)
-    seqs = torch.full((b * k, 1), bos, dtype=torch.long, device=memory.device)
-    scores = torch.zeros(b, k, device=memory.device)
-    scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
-    for step in range(1, limit):
-        logp = _next_logits(decoder, seqs, mem, vocab_size, no_repeat_ngram).log_softmax(dim=-1)  # (B·K, V)
-        cand = (scores.reshape(b * k, 1) + logp).reshape(b, k * vocab_size)
-        top, idx = cand.topk(2 * k, dim=1)  # room to replace hypotheses that end here
-        beam_of, token_of = idx // vocab_size, idx % vocab_size
-        new_rows, new_scores = [], torch.full((b, k), float("-inf"), device=memory.device)
-        for i in range(b):
-            kept = 0
-            for j in range(2 * k):
-                score = float(top[i, j])
-                if score == float("-inf"):
-                    break
-                row = seqs[i * k + int(beam_of[i, j])]
-                tok = int(token_of[i, j])
-                if tok == eos or step == limit - 1:
-                    body = row.tolist()[1:] + ([] if tok == eos else [tok])
-                    finished[i].append((score / (max(len(body), 1) + (tok == eos)) ** length_penalty, body))
-                    continue
-                new_rows.append(torch.cat([row, row.new_tensor([tok])]))
-                new_scores[i, kept] = score
-                kept += 1
-                if kept == k:
-                    break
-            while kept < k:  # fewer live candidates than beams: pad with dead copies
-                new_rows.append(torch.cat([seqs[i * k], seqs.new_tensor([eos])]))
-                kept += 1
-        seqs = torch.stack(new_rows)
-        scores = new_scores
-        best_live = scores.max(dim=1).values
-        if all(
-            len(finished[i]) >= k
-            and max(s for s, _ in finished[i]) >= float(best_live[i]) / max(step, 1) ** length_penalty
-            for i in range(b)
-        ):
-            break
-    out = []
-    for i in range(b):
-        if finished[i]:
-            out.append(max(finished[i], key=lambda sb: sb[0])[1])
-        else:  # pragma: no cover - the last step always finishes every hypothesis
-            out.append(seqs[i * k].tolist()[1:])
-    return out

@@ -48,15 +48,10 @@ from torch import nn
 
 from medvl.config.model import ModelConfig
 from medvl.models.caching import FeatureCache
-from medvl.models.decoder import (
-    GenerationMethod,
-    build_decoder,
-    caption_targets,
-    frame_captions,
-    generate_ids,
-)
+from medvl.models.decoder import build_decoder, caption_targets, frame_captions
 from medvl.models.encoders.base import ImageEncoder, TextEncoder, check_texts
 from medvl.models.freezing import FreezeState, apply_freezing, count_parameters
+from medvl.models.generation import GenerationMethod, generate_ids
 from medvl.models.heads import (
     ClassifierHead,
     LogitBias,
@@ -391,8 +386,9 @@ class DualEncoder(nn.Module):
         top_k: int | None = None,
         no_repeat_ngram: int = 0,
         seed: int = 0,
+        use_cache: bool = True,
     ) -> list[str]:
-        """One caption per image of ``batch`` (see :func:`medvl.models.decoder.generate_ids`).
+        """One caption per image of ``batch`` (see :func:`medvl.models.generation.generate_ids`).
 
         Runs in eval mode (restored afterwards); ``sample`` draws from a generator seeded by ``seed``.
         """
@@ -406,7 +402,7 @@ class DualEncoder(nn.Module):
                 decoder, tokens, bos=bos, eos=eos, vocab_size=int(tokenizer.vocab_size), method=method,  # type: ignore[arg-type]
                 max_length=max_length, num_beams=num_beams, length_penalty=length_penalty,
                 temperature=temperature, top_k=top_k, no_repeat_ngram=no_repeat_ngram,
-                generator=torch.Generator().manual_seed(seed),
+                generator=torch.Generator().manual_seed(seed), use_cache=use_cache,
             )
         finally:
             self.train(was_training)
