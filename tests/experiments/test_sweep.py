@@ -138,3 +138,71 @@ def test_config_validation_names_the_problem() -> None:
     with pytest.raises(ValueError, match=r"λ must lie in \[0, 1\]"):
         ExperimentConfig.model_validate({"classification_metric": "m", "grid": {"lambdas": [1.5]},
                                          "stages": [{"name": "a", "inline": {}}]})
+
+
+def test_cell_state_files_and_status(tmp_path: Path) -> None:
+    from medvl.experiments.jobs import JOB_FILE, JOB_STATE_FILE
+    from medvl.experiments.sweep import sweep_status
+
+    def runner(config: ExperimentConfig, cell: Cell, sweep_dir: Path, experiment_dir: Path) -> None:
+        if cell.stage == "classifier" and cell.fold == 1:
+            raise ValueError("bad fold")
+        recording_runner(config, cell, sweep_dir, experiment_dir)
+
+    run_sweep(_config(), tmp_path, runner, log=lambda _: None)
+    rows = {row["cell"]: row for row in sweep_status(tmp_path)}
+    assert rows["classifier[λ=-,fold=0,seed=3]"]["status"] == "finished"
+    assert rows["classifier[λ=-,fold=1,seed=3]"]["status"] == "failed"
+    assert "ValueError: bad fold" in rows["classifier[λ=-,fold=1,seed=3]"]["error"]
+    assert rows["tune[λ=0.5,fold=1,seed=3]"]["status"] == "pending"  # blocked: never submitted
+    cell_dir = tmp_path / "classifier/lambda=-/fold=0/seed=3"
+    assert read_json(cell_dir / JOB_FILE)["executor"] == "inline"
+    # a worker killed mid-cell leaves "running" with a dead process: reported as interrupted
+    dead = {"host": __import__("socket").gethostname(), "pid": 2**22 + 7, "start": 1}
+    atomic_write_json(tmp_path / "classifier/lambda=-/fold=1/seed=3" / JOB_STATE_FILE,
+                      {"state": "running", "process": dead, "started": "x"})
+    rows = {row["cell"]: row for row in sweep_status(tmp_path)}
+    assert rows["classifier[λ=-,fold=1,seed=3]"]["status"] == "interrupted"
+
+
+class _Reattaching:
+    """An executor whose cluster still runs the jobs an earlier controller submitted."""
+
+    kind = "slurm"
+    capacity = 4
+
+    def __init__(self, alive: set[str]) -> None:
+        self.alive = alive
+        self.submitted: list[str] = []
+
+    def reattach(self, job_id: str) -> object | None:
+        from medvl.experiments.executors import InlineExecutor
+
+        if job_id not in self.alive:
+            return None
+        return InlineExecutor().submit(lambda: None, (), name=job_id)
+
+    def submit(self, fn, args, *, name, resources):  # type: ignore[no-untyped-def]
+        from medvl.experiments.executors import InlineExecutor
+
+        self.submitted.append(name)
+        return InlineExecutor().submit(fn, args, name=name)
+
+    def wait(self, handles, poll_s=1.0):  # type: ignore[no-untyped-def]
+        return list(handles)
+
+    def close(self) -> None:
+        pass
+
+
+def test_rerun_reattaches_jobs_still_queued_on_the_cluster(tmp_path: Path) -> None:
+    from medvl.experiments.jobs import JOB_FILE
+
+    cfg = _config()
+    cells = expand_cells(cfg)
+    for cell, job_id in ((cells[0], "101"), (cells[1], "102")):  # a killed controller had submitted these
+        atomic_write_json(tmp_path / cell.relpath / JOB_FILE, {"executor": "slurm", "job_id": job_id})
+    ex = _Reattaching(alive={"101"})
+    summary = run_sweep(cfg, tmp_path, recording_runner, log=lambda _: None, executor=ex)  # type: ignore[arg-type]
+    assert summary.reattached == [cells[0].key]
+    assert cells[0].key not in ex.submitted and cells[1].key in ex.submitted  # 102 had ended: resubmitted

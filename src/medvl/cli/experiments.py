@@ -7,13 +7,16 @@ from pathlib import Path
 import typer
 
 
-def _sweep(config_path: Path, out: Path, overrides: list[str], jobs: int | None, overwrite: bool) -> Path:
+def _sweep(config_path: Path, out: Path, overrides: list[str], jobs: int | None, overwrite: bool,
+           executor: str | None = None) -> Path:
     from medvl.config.experiment import ExperimentConfig
     from medvl.config.loading import load_config
     from medvl.experiments.cell import run_cell
     from medvl.experiments.sweep import run_sweep
     from medvl.utils.rundir import prepare_run_dir
 
+    if executor is not None:
+        overrides = [*overrides, f"executor.kind={executor}"]
     config = load_config(config_path, ExperimentConfig, overrides)
     # A sweep directory is always resumable: finished cells are kept unless --overwrite.
     prepare_run_dir(out, overwrite=overwrite, resume=not overwrite)
@@ -28,20 +31,50 @@ def _sweep(config_path: Path, out: Path, overrides: list[str], jobs: int | None,
     return out
 
 
+def _print_status(out: Path) -> None:
+    from collections import Counter
+
+    from medvl.experiments.sweep import sweep_status
+
+    rows = sweep_status(out)
+    width = max(len(row["cell"]) for row in rows)
+    for row in rows:
+        detail = ""
+        if row.get("job_id"):
+            detail += f" job {row['job_id']} ({row.get('executor')})"
+        if row["status"] == "running" and row.get("process"):
+            where = row["process"]
+            detail += f" pid {where['pid']} on {where['host']}" + ("" if row.get("verified") else " (not verifiable from here)")
+        if row["status"] == "failed" and row.get("error"):
+            detail += f": {row['error']}"
+        typer.echo(f"{row['cell']:<{width}}  {row['status']:<11}{detail}")
+    counts = Counter(row["status"] for row in rows)
+    typer.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + f" (of {len(rows)} cells)")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``run``, ``sweep`` and ``report``."""
 
     @app.command("sweep")
     def sweep(
-        config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Experiment YAML."),
+        config: Path | None = typer.Argument(None, exists=True, dir_okay=False,
+                                             help="Experiment YAML (not needed with --status)."),
         out: Path = typer.Option(..., "--out", "-o", help="Sweep directory (created; reruns continue it)."),
         set_: list[str] = typer.Option([], "--set", help="Override a config key: a.b.c=value (repeatable)."),
         jobs: int | None = typer.Option(None, "--jobs", "-j", help="Cells run in parallel (default: config)."),
+        executor: str | None = typer.Option(
+            None, "--executor", help="Where cells run: inline, local, submitit_local or slurm (default: config)."),
+        status: bool = typer.Option(False, "--status", help="Show each cell's state in --out and exit."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete finished cells and start again."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write report.md when the sweep ends."),
     ) -> None:
         """Run every cell of an experiment; finished cells are skipped, so a killed sweep continues."""
-        _sweep(config, out, set_, jobs, overwrite)
+        if status:
+            _print_status(out)
+            return
+        if config is None:
+            raise typer.BadParameter("give the experiment YAML (or --status to inspect --out)", param_hint="CONFIG")
+        _sweep(config, out, set_, jobs, overwrite, executor)
         if report:
             from medvl.experiments.report import build_report
 

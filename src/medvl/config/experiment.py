@@ -32,6 +32,7 @@ from pydantic import Field, field_validator, model_validator
 
 from medvl.config.base import StrictModel
 from medvl.config.evaluation import EvaluationConfig
+from medvl.config.executor import ExecutorConfig, ResourceSpec
 
 __all__ = ["BaselineSpec", "ExperimentConfig", "GridSpec", "SelectionSpec", "StageSpec"]
 
@@ -88,6 +89,8 @@ class StageSpec(StrictModel):
     selection: SelectionSpec | None = None
     """Overrides the experiment's ``selection`` for this stage (a stage-1 classifier picks its best
     epoch by a classification metric, the tuning stage by retrieval)."""
+    resources: ResourceSpec | None = None
+    """What each of this stage's cells asks the executor for, merged over the experiment's ``resources``."""
 
     @model_validator(mode="after")
     def _has_config(self) -> StageSpec:
@@ -119,7 +122,11 @@ class ExperimentConfig(StrictModel):
     report_metrics: list[str] = Field(default_factory=list)
     """Extra metrics to tabulate (besides the two axes)."""
     jobs: int = Field(default=1, ge=1)
-    """Cells run in parallel processes when > 1 (dependencies between stages are respected)."""
+    """Cells run at once (dependencies between stages are respected); ``executor.max_parallel`` overrides it."""
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    """Where cells run: this process, local worker processes, submitit's local executor or SLURM."""
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    """What each cell asks for (GPUs, CPUs, memory, wall time); stages may override fields."""
     evaluation: EvaluationConfig | None = None
     """After training, evaluate each cell's best checkpoint on its test split as ``medvl evaluate`` does
     (any task: zero-shot, probe, captioning, VQA, …); the metrics join the cell's test metrics as

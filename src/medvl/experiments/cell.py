@@ -34,7 +34,8 @@ from medvl.experiments.grid import Cell, parent_cell, substitute_placeholders
 from medvl.training.callbacks import Callback, EpochSummary
 from medvl.utils.io import atomic_write_json
 
-__all__ = ["RUN_SUBDIR", "SharedFeatureCache", "cell_output_mode", "resolve_cell_config", "run_cell"]
+__all__ = ["RUN_SUBDIR", "SharedFeatureCache", "cell_config_dict", "cell_output_mode", "resolve_cell_config",
+           "run_cell"]
 
 RUN_SUBDIR = "run"
 CACHE_SUBDIR = ".cache"
@@ -42,6 +43,23 @@ CACHE_SUBDIR = ".cache"
 
 def _stage(config: ExperimentConfig, name: str) -> StageSpec:
     return next(stage for stage in config.stages if stage.name == name)
+
+
+def cell_config_dict(config: ExperimentConfig, cell: Cell, experiment_dir: Path) -> dict[str, Any]:
+    """The raw (unvalidated) run config of ``cell``: stage config file and ``inline`` + placeholders.
+
+    Without the wiring to other cells (``init_weights``) and the checkpoint monitor that
+    :func:`resolve_cell_config` adds.
+    """
+    stage = _stage(config, cell.stage)
+    data: dict[str, Any] = {}
+    if stage.config is not None:
+        path = stage.config if stage.config.is_absolute() else experiment_dir / stage.config
+        data = load_yaml(path)
+    if stage.inline is not None:
+        data = apply_overrides(data, [])  # copy
+        _merge(data, stage.inline)
+    return apply_overrides(data, substitute_placeholders(stage.set, cell))
 
 
 def resolve_cell_config(config: ExperimentConfig, cell: Cell, sweep_dir: Path, experiment_dir: Path) -> Any:
@@ -54,18 +72,12 @@ def resolve_cell_config(config: ExperimentConfig, cell: Cell, sweep_dir: Path, e
     from medvl.config.training import RunConfig
 
     stage = _stage(config, cell.stage)
-    data: dict[str, Any] = {}
     source = f"stage {stage.name!r}"
     if stage.config is not None:
-        path = stage.config if stage.config.is_absolute() else experiment_dir / stage.config
-        data = load_yaml(path)
-        source = str(path)
-    if stage.inline is not None:
-        data = apply_overrides(data, [])  # copy
-        _merge(data, stage.inline)
+        source = str(stage.config if stage.config.is_absolute() else experiment_dir / stage.config)
+    data = cell_config_dict(config, cell, experiment_dir)
     selection = stage.selection or config.selection
-    overrides = substitute_placeholders(stage.set, cell)
-    overrides += [f"training.checkpoint.monitor={selection.metric}", f"training.checkpoint.mode={selection.mode}"]
+    overrides = [f"training.checkpoint.monitor={selection.metric}", f"training.checkpoint.mode={selection.mode}"]
     parent = parent_cell(config, cell)
     if parent is not None:
         run = sweep_dir / parent.relpath / RUN_SUBDIR
@@ -167,6 +179,12 @@ def _unwrap(model: Any) -> Any:
     return model
 
 
+def _global_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def _grad_probe_records(run_dir: Path, term_names: list[str]) -> list[dict[str, Any]]:
     from medvl.training.logging import read_jsonl
 
@@ -229,6 +247,8 @@ def run_cell(config: ExperimentConfig, cell: Cell, sweep_dir: Path, experiment_d
         run_cfg.training.logging.progress_bar = False  # training.logging may differ on resume
     checks = [shared, SelectionMetricCheck(selection.metric), EpochSummary(shown, prefix=prefix)]
     result = run_training(run_cfg, run_dir, resume=True, callbacks=checks, hook_factory=build_validation_hooks)
+    if _global_rank() != 0:  # a multi-process cell: process 0 evaluates the test split and records
+        return
     if result.status == "non_finite_loss":
         raise RuntimeError(f"cell {cell.key}: {result.message}")
     history = read_jsonl(run_dir / "logs" / "epochs.jsonl")

@@ -1,36 +1,47 @@
-"""``medvl sweep``: run every cell of an experiment, resumably.
+"""``medvl sweep``: run every cell of an experiment, resumably, on any executor.
 
 A cell is finished when its ``cell_results.json`` exists (written atomically as the cell's
 last act), so a sweep killed at any point continues on rerun: finished cells are skipped and
 an interrupted cell's training resumes from its own last checkpoint. Cells whose stage starts
-from another stage's weights wait for that cell. With ``jobs > 1`` independent cells run in
-parallel worker processes (``spawn`` context, so each worker has its own torch state).
+from another stage's weights wait for that cell. Cells run on the experiment's executor
+(:mod:`medvl.experiments.executors`: in this process, local worker processes, submitit's local
+executor or SLURM) with the resources the experiment asks for; each cell directory keeps the
+job's state (:mod:`medvl.experiments.jobs`), which ``medvl sweep --status`` reads.
+
+A rerun refuses a directory whose cells were trained with a different run config than the one
+the experiment now resolves to (an edited stage config or ``set`` line), naming the cells and
+keys, so a report never aggregates cells trained differently.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as futures
-import multiprocessing
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from medvl import __version__
+from medvl.config.executor import ResourceSpec
 from medvl.config.experiment import ExperimentConfig
+from medvl.config.loading import ConfigError
 from medvl.experiments.aggregate import CELL_RESULTS_FILE
+from medvl.experiments.executors import Executor, Resources, build_executor
 from medvl.experiments.grid import Cell, expand_cells, parent_cell
+from medvl.experiments.jobs import Job, job_status, run_jobs
 from medvl.experiments.report import EXPERIMENT_FILE
 from medvl.utils.io import atomic_write_json, atomic_write_text, read_json
 
-__all__ = ["CellRunner", "SweepSummary", "cell_is_finished", "run_sweep"]
+__all__ = ["CellRunner", "SweepSummary", "cell_is_finished", "check_cell_configs", "run_sweep", "sweep_status"]
 
 #: ``runner(config, cell, sweep_dir, experiment_dir)`` trains and evaluates one cell and writes
 #: ``sweep_dir/cell.relpath/cell_results.json``. It must be a picklable top-level function.
 CellRunner = Callable[[ExperimentConfig, Cell, Path, Path], None]
+#: Experiment keys that say where and how fast cells run, not what they compute: they may change between reruns.
+PLACEMENT_KEYS = ("jobs", "executor", "resources")
+STATUS_FILE = "sweep_status.json"
 
 
 @dataclass
@@ -40,6 +51,7 @@ class SweepSummary:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    reattached: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -59,19 +71,103 @@ def cell_is_finished(sweep_dir: Path, cell: Cell) -> bool:
         return False
 
 
-def _save_experiment(config: ExperimentConfig, sweep_dir: Path) -> None:
-    """Store the resolved experiment config; refuse to mix a different experiment into the directory."""
+def _without_placement(data: dict[str, Any]) -> dict[str, Any]:
+    stages = [{k: v for k, v in stage.items() if k != "resources"} for stage in data.get("stages", [])]
+    return {**{k: v for k, v in data.items() if k not in PLACEMENT_KEYS}, "stages": stages}
+
+
+def _check_experiment(config: ExperimentConfig, sweep_dir: Path) -> None:
+    """Refuse to mix a different experiment into the directory (placement settings may change)."""
     path = sweep_dir / EXPERIMENT_FILE
-    resolved = config.model_dump(mode="json")
     if path.is_file():
-        existing = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if existing != resolved:
-            raise ValueError(
+        existing = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if _without_placement(existing) != _without_placement(config.model_dump(mode="json")):
+            raise ConfigError(
                 f"{sweep_dir} holds a different experiment ({path} differs from this config); "
                 "use another output directory or --overwrite"
             )
-        return
-    atomic_write_text(path, yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+
+def _save_experiment(config: ExperimentConfig, sweep_dir: Path) -> None:
+    atomic_write_text(sweep_dir / EXPERIMENT_FILE,
+                      yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def _recorded_config(cell_dir: Path) -> tuple[dict[str, Any] | None, bool]:
+    """The run config a cell was trained with and whether the cell finished."""
+    from medvl.experiments.cell import RUN_SUBDIR
+
+    results = cell_dir / CELL_RESULTS_FILE
+    if results.is_file():
+        try:
+            recorded = read_json(results).get("provenance", {}).get("run_config")
+        except (OSError, ValueError):
+            recorded = None
+        if isinstance(recorded, dict):
+            return recorded, True
+    saved = cell_dir / RUN_SUBDIR / "config.yaml"
+    if saved.is_file():
+        loaded = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        return (loaded if isinstance(loaded, dict) else None), False
+    return None, False
+
+
+def check_cell_configs(config: ExperimentConfig, sweep_dir: Path, experiment_dir: Path,
+                       cells: list[Cell] | None = None) -> None:
+    """Refuse when a started or finished cell was trained with another run config than it resolves to now.
+
+    Finished cells must match exactly; an unfinished cell may differ in the keys ``--resume``
+    accepts (``training.epochs``, logging, …) since it continues with the new values.
+    """
+    from medvl.experiments.cell import resolve_cell_config
+    from medvl.training.run import RESUME_MUTABLE_KEYS
+
+    problems: list[str] = []
+    for cell in cells if cells is not None else expand_cells(config):
+        recorded, finished = _recorded_config(sweep_dir / cell.relpath)
+        if recorded is None:
+            continue
+        current = resolve_cell_config(config, cell, sweep_dir, experiment_dir).model_dump(mode="json")
+        old, new = _flatten(recorded), _flatten(current)
+        changed = sorted(
+            key for key in set(old) | set(new) if old.get(key) != new.get(key)
+            and (finished or not any(key == m or key.startswith(m + ".") for m in RESUME_MUTABLE_KEYS))
+        )
+        if changed:
+            shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+            more = f" (+{len(changed) - 5} more)" if len(changed) > 5 else ""
+            problems.append(f"{cell.key} ({'finished' if finished else 'started'}): {shown}{more}")
+    if problems:
+        raise ConfigError(
+            f"{sweep_dir}: {len(problems)} cell(s) were trained with a different run config than the experiment "
+            f"now gives them (a stage config or `set` line changed), and a report would mix them:\n  "
+            + "\n  ".join(problems[:20])
+            + "\nRevert the change, use another output directory, or --overwrite to start again"
+        )
+
+
+def _cell_resources(config: ExperimentConfig, cell: Cell, experiment_dir: Path) -> Resources:
+    """The stage's resources over the experiment's; one task per device of the cell's run config."""
+    from medvl.experiments.cell import cell_config_dict
+
+    stage = next(s for s in config.stages if s.name == cell.stage)
+    spec: ResourceSpec = config.resources.merged(stage.resources)
+    try:
+        training = cell_config_dict(config, cell, experiment_dir).get("training") or {}
+    except (ConfigError, ValueError, OSError):
+        training = {}
+    devices = training.get("devices", 1)
+    tasks = devices if isinstance(devices, int) and devices > 1 else 1
+    return Resources.from_spec(spec, tasks_per_node=tasks, nodes=int(training.get("num_nodes", 1) or 1))
 
 
 def run_sweep(
@@ -82,109 +178,66 @@ def run_sweep(
     jobs: int | None = None,
     log: Callable[[str], None] = print,
     fail_fast: bool = False,
+    executor: Executor | None = None,
 ) -> SweepSummary:
     """Run every unfinished cell of ``config`` into ``sweep_dir``.
 
-    ``experiment_dir`` is where relative stage config paths are resolved. A failing cell is
-    recorded (with its error) and its dependants are not started; the others go on unless
-    ``fail_fast``.
+    ``experiment_dir`` is where relative stage config paths are resolved. ``executor`` defaults
+    to the experiment's (``executor:``; ``jobs`` overrides the experiment's ``jobs``). A failing
+    cell is recorded (with its error) and its dependants are not started; the others go on
+    unless ``fail_fast``. The first cell of a fresh sweep runs alone: a frozen tower's feature
+    cache that later cells share is then filled once, in that cell's order, whatever the timing.
     """
     root = Path(sweep_dir)
+    exp_dir = Path(experiment_dir)
+    _check_experiment(config, root)
+    cells = expand_cells(config)
+    finished = {cell: cell_is_finished(root, cell) for cell in cells}
+    check_cell_configs(config, root, exp_dir, cells)
     root.mkdir(parents=True, exist_ok=True)
     _save_experiment(config, root)
-    start = time.perf_counter()
-    summary = SweepSummary()
-    cells = expand_cells(config)
-    pending: list[Cell] = []
+    skipped = sum(finished.values())
+    if skipped:
+        log(f"{skipped} of {len(cells)} cells already finished; skipping them")
+    job_list = []
     for cell in cells:
-        if cell_is_finished(root, cell):
-            summary.skipped.append(cell.key)
-        else:
-            pending.append(cell)
-    if summary.skipped:
-        log(f"{len(summary.skipped)} of {len(cells)} cells already finished; skipping them")
-    workers = jobs if jobs is not None else config.jobs
-    exp_dir = Path(experiment_dir)
-    done = {c for c in cells if c.key in set(summary.skipped)}
-    blocked: set[Cell] = set()
-
-    def ready(cell: Cell) -> bool:
         parent = parent_cell(config, cell)
-        return parent is None or parent in done
-
-    def parent_failed(cell: Cell) -> bool:
-        parent = parent_cell(config, cell)
-        return parent is not None and parent in blocked
-
-    total = len(pending)
-    if workers <= 1:
-        for index, cell in enumerate(pending, 1):
-            if parent_failed(cell):
-                blocked.add(cell)
-                summary.failed[cell.key] = "not run: the cell it starts from failed"
-                continue
-            log(f"[{index}/{total}] {cell.key}")
-            try:
-                runner(config, cell, root, exp_dir)
-            except Exception as exc:  # recorded, reported, and re-raised with fail_fast
-                blocked.add(cell)
-                summary.failed[cell.key] = f"{type(exc).__name__}: {exc}"
-                log(f"  failed: {summary.failed[cell.key]}")
-                if fail_fast:
-                    raise
-                continue
-            done.add(cell)
-            summary.ran.append(cell.key)
-    else:
-        context = multiprocessing.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // workers)  # the cores shared out, no oversubscription
-        with futures.ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)
-        ) as pool:
-            running: dict[futures.Future[None], Cell] = {}
-            queue = list(pending)
-            while queue or running:
-                # the first cell of a fresh sweep runs alone: what cells share through files (a frozen
-                # tower's feature cache) is then computed once, in that cell's deterministic order,
-                # instead of by whichever concurrent cell saves last, so results do not depend on timing
-                capacity = workers if (done or summary.failed) else 1
-                for cell in list(queue):
-                    if parent_failed(cell):
-                        queue.remove(cell)
-                        blocked.add(cell)
-                        summary.failed[cell.key] = "not run: the cell it starts from failed"
-                    elif ready(cell) and len(running) < capacity:
-                        queue.remove(cell)
-                        log(f"[start] {cell.key}")
-                        running[pool.submit(runner, config, cell, root, exp_dir)] = cell
-                if not running:
-                    break
-                finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
-                for future in finished:
-                    cell = running.pop(future)
-                    error = future.exception()
-                    if error is None:
-                        done.add(cell)
-                        summary.ran.append(cell.key)
-                        log(f"[done] {cell.key}")
-                    else:
-                        blocked.add(cell)
-                        summary.failed[cell.key] = f"{type(error).__name__}: {error}"
-                        log(f"[failed] {cell.key}: {summary.failed[cell.key]}")
-                        if fail_fast:
-                            raise error
-    summary.seconds = time.perf_counter() - start
+        job_list.append(Job(key=cell.key, fn=runner, args=(config, cell, root, exp_dir),
+                            state_dir=root / cell.relpath, resources=_cell_resources(config, cell, exp_dir),
+                            after=(parent.key,) if parent is not None else (), done=finished[cell]))
+    own = executor is None
+    active = executor if executor is not None else build_executor(
+        config.executor, root, jobs=jobs if jobs is not None else config.jobs)
+    try:
+        result = run_jobs(job_list, active, log=log, fail_fast=fail_fast, first_alone=True,
+                          poll_s=config.executor.poll_s)
+    finally:
+        if own:
+            active.close()
+    summary = SweepSummary(ran=result.ran, skipped=result.skipped, failed=result.failed,
+                           reattached=result.reattached, seconds=result.seconds)
     atomic_write_json(
-        root / "sweep_status.json",
-        {"medvl_version": __version__, "ran": summary.ran, "skipped": summary.skipped,
-         "failed": summary.failed, "seconds": summary.seconds},
+        root / STATUS_FILE,
+        {"medvl_version": __version__, "executor": active.kind, "ran": summary.ran, "skipped": summary.skipped,
+         "reattached": summary.reattached, "failed": summary.failed, "seconds": summary.seconds},
     )
     return summary
 
 
-def _limit_threads(threads: int) -> None:
-    """Worker initializer: each parallel cell gets its share of the CPU cores for torch and BLAS."""
-    import torch
+def sweep_status(sweep_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """One row per cell of the experiment stored in ``sweep_dir``: key, directory and job status.
 
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
+    Status is ``finished``, ``running``, ``queued``, ``failed``, ``interrupted`` or ``pending``
+    (see :func:`medvl.experiments.jobs.job_status`).
+    """
+    root = Path(sweep_dir)
+    path = root / EXPERIMENT_FILE
+    if not path.is_file():
+        raise ConfigError(f"{root} is not a sweep directory (no {EXPERIMENT_FILE})")
+    config = ExperimentConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    rows = []
+    for cell in expand_cells(config):
+        status = job_status(root / cell.relpath, cell_is_finished(root, cell))
+        rows.append({"cell": cell.key, "dir": str(cell.relpath), **status})
+    return rows
+
