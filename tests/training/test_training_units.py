@@ -22,7 +22,7 @@ from medvl.training.checkpoint import (
 )
 from medvl.training.optim import LRSchedule, build_optimizer, build_param_groups, build_scheduler
 from medvl.training.rng import capture_rng_state, restore_rng_state
-from medvl.training.sampler import ResumableSampler, ShardSampler
+from medvl.training.sampler import BatchShardSampler, ResumableSampler, ShardSampler
 
 
 def test_param_groups_exclude_norms_biases_temperature_and_frozen() -> None:
@@ -96,6 +96,15 @@ def test_sampler_resumes_mid_epoch_and_shards_without_overlap() -> None:
     with pytest.raises(ValueError, match="num_replicas"):
         other.load_state_dict(full.state_dict())
     assert list(ShardSampler(5, num_replicas=2, rank=1)) == [1, 3]
+
+
+def test_validation_batches_are_the_single_process_batches_dealt_whole() -> None:
+    # 17 records, batch 8, 2 processes: process 0 gets batches [0-7] and [16], process 1 gets [8-15]
+    one = list(BatchShardSampler(17, 8))
+    assert [len(b) for b in one] == [8, 8, 1]
+    shards = [list(BatchShardSampler(17, 8, num_replicas=2, rank=r)) for r in range(2)]
+    assert shards[0] == [one[0], one[2]] and shards[1] == [one[1]]
+    assert list(BatchShardSampler(3, 8, num_replicas=2, rank=1)) == []  # a process may get no batch
 
 
 def test_rng_roundtrip() -> None:

@@ -139,6 +139,9 @@ class TrainConfig(StrictModel):
     devices: int | str = 1
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_find_unused_parameters_true"] = "auto"
     num_nodes: int = Field(default=1, ge=1)
+    collective_timeout_s: float = Field(default=1800.0, gt=0)
+    """Longest wait of one collective (gradient all-reduce, loss all-gather, barriers) before the
+    run stops with an error naming the process, phase, epoch and step instead of hanging."""
     grad_clip_norm: float | None = Field(default=None, gt=0)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)

@@ -4,8 +4,10 @@
 classification-head metrics by default) with the very functions ``medvl evaluate`` uses, and
 names them the same way (``retrieval/i2t/recall@1``, ``classification/<task>/accuracy``); the
 trainer logs them with a ``val/`` prefix. :func:`build_validation_hooks` is the hook factory that
-``medvl train`` and the sweeps hand to :func:`medvl.training.run.run_training`. Every process encodes the whole (small) validation split, so
-all ranks log identical numbers without a collective.
+``medvl train`` and the sweeps hand to :func:`medvl.training.run.run_training`. In a multi-process
+run the processes share the encoding out batch by batch and sum the embeddings
+(:mod:`medvl.evaluation.sharded`), so every process holds the whole split's embeddings,
+bit-identical to a single process's, and logs identical numbers.
 """
 
 from __future__ import annotations
@@ -24,8 +26,13 @@ def validation_metrics(
     *,
     dataset: Any = None,
     batch_size: int | None = None,
+    fabric: Any = None,
 ) -> dict[str, float]:
-    """Flat ``{"<task>/<metric>": value}`` for an EmbeddingSet, or a model (DualEncoder) + eval dataset."""
+    """Flat ``{"<task>/<metric>": value}`` for an EmbeddingSet, or a model (DualEncoder) + eval dataset.
+
+    ``fabric``: a launched multi-process Fabric; the extraction is then shared out over its processes
+    (every process must call this with the same dataset).
+    """
     from medvl.evaluation.extraction import extract_embeddings
     from medvl.evaluation.suite import evaluate_embeddings
     from medvl.models.loading import MedvlModel
@@ -37,7 +44,15 @@ def validation_metrics(
         if dataset is None:
             raise ValueError("validation_metrics needs an evaluation-mode dataset when given a model")
         bs = batch_size or cfg.validation.batch_size or cfg.batch_size
-        emb = extract_embeddings(MedvlModel(source), dataset, batch_size=bs, progress=False)
+        encoder: Any = MedvlModel(source)
+        world = getattr(fabric, "world_size", 1)
+        if world > 1:
+            from medvl.evaluation.sharded import BatchShardedEncoder, reduce_embedding_set
+
+            encoder = BatchShardedEncoder(encoder, fabric.global_rank, world, fabric.device)
+        emb = extract_embeddings(encoder, dataset, batch_size=bs, progress=False)
+        if world > 1:
+            emb = reduce_embedding_set(emb, fabric.device, lambda t: fabric.all_reduce(t, reduce_op="sum"))
     sub = cfg.model_copy(update={"tasks": list(cfg.validation.tasks)})
     results = evaluate_embeddings(emb, sub)
     return {f"{task}/{name}": float(v) for task, res in results.items() for name, v in res["metrics"].items()}
@@ -56,7 +71,8 @@ class EvaluationValidationHook:
             return {}
         was_training = ctx.model.training
         try:
-            return validation_metrics(ctx.model, self.cfg, dataset=self.dataset, batch_size=self.batch_size)
+            return validation_metrics(ctx.model, self.cfg, dataset=self.dataset, batch_size=self.batch_size,
+                                      fabric=getattr(ctx, "fabric", None))
         finally:
             ctx.model.train(was_training)
 

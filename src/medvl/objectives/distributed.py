@@ -8,24 +8,41 @@ and the all-gather's backward sums the column gradients back to their owner, the
 gradient equals the global-batch gradient. Per-rank batches may differ in size (a last partial
 batch): rows are padded to the largest size for the collective and stripped again.
 
-Outside ``torch.distributed`` (or with ``enabled=False``) nothing is communicated and the
-"global" batch is the local one.
+Outside ``torch.distributed`` (or with ``enabled=False``, or inside :func:`local_only`) nothing is
+communicated and the "global" batch is the local one. Validation runs inside :func:`local_only`:
+each process scores whole batches by itself, so processes may run different numbers of batches.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["GatheredRows", "gather_rows", "world_info"]
+__all__ = ["GatheredRows", "gather_rows", "local_only", "world_info"]
+
+_local = threading.local()
+
+
+@contextmanager
+def local_only() -> Iterator[None]:
+    """Inside this block every loss treats the local batch as the whole batch (no collectives)."""
+    previous = getattr(_local, "active", False)
+    _local.active = True
+    try:
+        yield
+    finally:
+        _local.active = previous
 
 
 def world_info() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, ``(0, 1)`` when not distributed."""
-    if dist.is_available() and dist.is_initialized():
+    """``(rank, world_size)`` of the default process group, ``(0, 1)`` when not distributed or :func:`local_only`."""
+    if dist.is_available() and dist.is_initialized() and not getattr(_local, "active", False):
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 

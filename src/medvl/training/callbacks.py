@@ -138,8 +138,12 @@ class ValidationHook(Protocol):
 class ObjectiveValidation:
     """Validation loss: the sample-weighted mean of every objective term over the validation set.
 
-    Terms are summed over processes, so the result is the mean over the whole validation set.
-    Names: ``loss`` (the total) and each term by its name.
+    The loader deals whole batches of ``training.batch_size`` records, in dataset order, to the
+    processes (:class:`~medvl.training.sampler.BatchShardSampler`); each process scores its
+    batches by itself (the trainer runs hooks inside
+    :func:`~medvl.objectives.distributed.local_only`), and the float64 sums ``Σ n_b·term_b`` and
+    ``Σ n_b`` are all-reduced once. The result equals a single process's with the same batch size,
+    whatever the number of processes and the split size. Names: ``loss`` (the total) and each term.
     """
 
     def __call__(self, ctx: ValidationContext) -> dict[str, float]:

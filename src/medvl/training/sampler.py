@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["ResumableSampler", "ShardSampler"]
+__all__ = ["BatchShardSampler", "ResumableSampler", "ShardSampler"]
 
 
 class ResumableSampler(Sampler[int]):
@@ -106,3 +106,28 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class BatchShardSampler(Sampler[list[int]]):
+    """Evaluation batches in dataset order, dealt whole and round-robin to the processes.
+
+    Batch ``b`` holds indices ``[b·B, (b+1)·B)`` (the last may be shorter), exactly as one process
+    would batch the dataset; process ``rank`` takes batches ``rank, rank + R, …``. Every batch is
+    therefore the one a single process sees, whatever the number of processes (a batch-dependent
+    loss such as CLIP's equals the single-process value), and processes may get different numbers
+    of batches, or none.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, *, num_replicas: int = 1, rank: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
+        starts = range(0, num_samples, batch_size)
+        self.batches = [list(range(s, min(s + batch_size, num_samples))) for s in starts][rank::num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medvl import __version__
 from medvl.config.training import TrainConfig
+from medvl.objectives.distributed import local_only
 from medvl.training.accumulation import (
     FeatureCacheContext,
     batch_size_of,
@@ -46,11 +47,12 @@ from medvl.training.callbacks import (
     ValidationHook,
 )
 from medvl.training.checkpoint import CheckpointManager, load_model_weights, resolve_checkpoint
+from medvl.training.distributed import collective_error
 from medvl.training.fabric_setup import build_fabric
 from medvl.training.logging import MetricsLogger, ProgressBar, read_jsonl
 from medvl.training.optim import ParamGroupSummary, build_optimizer, build_scheduler
 from medvl.training.rng import TorchRNGSnapshot, capture_rng_state, restore_rng_state
-from medvl.training.sampler import ResumableSampler, ShardSampler
+from medvl.training.sampler import BatchShardSampler, ResumableSampler
 from medvl.training.task import TrainTask
 from medvl.utils.io import atomic_write_json, to_jsonable
 from medvl.utils.seeding import seed_everything, set_deterministic
@@ -185,6 +187,8 @@ class Trainer:
         self.param_groups: ParamGroupSummary | None = None
         self.history: list[dict[str, Any]] = []
         self.position = _Position()
+        self.phase = "setup"
+        """What the processes are doing (named by collective errors): training step, validation, checkpoint."""
 
     # ------------------------------------------------------------------------------------
     def fit(
@@ -218,9 +222,6 @@ class Trainer:
         self.init_missing: list[str] = []
         if val_data is not None:
             self.val_set, self.val_collate = _split_data(val_data, collate_fn)
-            if len(self.val_set) < self.world_size:  # type: ignore[arg-type]
-                raise ValueError(f"the validation set has {len(self.val_set)} records, fewer than the "  # type: ignore[arg-type]
-                                 f"{self.world_size} processes; every process needs at least one")
         self.model, self.objective = model, objective
         self.task = TrainTask(model, objective)
         optimizer, self.param_groups = build_optimizer(self.task, cfg.optimizer)
@@ -269,6 +270,14 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_fit_start(self)
             status = self._fit_epochs(baseline=not resumed and cfg.validate_at_start)
+        except RuntimeError as exc:
+            step = self.position.global_step + (1 if self.phase == "a training step" else 0)
+            failure = None if self.world_size == 1 else collective_error(
+                exc, rank=self.rank, world=self.world_size, phase=self.phase, epoch=self.position.epoch,
+                step=step, timeout_s=cfg.collective_timeout_s)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             self.progress.close()
         result = self._result(status)
@@ -349,16 +358,16 @@ class Trainer:
             return
         loader = iter(self._train_loader(epoch, pos.batch))
         self.progress.start(epoch, self.n_batches, pos.batch)
-        window_start, window_samples = time.perf_counter(), 0
+        window_start, window_samples = time.perf_counter(), 0.0
         while pos.batch < self.n_batches:
             first, end = group_bounds(pos.batch, self.n_batches, cfg.accumulate_grad_batches)
             if first != pos.batch:  # checkpoints are only written at group boundaries
                 raise RuntimeError(f"internal error: batch {pos.batch} is not the start of a group")
             planned = self.batch_sizes[first:end]
+            self.phase = "a training step"
             if cfg.contrastive_accumulation and len(planned) > 1:
                 batches = [self.to_device(next(loader)) for _ in planned]
-                terms = self._group_feature_cache(epoch, batches)
-                group_samples = sum(batch_size_of(b) for b in batches)
+                terms, group_samples = self._group_feature_cache(epoch, batches)
             else:
                 terms, group_samples = self._group_plain(epoch, loader, planned)
             grad_norm = self._optimizer_step(epoch, terms)
@@ -376,10 +385,10 @@ class Trainer:
                 step_record["grad_norm"] = grad_norm
             if pos.global_step % cfg.logging.every_n_steps == 0 or pos.batch == self.n_batches:
                 elapsed = time.perf_counter() - window_start
-                step_record["samples_per_s"] = window_samples * self.world_size / max(elapsed, 1e-9)
+                step_record["samples_per_s"] = window_samples / max(elapsed, 1e-9)  # samples of every process
                 self.logger.log_step(step_record)
                 self.progress.update(0, {"loss": terms["loss"], "samples/s": step_record["samples_per_s"]})
-                window_start, window_samples = time.perf_counter(), 0
+                window_start, window_samples = time.perf_counter(), 0.0
             for callback in self.callbacks:
                 callback.on_train_step_end(self, step_record)
             every = cfg.checkpoint.every_n_steps
@@ -414,13 +423,18 @@ class Trainer:
         assert self.fabric is not None
         return self.fabric.no_backward_sync(self.task_w, enabled=self.world_size > 1 and not last)
 
-    def _group_plain(self, epoch: int, loader: Any, planned: Sequence[int]) -> tuple[dict[str, float], int]:
-        """Sum gradients of sample-weighted micro-batch losses; returns the group's mean terms."""
+    def _group_plain(self, epoch: int, loader: Any, planned: Sequence[int]) -> tuple[dict[str, float], float]:
+        """Sum gradients of sample-weighted micro-batch losses; returns the group's mean terms and samples.
+
+        With several processes both are global: the per-process sums ride on the last micro-batch's
+        non-finite check (one all-reduce, no extra collective).
+        """
         assert self.fabric is not None
         total_planned = sum(planned)
         names: list[str] = []
         sums: torch.Tensor | None = None  # float64 sample-weighted sums of the scalar terms, in `names` order
         seen = 0
+        reduced: torch.Tensor | None = None
         for j in range(len(planned)):
             batch = self.to_device(next(loader))
             n = batch_size_of(batch)
@@ -430,25 +444,35 @@ class Trainer:
                                        "fix or remove the bad records")
                 continue
             weight = n / total_planned
-            with self._no_sync(last=j == len(planned) - 1):
+            last = j == len(planned) - 1
+            with self._no_sync(last=last):
                 _, losses = self.forward(batch)
                 assert losses is not None
-                self._check_finite(epoch, losses, micro=(j, len(planned)))
+                if not names:
+                    names = [k for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1]
+                values = torch.stack([losses[k].detach().reshape(()).to(torch.float64) for k in names]) * n
+                sums = values if sums is None else sums + values
+                seen += n
+                reduced = self._check_finite(epoch, losses, micro=(j, len(planned)),
+                                             payload=sums if last else None, samples=seen)
                 if j == 0:
                     self._probe(epoch, losses)
                 self.fabric.backward(losses["total"] * weight)
-            if not names:
-                names = [k for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1]
-            values = torch.stack([losses[k].detach().reshape(()).to(torch.float64) for k in names]) * n
-            sums = values if sums is None else sums + values
-            seen += n
         if sums is None:
             raise RuntimeError(f"epoch {epoch}: every record of an accumulation group was skipped")
-        means = (sums / seen).tolist()
-        return {("loss" if k == "total" else k): v for k, v in zip(names, means, strict=True)}, seen
+        total: float = seen
+        if self.world_size > 1:
+            assert reduced is not None
+            total, sums = float(reduced[0]), reduced[1:]
+        means = (sums / total).tolist()
+        return {("loss" if k == "total" else k): v for k, v in zip(names, means, strict=True)}, total
 
-    def _group_feature_cache(self, epoch: int, batches: list[Any]) -> dict[str, float]:
-        """Contrastive accumulation over ``batches`` (see :mod:`medvl.training.accumulation`)."""
+    def _group_feature_cache(self, epoch: int, batches: list[Any]) -> tuple[dict[str, float], float]:
+        """Contrastive accumulation over ``batches`` (see :mod:`medvl.training.accumulation`).
+
+        Returns the group's terms (the objective on the whole group; global means over processes)
+        and its number of samples (over every process).
+        """
         assert self.fabric is not None
         device = self.fabric.device
         snapshots, cached = [], []
@@ -460,23 +484,28 @@ class Trainer:
         shared = frozenset(getattr(self.model, "shared_output_keys", ()))
         cache = FeatureCacheContext(cached, [batch_size_of(b) for b in batches], concat_batches(batches), shared)
         terms: dict[str, float] = {}
+        samples: float = sum(cache.sizes)
         for j in range(len(batches)):
             snapshots[j].restore()
             cache.index = j
             with self._no_sync(last=j == len(batches) - 1):
                 _, losses = self.forward(batches[j], cache=cache)
                 assert losses is not None
-                self._check_finite(epoch, losses, micro=(j, len(batches)))
+                names = [k for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1]
+                values = torch.stack([losses[k].detach().reshape(()).to(torch.float64) for k in names])
+                reduced = self._check_finite(epoch, losses, micro=(j, len(batches)),
+                                             payload=values * samples if j == 0 else None, samples=samples)
                 if j == 0:
                     self._probe(epoch, losses)
                 self.fabric.backward(losses["total"])
             if j == 0:
-                terms = {("loss" if k == "total" else k): float(v.detach())
-                         for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+                if reduced is not None:
+                    samples, values = float(reduced[0]), reduced[1:] / float(reduced[0])
+                terms = {("loss" if k == "total" else k): float(v) for k, v in zip(names, values.tolist(), strict=True)}
         for param in self.objective_params:  # they saw the whole group in every micro-step
             if param.grad is not None:
                 param.grad.div_(len(batches))
-        return terms
+        return terms, samples
 
     def _probe(self, epoch: int, losses: Mapping[str, torch.Tensor]) -> None:
         probe = self.gradient_probe
@@ -487,15 +516,26 @@ class Trainer:
                   **probe.measure(losses, self.task, weights=weights)}
         self.logger.log_probe(record)
 
-    def _check_finite(self, epoch: int, losses: Mapping[str, torch.Tensor], micro: tuple[int, int]) -> None:
+    def _check_finite(self, epoch: int, losses: Mapping[str, torch.Tensor], micro: tuple[int, int],
+                      payload: torch.Tensor | None = None, samples: float = 0.0) -> torch.Tensor | None:
+        """Stop on a non-finite total (every process together).
+
+        With several processes, ``payload`` (float64 sums) and ``samples`` are summed over processes
+        in the same all-reduce; returns ``[Σ samples, *Σ payload]`` then, ``None`` otherwise.
+        """
         assert self.fabric is not None
         finite = torch.isfinite(losses["total"].detach()).all()
+        summed: torch.Tensor | None = None
         if self.world_size > 1:  # every process stops together
-            reduced = self.fabric.all_reduce((~finite).float(), reduce_op="sum")
+            flag = (~finite).to(torch.float64).reshape(1)
+            parts = [flag] if payload is None else [flag, torch.tensor([samples], dtype=torch.float64,
+                                                                       device=flag.device), payload.to(flag.device)]
+            reduced = self.fabric.all_reduce(torch.cat(parts), reduce_op="sum")
             assert isinstance(reduced, torch.Tensor)
-            finite = reduced == 0
+            finite = reduced[0] == 0
+            summed = reduced[1:] if payload is not None else None
         if bool(finite):
-            return
+            return summed
         terms = {k: float(v.detach()) for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
         shown = ", ".join(f"{k}={v:.6g}" for k, v in terms.items())
         self._stop_non_finite(
@@ -504,7 +544,7 @@ class Trainer:
             epoch, terms,
         )
 
-    def _stop_non_finite(self, what: str, epoch: int, terms: Mapping[str, float]) -> None:
+    def _stop_non_finite(self, what: str, epoch: int, terms: Mapping[str, float]) -> NoReturn:
         last = self.last_checkpoint
         message = (f"{what}. Training stopped; no update was applied for this step and the last good "
                    f"checkpoint is intact: {last or 'none was written yet'}")
@@ -546,13 +586,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------
     def _validate(self, epoch: int) -> dict[str, float]:
         assert self.fabric is not None
+        self.phase = "validation"
         loader = None
         if self.val_set is not None:
             loader = DataLoader(
                 self.val_set,
-                batch_size=self.cfg.batch_size,
-                sampler=ShardSampler(len(self.val_set), num_replicas=self.world_size,  # type: ignore[arg-type,unused-ignore]
-                                     rank=self.rank),
+                batch_sampler=BatchShardSampler(len(self.val_set), self.cfg.batch_size,  # type: ignore[arg-type,unused-ignore]
+                                                num_replicas=self.world_size, rank=self.rank),
                 collate_fn=self.val_collate,
                 num_workers=self.cfg.num_workers,
                 pin_memory=self.cfg.pin_memory,
@@ -564,9 +604,10 @@ class Trainer:
         cpu_rng = torch.get_rng_state()  # validation must not shift the training RNG stream
         self.task_w.eval()
         try:
-            for hook in self.validation_hooks:
-                for name, value in hook(ctx).items():
-                    metrics[name if name.startswith("val/") else f"val/{name}"] = float(value)
+            with local_only():  # each process scores whole batches by itself; hooks reduce exact sums
+                for hook in self.validation_hooks:
+                    for name, value in hook(ctx).items():
+                        metrics[name if name.startswith("val/") else f"val/{name}"] = float(value)
         finally:
             self.task_w.train()
             torch.set_rng_state(cpu_rng)
@@ -588,9 +629,17 @@ class Trainer:
             "early_stopping": self.early_stopping.state_dict(),
             "best_tracker": self.best_tracker.state_dict(),
             "seed": self.seed,
+            "grad_scaler": to_jsonable(self._scaler.state_dict()) if self._scaler is not None else None,
         }
 
+    @property
+    def _scaler(self) -> Any:
+        """The fp16 GradScaler of ``16-mixed`` (``None`` otherwise)."""
+        precision = getattr(self.fabric, "_precision", None)
+        return getattr(precision, "scaler", None)
+
     def _save_checkpoint(self, epoch: int, best: dict[str, Any] | None) -> None:
+        self.phase = "a checkpoint"
         saved = self.checkpoints.save(
             epoch=epoch,
             global_step=self.position.global_step,
@@ -624,6 +673,8 @@ class Trainer:
             self.scheduler._last_lr = lrs
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.best_tracker.load_state_dict(state["best_tracker"])
+        if self._scaler is not None and state.get("grad_scaler"):
+            self._scaler.load_state_dict(state["grad_scaler"])
         self.position = _Position(epoch=state["epoch"], batch=state["batch_in_epoch"],
                                   global_step=state["global_step"], sums=dict(state["epoch_sums"]),
                                   samples=float(state["epoch_samples"]))

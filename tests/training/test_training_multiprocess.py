@@ -1,0 +1,120 @@
+"""Multi-process correctness with 2 gloo processes on CPU (the issue's acceptance tests).
+
+* validation on 17 records × 2 processes × batch 8 finishes and equals one process's loss and
+  metrics to 1e-6 (processes get 2 and 1 validation batches; nothing waits on anything);
+* ``train/*`` step logs are global means (equal to one process on the same global batch);
+* a collective that never completes stops every process with an error naming it and the step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from _training_data import run_config_dict, train_tokenizer_file, write_tiny_dataset
+from _training_tiny import TinyDataset, TinyDual, TinyObjective, collate, tiny_config
+from lightning_fabric import Fabric
+
+from medvl.config.loading import config_from_dict
+from medvl.config.training import RunConfig
+from medvl.training import Callback, Trainer
+from medvl.training.distributed import CollectiveError
+from medvl.training.fabric_setup import build_fabric
+from medvl.training.run import run_training
+
+pytestmark = pytest.mark.distributed
+
+
+def _epochs(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "logs" / "epochs.jsonl").read_text().splitlines()]
+
+
+def _steps(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "logs" / "steps.jsonl").read_text().splitlines()]
+
+
+def test_validation_17_records_two_processes_equals_one_process(tmp_path: Path) -> None:
+    manifest = write_tiny_dataset(tmp_path / "data", n=102)  # 68 train, 17 val, 17 test
+    tokenizer = train_tokenizer_file(manifest)
+    training = {"epochs": 1, "batch_size": 8, "logging": {"every_n_steps": 1, "progress_bar": False}}
+    config = run_config_dict(manifest, tokenizer, **training)
+    # a LayerNorm tower: BatchNorm statistics are per process under DDP, so a CNN would differ by design
+    config["model"]["vision"] = {"kind": "tiny_vit", "image_size": 16, "patch_size": 8, "in_channels": 1,
+                                 "width": 16, "depth": 1, "heads": 2}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+
+    # two processes started by Fabric's launcher, exactly as a user runs it (timeout: a hang fails the test)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("WORLD_SIZE", None)
+    command = [sys.executable, "-m", "medvl.cli.main", "train", str(tmp_path / "run.yaml"), "--out",
+               str(tmp_path / "ddp"), "--set", "training.devices=2", "--set", "training.strategy=ddp",
+               "--set", "training.collective_timeout_s=120"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ddp = _epochs(tmp_path / "ddp")
+    assert [r["epoch"] for r in ddp] == [0, 1]
+
+    single = config_from_dict(config, RunConfig)
+    run_training(single, tmp_path / "single")
+    one = _epochs(tmp_path / "single")
+    # epoch 0 (identical weights): the CLIP validation loss over batches 8 + 8 + 1 and every metric
+    names = sorted(k for k in one[0] if k.startswith("val/"))
+    assert "val/loss" in names and "val/clip" in names and "val/retrieval/i2t/recall@1" in names
+    assert any(k.startswith("val/classification/") for k in names)
+    assert sorted(k for k in ddp[0] if k.startswith("val/")) == names
+    for name in names:
+        assert ddp[0][name] == pytest.approx(one[0][name], rel=1e-6, abs=1e-6), name
+
+    # train/* logs are global means: step 1 of 2 × 8 equals one process's step 1 on the same 16 records
+    global_batch = config_from_dict({**config, "training": {**config["training"], "batch_size": 16}}, RunConfig)
+    run_training(global_batch, tmp_path / "single16")
+    first_ddp, first_one = _steps(tmp_path / "ddp")[0], _steps(tmp_path / "single16")[0]
+    for name in ("train/loss", "train/clip", "train/bce"):
+        assert first_ddp[name] == pytest.approx(first_one[name], rel=1e-5), name
+    assert _steps(tmp_path / "ddp")[0]["step"] == 1
+
+
+class _Stall(Callback):
+    """Process 1 stops taking part after optimizer step 1 (a hung or stuck process)."""
+
+    def on_train_step_end(self, trainer: Any, record: Any) -> None:
+        if trainer.rank == 1 and record["step"] == 1:
+            time.sleep(6)
+
+
+STALL_CONFIG = {"epochs": 1, "batch_size": 4, "strategy": "ddp_fork", "devices": 2, "collective_timeout_s": 1.5}
+
+
+def _stalled_fit(fabric: Fabric, out: Path) -> None:
+    cfg = tiny_config(**STALL_CONFIG)
+    torch.manual_seed(1)
+    try:
+        Trainer(cfg, out, seed=0, fabric=fabric, callbacks=[_Stall()]).fit(
+            TinyDual(dropout=0.0), TinyObjective(), TinyDataset(32), TinyDataset(6, seed=1), collate_fn=collate)
+        outcome = {"error": None}
+    except Exception as exc:
+        outcome = {"error": type(exc).__name__, "message": str(exc),
+                   "fields": [getattr(exc, "rank", None), getattr(exc, "phase", None), getattr(exc, "step", None)]}
+    (out / f"rank{fabric.global_rank}.json").write_text(json.dumps(outcome))
+
+
+def test_a_stalled_collective_stops_with_an_error_naming_process_and_step(tmp_path: Path) -> None:
+    fabric = build_fabric(tiny_config(**STALL_CONFIG), launch=False)  # carries the collective timeout
+    started = time.monotonic()
+    fabric.launch(_stalled_fit, tmp_path)
+    assert time.monotonic() - started < 60
+    rank0 = json.loads((tmp_path / "rank0.json").read_text())
+    assert rank0["error"] == CollectiveError.__name__
+    assert rank0["fields"] == [0, "a training step", 2]
+    assert "process 0 of 2" in rank0["message"] and "optimizer step 2" in rank0["message"]
+    assert "collective_timeout_s=1.5" in rank0["message"]
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())  # the stalled one fails too, naming itself
+    assert rank1["error"] == CollectiveError.__name__ and "process 1 of 2" in rank1["message"]
