@@ -84,3 +84,21 @@ def family_dir(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
         return built[name]
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def _fresh_master_port(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each multi-process test rendezvouses on its own free port.
+
+    Lightning's launcher stores the port it picks in ``os.environ["MASTER_PORT"]`` and every later
+    launch in the same pytest worker reuses it, so a previous test's lingering process (or another
+    test suite on the machine) holding that port made a later launch fail now and then.
+    """
+    if request.node.get_closest_marker("distributed") is None:
+        return
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(sock.getsockname()[1]))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")

@@ -25,6 +25,7 @@ from lightning_fabric import Fabric
 
 from medvl.config.loading import config_from_dict
 from medvl.config.training import RunConfig
+from medvl.evaluation.validation import build_validation_hooks
 from medvl.training import Callback, Trainer
 from medvl.training.distributed import CollectiveError
 from medvl.training.fabric_setup import build_fabric
@@ -63,7 +64,7 @@ def test_validation_17_records_two_processes_equals_one_process(tmp_path: Path) 
     assert [r["epoch"] for r in ddp] == [0, 1]
 
     single = config_from_dict(config, RunConfig)
-    run_training(single, tmp_path / "single")
+    run_training(single, tmp_path / "single", hook_factory=build_validation_hooks)
     one = _epochs(tmp_path / "single")
     # epoch 0 (identical weights): the CLIP validation loss over batches 8 + 8 + 1 and every metric
     names = sorted(k for k in one[0] if k.startswith("val/"))
@@ -75,7 +76,7 @@ def test_validation_17_records_two_processes_equals_one_process(tmp_path: Path) 
 
     # train/* logs are global means: step 1 of 2 × 8 equals one process's step 1 on the same 16 records
     global_batch = config_from_dict({**config, "training": {**config["training"], "batch_size": 16}}, RunConfig)
-    run_training(global_batch, tmp_path / "single16")
+    run_training(global_batch, tmp_path / "single16", hook_factory=build_validation_hooks)
     first_ddp, first_one = _steps(tmp_path / "ddp")[0], _steps(tmp_path / "single16")[0]
     for name in ("train/loss", "train/clip", "train/bce"):
         assert first_ddp[name] == pytest.approx(first_one[name], rel=1e-5), name
