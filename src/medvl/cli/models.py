@@ -1,4 +1,5 @@
-"""``medvl models inspect SPEC``: what the model front door sees in a checkpoint (see docs/models.md)."""
+"""``medvl models inspect SPEC``: what the model front door sees in a checkpoint (see docs/models.md);
+``medvl models export RUN``: a trained run's model as a standalone directory (LoRA merged on request)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,36 @@ def inspect_command(
         typer.echo("\n".join(info.lines()))
 
 
+def export_command(
+    run_dir: str = typer.Argument(..., help="A training run directory (medvl train --out)."),
+    out: str = typer.Option(..., "--out", "-o", help="Model directory to write (must not exist or be empty)."),
+    which: str = typer.Option("best", "--which", help="Checkpoint: best or last."),
+    merge_lora: bool = typer.Option(False, "--merge-lora", help="Fold LoRA adapters into the weights (no peft needed)."),
+    adapters: bool = typer.Option(False, "--adapters", help="Also write each tower's LoRA adapter in peft's format."),
+) -> None:
+    """Write a run's trained model as a standalone model directory (medvl evaluate --model reads it)."""
+    from pathlib import Path
+
+    from medvl.models.export import export_model
+    from medvl.utils.rundir import prepare_run_dir
+
+    if which not in ("best", "last"):
+        raise typer.BadParameter("--which must be best or last")
+    target = Path(out)
+    if target.exists() and any(target.iterdir()):
+        typer.echo(f"error: {target} exists and is not empty", err=True)
+        raise typer.Exit(2)
+    written = export_model(run_dir, prepare_run_dir(target), which=which, merge_lora=merge_lora,  # type: ignore[arg-type]
+                           adapters=adapters)
+    typer.echo(f"model: {written}" + (" (LoRA merged)" if merge_lora else ""))
+    if adapters:
+        typer.echo(f"adapters: {written / 'adapters'}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``models`` group (``inspect``)."""
+    """Add the ``models`` group (``inspect``, ``export``)."""
     models_app = typer.Typer(help="Inspect model checkpoints: family, towers, preprocessing, tokenizer.",
                              no_args_is_help=True)
     models_app.command("inspect")(inspect_command)
+    models_app.command("export")(export_command)
     app.add_typer(models_app, name="models")

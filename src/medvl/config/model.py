@@ -35,6 +35,7 @@ __all__ = [
     "HFVisionConfig",
     "LogitBiasConfig",
     "LogitScaleConfig",
+    "LoraConfig",
     "MaskedViewConfig",
     "ModelConfig",
     "OpenClipTextConfig",
@@ -94,6 +95,24 @@ class FreezeConfig(StrictModel):
         return self
 
 
+class LoraConfig(StrictModel):
+    """LoRA adapters on a tower, through ``peft`` (``pip install 'medvl[peft]'``).
+
+    The tower's own weights are frozen; low-rank updates ``ΔW = (alpha / r)·B·A`` (``alpha/√r``
+    with ``rslora``) of the ``target_modules`` train (A random, B zero: training starts from the
+    pretrained tower exactly). ``target_modules``: last parts of module names (``[query, value]``);
+    default: the tower's attention query/value projections (see :mod:`medvl.models.adapters`).
+    ``bias``: ``none``, ``lora_only`` (biases of adapted layers train) or ``all`` (every bias of the tower).
+    """
+
+    r: int = Field(default=8, ge=1)
+    alpha: float = Field(default=16.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = Field(default=None, min_length=1)
+    bias: Literal["none", "lora_only", "all"] = "none"
+    rslora: bool = False
+
+
 class _TowerConfig(StrictModel):
     """Options every tower has: freezing and frozen-output caching.
 
@@ -104,9 +123,12 @@ class _TowerConfig(StrictModel):
     is an error. ``cache_max_entries`` bounds the cache (new keys beyond it are computed, not stored).
     ``grad_checkpointing`` recomputes block activations in the backward pass (less memory, ~30 %
     more compute); HF towers use ``gradient_checkpointing_enable`` (non-reentrant).
+    ``lora``: train LoRA adapters instead of the tower's weights (:class:`LoraConfig`); the tower's
+    own weights are then frozen, so ``freeze`` must stay ``mode: none``.
     """
 
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    lora: LoraConfig | None = None
     grad_checkpointing: bool = False
     cache: Literal["auto", "on", "off"] = "auto"
     cache_max_entries: int | None = Field(default=None, ge=1)
@@ -116,6 +138,11 @@ class _TowerConfig(StrictModel):
         if self.cache == "on" and self.freeze.mode != "full":
             raise ValueError(
                 "cache=on needs freeze.mode=full (only a fully frozen tower gives fixed outputs)"
+            )
+        if self.lora is not None and self.freeze.mode != "none":
+            raise ValueError(
+                f"lora freezes the tower's own weights and trains adapters; freeze.mode={self.freeze.mode!r} "
+                "cannot be combined with it (leave freeze.mode: none)"
             )
         return self
 

@@ -126,6 +126,11 @@ class DualEncoder(nn.Module):
                 )
             self.decoder = build_decoder(cfg.decoder, _vocab_capacity(text), vision.token_dim, decoder_assets)
 
+        for name, tower, tower_cfg in (("vision", vision, cfg.vision), ("text", text, cfg.text)):
+            if tower is not None and tower_cfg is not None and tower_cfg.lora is not None:
+                from medvl.models.adapters import apply_lora
+
+                apply_lora(tower, tower_cfg.lora, where=f"model.{name}.lora")
         self.freeze_states: dict[str, FreezeState] = {
             "vision": apply_freezing(vision, vision.resolve_freeze(cfg.vision.freeze), vision.layer_groups())
         }

@@ -194,3 +194,4 @@ def run_training(
     trainer = Trainer(cfg.training, target, seed=cfg.seed, fabric=fabric, validation_hooks=hooks,
                       provenance=provenance, gradient_probe=probe, callbacks=callbacks)
     return trainer.fit(model, objective, train_set, val_loss_set, collate_fn=collate, resume=resume)
+
