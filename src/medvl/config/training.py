@@ -24,6 +24,8 @@ from medvl.config.base import StrictModel
 
 __all__ = [
     "CheckpointConfig",
+    "CompileConfig",
+    "EMAConfig",
     "EarlyStoppingConfig",
     "LoggingConfig",
     "OptimizerConfig",
@@ -119,6 +121,35 @@ class LoggingConfig(StrictModel):
     progress_bar: bool = True
 
 
+class EMAConfig(StrictModel):
+    """An exponential moving average of the model's weights, used for validation, ``best`` and evaluation.
+
+    ``ema ← decay·ema + (1 − decay)·w`` after every ``every_n_steps``-th optimizer step; with
+    ``warmup``, the decay is ``min(decay, (1 + t)/(10 + t))`` after ``t`` updates. Checkpoints hold the
+    average as ``ema.safetensors`` (the training weights stay in ``model.safetensors`` for resume).
+    """
+
+    enabled: bool = False
+    decay: float = Field(default=0.999, gt=0.0, lt=1.0)
+    every_n_steps: int = Field(default=1, ge=1)
+    warmup: bool = False
+
+
+class CompileConfig(StrictModel):
+    """``torch.compile`` of the training forward (model + objective); validation runs uncompiled.
+
+    ``backend``: ``inductor`` (generated kernels; needs a C++ compiler on CPU, Triton on GPU),
+    ``aot_eager`` or ``eager`` (graph capture only, for debugging). ``mode``: inductor's
+    ``default``, ``reduce-overhead`` (CUDA graphs) or ``max-autotune``.
+    """
+
+    enabled: bool = False
+    backend: str = "inductor"
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    fullgraph: bool = False
+    dynamic: bool | None = None
+
+
 class TrainConfig(StrictModel):
     """The training engine (``training:`` section of a run config)."""
 
@@ -151,6 +182,8 @@ class TrainConfig(StrictModel):
     val_every_n_epochs: int = Field(default=1, ge=1)
     validate_at_start: bool = True
     """Validate at epoch 0 before any update (the baseline)."""
+    ema: EMAConfig = Field(default_factory=EMAConfig)
+    compile: CompileConfig = Field(default_factory=CompileConfig)
     init_weights: Path | None = None
     """Start from these weights: a ``model.safetensors`` file, a checkpoint directory or a run directory (its ``best``)."""
     init_allow_missing: bool = False

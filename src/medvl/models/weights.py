@@ -19,9 +19,12 @@ from torch import nn
 from medvl.utils.errors import UserInputError
 from medvl.utils.io import read_json
 
-__all__ = ["CHECKPOINT_DIR", "CheckpointError", "load_model_weights", "resolve_checkpoint"]
+__all__ = ["CHECKPOINT_DIR", "EMA_WEIGHTS_FILE", "CheckpointError", "evaluation_weights", "load_model_weights",
+           "resolve_checkpoint"]
 
 CHECKPOINT_DIR = "checkpoints"
+#: the moving average of the weights (``training.ema``), next to ``model.safetensors`` in a checkpoint
+EMA_WEIGHTS_FILE = "ema.safetensors"
 
 
 class CheckpointError(UserInputError, RuntimeError):
@@ -47,6 +50,14 @@ def load_model_weights(
     if allow_missing and unexpected:
         raise CheckpointError(f"{file}: weights do not fit {type(module).__name__}: unexpected {sorted(unexpected)}")
     return sorted(missing) if allow_missing else []
+
+
+def evaluation_weights(checkpoint: str | os.PathLike[str]) -> Path:
+    """The weights a checkpoint is evaluated with: its weight average when the run kept one
+    (``training.ema``), else ``model.safetensors`` (the training weights, which resume uses)."""
+    directory = Path(checkpoint)
+    ema = directory / EMA_WEIGHTS_FILE
+    return ema if ema.is_file() else directory / "model.safetensors"
 
 
 def resolve_checkpoint(path: str | os.PathLike[str], which: Literal["best", "last"] = "best") -> Path:

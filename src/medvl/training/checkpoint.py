@@ -125,8 +125,12 @@ class CheckpointManager:
         state: dict[str, Any],
         rng: tuple[dict[str, Any], dict[str, torch.Tensor]],
         best: dict[str, Any] | None = None,
+        extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     ) -> SavedCheckpoint:
         """Write a checkpoint; mark it ``best`` when ``best`` (metric, value, epoch) is given.
+
+        ``extra_tensors``: more safetensors files process 0 writes into the checkpoint, by file name
+        (e.g. ``ema.safetensors``, the weight average).
 
         ``state`` holds the JSON-able trainer state (counters, sampler, scheduler, callbacks);
         ``rng`` is this process's :func:`~medvl.training.rng.capture_rng_state`; every process
@@ -151,6 +155,8 @@ class CheckpointManager:
             st.save_model(model, str(tmp / "model.safetensors"), metadata={"medvl_version": __version__})
             if objective is not None and len(objective.state_dict()) > 0:
                 st.save_model(objective, str(tmp / "objective.safetensors"))
+            for file_name, tensors in (extra_tensors or {}).items():
+                st.save_file(tensors, str(tmp / file_name), metadata={"medvl_version": __version__})
             opt_json, opt_tensors = optimizer_state_tensors(optimizer)
             st.save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
             payload = {

@@ -16,6 +16,7 @@ per epoch and position, not replayed).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medvl import __version__
 from medvl.config.training import TrainConfig
+from medvl.models.weights import EMA_WEIGHTS_FILE, evaluation_weights
 from medvl.objectives.distributed import local_only
 from medvl.training.accumulation import (
     FeatureCacheContext,
@@ -48,13 +50,14 @@ from medvl.training.callbacks import (
 )
 from medvl.training.checkpoint import CheckpointManager, load_model_weights, resolve_checkpoint
 from medvl.training.distributed import collective_error
+from medvl.training.ema import WeightEMA
 from medvl.training.fabric_setup import build_fabric
 from medvl.training.logging import MetricsLogger, ProgressBar, read_jsonl
 from medvl.training.optim import ParamGroupSummary, build_optimizer, build_scheduler
 from medvl.training.rng import TorchRNGSnapshot, capture_rng_state, restore_rng_state
 from medvl.training.sampler import BatchShardSampler, ResumableSampler
 from medvl.training.task import TrainTask
-from medvl.utils.io import atomic_write_json, to_jsonable
+from medvl.utils.io import atomic_write_json, read_json, to_jsonable
 from medvl.utils.seeding import seed_everything, set_deterministic
 
 if TYPE_CHECKING:
@@ -240,6 +243,11 @@ class Trainer:
         self.optimizer = optimizer
         self.task_w, self.optimizer_w = fabric.setup(self.task, optimizer)
         self._module: nn.Module = getattr(self.task_w, "_forward_module", self.task_w)
+        if cfg.compile.enabled:  # the training forward; validation calls the plain task
+            c = cfg.compile
+            compiled: Any = torch.compile(self._module, backend=c.backend, fullgraph=c.fullgraph, dynamic=c.dynamic,
+                                          mode=c.mode if c.backend == "inductor" else None)
+            self._module = compiled
         self.device = fabric.device
         self.objective_params = [p for p in objective.parameters() if p.requires_grad]
 
@@ -262,9 +270,14 @@ class Trainer:
             # a fresh start (also --resume of a run killed before its first checkpoint): no old records
             self.logger.truncate(max_step=0, max_epoch=-1)
             if cfg.init_weights is not None:
-                init = Path(cfg.init_weights)
-                weights = init if init.is_file() else resolve_checkpoint(init, "best") / "model.safetensors"
+                init = Path(cfg.init_weights)  # a run or checkpoint: the weights it was evaluated with (its EMA)
+                weights = init if init.is_file() else evaluation_weights(resolve_checkpoint(init, "best"))
                 self.init_missing = load_model_weights(model, weights, allow_missing=cfg.init_allow_missing)
+        self.ema: WeightEMA | None = None
+        if cfg.ema.enabled:
+            self.ema = WeightEMA(model, cfg.ema.decay, warmup=cfg.ema.warmup)
+            if resumed:
+                self._restore_ema()
 
         try:
             for callback in self.callbacks:
@@ -373,6 +386,8 @@ class Trainer:
             grad_norm = self._optimizer_step(epoch, terms)
             pos.batch = end
             pos.global_step += 1
+            if self.ema is not None and pos.global_step % cfg.ema.every_n_steps == 0:
+                self.ema.update()
             for name, value in terms.items():
                 pos.sums[name] = pos.sums.get(name, 0.0) + value * group_samples
             pos.samples += group_samples
@@ -603,8 +618,9 @@ class Trainer:
         metrics: dict[str, float] = {}
         cpu_rng = torch.get_rng_state()  # validation must not shift the training RNG stream
         self.task_w.eval()
+        swapped = self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
         try:
-            with local_only():  # each process scores whole batches by itself; hooks reduce exact sums
+            with local_only(), swapped:  # EMA: validation sees the averaged weights  # each process scores whole batches by itself; hooks reduce exact sums
                 for hook in self.validation_hooks:
                     for name, value in hook(ctx).items():
                         metrics[name if name.startswith("val/") else f"val/{name}"] = float(value)
@@ -630,7 +646,18 @@ class Trainer:
             "best_tracker": self.best_tracker.state_dict(),
             "seed": self.seed,
             "grad_scaler": to_jsonable(self._scaler.state_dict()) if self._scaler is not None else None,
+            "ema_updates": self.ema.updates if self.ema is not None else None,
         }
+
+    def _restore_ema(self) -> None:
+        """The weight average of the checkpoint being resumed (exact), or a fresh one when it has none."""
+        import safetensors.torch as st
+
+        assert self.ema is not None and self.last_checkpoint is not None
+        file = Path(self.last_checkpoint) / EMA_WEIGHTS_FILE
+        state = read_json(Path(self.last_checkpoint) / "state.json")["trainer"]
+        if file.is_file():
+            self.ema.load_state_tensors(st.load_file(str(file)), int(state.get("ema_updates") or 0))
 
     @property
     def _scaler(self) -> Any:
@@ -649,6 +676,7 @@ class Trainer:
             state=self._trainer_state(),
             rng=capture_rng_state(),
             best=best,
+            extra_tensors={EMA_WEIGHTS_FILE: self.ema.state_tensors()} if self.ema is not None else None,
         )
         self.last_checkpoint = str(saved.path)
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 
 from medvl.models.loading.base import InputKind, ModelInfo, ModelLoadError, weights_hashes
-from medvl.models.weights import load_model_weights, resolve_checkpoint
+from medvl.models.weights import evaluation_weights, load_model_weights, resolve_checkpoint
 from medvl.utils.hashing import hash_file, hash_object
 
 __all__ = ["MODEL_DIR", "MedvlModel", "load_trained_model"]
@@ -34,7 +34,7 @@ def load_trained_model(run_dir: str | os.PathLike[str], which: Literal["best", "
 
     root = Path(run_dir)
     model = DualEncoder.from_pretrained(root / MODEL_DIR, device=device)
-    load_model_weights(model, resolve_checkpoint(root, which) / "model.safetensors")
+    load_model_weights(model, evaluation_weights(resolve_checkpoint(root, which)))  # the EMA when kept
     model.clear_feature_caches()
     return model
 
@@ -64,7 +64,8 @@ class MedvlModel:
         if (root / MODEL_DIR / "config.json").is_file():
             ckpt = resolve_checkpoint(root, which)  # type: ignore[arg-type]
             model = load_trained_model(root, which=which, device=device)  # type: ignore[arg-type]
-            weights = {"checkpoint": str(ckpt.name), "model.safetensors": hash_file(ckpt / "model.safetensors")}
+            used = evaluation_weights(ckpt)
+            weights = {"checkpoint": str(ckpt.name), used.name: hash_file(used)}
         elif (root / "config.json").is_file():
             model = DualEncoder.from_pretrained(root, device=device)
             weights = weights_hashes(root)
