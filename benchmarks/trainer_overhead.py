@@ -15,6 +15,15 @@ Each repeat runs both loops, alternating which goes first; the median ratio is r
 
     .venv/bin/python -m benchmarks.trainer_overhead                  # ~1-2 min here
     .venv/bin/python -m benchmarks.trainer_overhead --records 2048 --batch 64 --image-size 64 --repeats 5
+    .venv/bin/python -m benchmarks.trainer_overhead --processes 2    # the multi-process path (gloo)
+
+``--processes N`` runs both loops in N processes with DDP over gloo (one CPU thread each): the
+bare loop is ``DistributedDataParallel`` over the same task, each process on its shard of the
+same seeded sampler, the CLIP term gathering features across processes as the trainer's does;
+the trainer is ``Trainer.fit`` with a Lightning Fabric DDP strategy on the same process group.
+Rank 0 reports wall-clock seconds per step (collectives wait, so CPU time would hide them) and
+CPU seconds per step, per-step and whole-run ratios, and the largest loss difference (the
+trainer logs global means; the bare loop's rank-0 values are compared with rank 0's own loss).
 """
 
 from __future__ import annotations
@@ -111,14 +120,15 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 class StepClock(Callback):
-    """Timestamps of every optimizer step end, per epoch."""
+    """Timestamps of every optimizer step end, per epoch (``clock``: CPU time by default)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = CLOCK) -> None:
+        self.clock = clock
         self.times: dict[int, list[float]] = {}
         self.losses: list[float] = []
 
     def on_train_step_end(self, trainer: Any, record: Any) -> None:
-        self.times.setdefault(int(record["epoch"]), []).append(CLOCK())
+        self.times.setdefault(int(record["epoch"]), []).append(self.clock())
         self.losses.append(float(record["train/loss"]))
 
 
@@ -169,6 +179,121 @@ def run_trainer(model: DualEncoder, data: MemoryImageText, cfg: TrainConfig, see
     return clock, elapsed
 
 
+def run_bare_ddp(model: DualEncoder, data: MemoryImageText, cfg: TrainConfig, seed: int, rank: int,
+                 world: int) -> tuple[StepClock, float]:
+    """A bare DDP loop on the default process group (already initialised); wall-clock times."""
+    clock_fn = time.perf_counter
+    objective = build_objective(objective_config())
+    task = torch.nn.parallel.DistributedDataParallel(TrainTask(model, objective))
+    optimizer, _ = build_optimizer(task.module, cfg.optimizer)
+    sampler = ResumableSampler(len(data), seed=seed, num_replicas=world, rank=rank)
+    steps_per_epoch = -(-sampler.samples_per_replica // cfg.batch_size)
+    scheduler, _ = build_scheduler(optimizer, cfg.schedule, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs)
+    seed_everything(seed + rank)
+    clock = StepClock()
+    start = clock_fn()
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        sampler.set_epoch(epoch)
+        loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                            generator=torch.Generator().manual_seed(seed))
+        for batch in loader:
+            _, losses = task(batch)
+            losses["total"].backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.clamp_()
+            clock.times.setdefault(epoch, []).append(clock_fn())
+            clock.losses.append(float(losses["total"].detach()))
+    total = clock_fn() - start
+    # after the timing: the mean over processes of each step's loss (what the trainer logs)
+    summed = torch.tensor(clock.losses, dtype=torch.float64)
+    torch.distributed.all_reduce(summed)
+    clock.losses = (summed / world).tolist()
+    return clock, total
+
+
+def _ddp_worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str) -> None:
+    """One process of the multi-process comparison; rank 0 writes the timings to ``out``."""
+    import json
+    import os
+
+    from medvl.training.fabric_setup import build_fabric
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "NODE_RANK": "0"})
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    data = MemoryImageText(args.records, args.image_size, args.seed)
+    base = build_dual_encoder(args.image_size)
+    base.train_tokenizer(data.texts)
+    cfg = train_config(args).model_copy(update={"devices": world, "strategy": "ddp"})
+    fabric = build_fabric(cfg)  # processes started by us: Fabric only joins the process group
+    rows = []
+    for repeat in range(args.repeats):
+        order = ("bare", "trainer") if repeat % 2 == 0 else ("trainer", "bare")
+        result: dict[str, Any] = {}
+        for which in order:
+            cpu_start = CLOCK()
+            if which == "bare":
+                clock, total = run_bare_ddp(copy.deepcopy(base), data, cfg, args.seed, rank, world)
+            else:
+                clock = StepClock(time.perf_counter)
+                run_dir = Path(out).parent / f"run-{repeat}"  # shared by the processes, like a real run directory
+                if rank == 0:
+                    run_dir.mkdir()
+                fabric.barrier()
+                start = time.perf_counter()
+                Trainer(cfg, run_dir, seed=args.seed, fabric=fabric, validation_hooks=[], callbacks=[clock]).fit(
+                    copy.deepcopy(base), build_objective(objective_config()), data, collate_fn=collate)
+                total = time.perf_counter() - start
+            result[which] = {"step": per_step(clock.times), "total": total, "cpu": CLOCK() - cpu_start,
+                             "steps": sum(len(t) for t in clock.times.values()), "losses": clock.losses}
+            fabric.barrier()
+        rows.append(result)
+    if rank == 0:
+        with open(out, "w", encoding="utf-8") as handle:
+            json.dump(rows, handle)
+
+
+def main_multiprocess(args: argparse.Namespace) -> None:
+    """``--processes N``: the DDP comparison in N spawned processes."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "rows.json")
+        mp.spawn(_ddp_worker, args=(args.processes, port, args, out), nprocs=args.processes, join=True)
+        rows = json.loads(Path(out).read_text())
+    print("model: medvl DualEncoder (tiny ViT + tiny text transformer), objective: 0.5·CLIP + 0.5·BCE, "
+          f"DDP over gloo, {args.processes} processes")
+    print(f"records={args.records} batch={args.batch}/process image={args.image_size} epochs={args.epochs} "
+          f"threads={args.threads}/process repeats={args.repeats} log_every={args.log_every}")
+    step_ratios, total_ratios, cpu_ratios = [], [], []
+    for i, row in enumerate(rows):
+        bare, trainer = row["bare"], row["trainer"]
+        step_ratios.append(trainer["step"] / bare["step"])
+        total_ratios.append(trainer["total"] / bare["total"])
+        cpu_ratios.append((trainer["cpu"] / trainer["steps"]) / (bare["cpu"] / bare["steps"]))
+        first = "bare" if i % 2 == 0 else "trainer"
+        print(f"  repeat {i} ({first} first): wall s/step bare {bare['step']:.4f}  trainer {trainer['step']:.4f}  "
+              f"ratio {step_ratios[-1]:.3f}")
+    diff = max(abs(a - b) for row in rows for a, b in zip(row["bare"]["losses"], row["trainer"]["losses"],
+                                                          strict=True))
+    print(f"trainer / bare DDP loop per-step wall time (median): {statistics.median(step_ratios):.3f}  "
+          "(target <= 1.05)")
+    print(f"trainer / bare DDP loop CPU time per step, rank 0 (median): {statistics.median(cpu_ratios):.3f}")
+    print(f"trainer / bare DDP loop whole run incl. setup, checkpoints and logs (median): "
+          f"{statistics.median(total_ratios):.3f}")
+    print(f"max |loss difference| (trainer's logged global mean vs the bare loop's mean over processes): {diff:.2e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=512)
@@ -179,7 +304,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--processes", type=int, default=1, help="> 1: the multi-process (DDP, gloo) comparison")
     args = ap.parse_args()
+    if args.processes > 1:
+        main_multiprocess(args)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     data = MemoryImageText(args.records, args.image_size, args.seed)
