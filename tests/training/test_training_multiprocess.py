@@ -119,3 +119,41 @@ def test_a_stalled_collective_stops_with_an_error_naming_process_and_step(tmp_pa
     assert "collective_timeout_s=1.5" in rank0["message"]
     rank1 = json.loads((tmp_path / "rank1.json").read_text())  # the stalled one fails too, naming itself
     assert rank1["error"] == CollectiveError.__name__ and "process 1 of 2" in rank1["message"]
+
+
+def test_fsdp_on_two_processes_equals_ddp(tmp_path: Path) -> None:
+    """FSDP2 (parameters, gradients and optimizer state sharded) trains the same model as DDP."""
+    from safetensors.torch import load_file
+
+    from medvl.training import resolve_checkpoint
+
+    manifest = write_tiny_dataset(tmp_path / "data", n=60)  # 40 train, 10 val (5 + 5 over 2 processes), 10 test
+    config = run_config_dict(manifest, train_tokenizer_file(manifest), epochs=1, batch_size=8,
+                             logging={"every_n_steps": 1, "progress_bar": False})
+    config["model"]["vision"] = {"kind": "tiny_vit", "image_size": 16, "patch_size": 8, "in_channels": 1,
+                                 "width": 16, "depth": 1, "heads": 2}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    for strategy in ("ddp", "fsdp"):
+        command = [sys.executable, "-m", "medvl.cli.main", "train", str(tmp_path / "run.yaml"), "--out",
+                   str(tmp_path / strategy), "--set", "training.devices=2", "--set", f"training.strategy={strategy}",
+                   "--set", "training.fsdp.min_params=64", "--set", "training.collective_timeout_s=120"]
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, strategy + done.stdout[-3000:] + done.stderr[-3000:]
+    ddp = load_file(str(resolve_checkpoint(tmp_path / "ddp", "last") / "model.safetensors"))
+    fsdp = load_file(str(resolve_checkpoint(tmp_path / "fsdp", "last") / "model.safetensors"))
+    assert ddp.keys() == fsdp.keys()  # full weights, gathered: loadable without FSDP
+    for name, value in ddp.items():
+        other = fsdp[name]
+        if name.endswith("attn.in_proj_bias"):
+            # the key bias has an exactly zero gradient (softmax ignores a constant added to every key), so
+            # AdamW turns reduction-order noise (~1e-9) into ±lr steps there: compare the query and value parts
+            width = value.shape[0] // 3
+            value, other = torch.cat([value[:width], value[2 * width:]]), torch.cat([other[:width], other[2 * width:]])
+        torch.testing.assert_close(other, value, rtol=1e-5, atol=1e-6, msg=name)
+    assert [r["train/loss"] for r in _steps(tmp_path / "fsdp")] == pytest.approx(
+        [r["train/loss"] for r in _steps(tmp_path / "ddp")], rel=1e-6)
+    assert list((resolve_checkpoint(tmp_path / "fsdp", "last")).glob("optimizer.rank*.safetensors"))
+    for a, b in zip(_epochs(tmp_path / "ddp"), _epochs(tmp_path / "fsdp"), strict=True):
+        assert a["val/loss"] == pytest.approx(b["val/loss"], rel=1e-5)
+        assert a["val/retrieval/i2t/recall@1"] == b["val/retrieval/i2t/recall@1"]

@@ -27,6 +27,7 @@ __all__ = [
     "CompileConfig",
     "EMAConfig",
     "EarlyStoppingConfig",
+    "FSDPConfig",
     "LoggingConfig",
     "OptimizerConfig",
     "RunConfig",
@@ -121,6 +122,12 @@ class LoggingConfig(StrictModel):
     progress_bar: bool = True
 
 
+class FSDPConfig(StrictModel):
+    """``strategy: fsdp`` (FSDP2): every submodule owning ``min_params`` parameters is sharded separately."""
+
+    min_params: int = Field(default=1_000_000, ge=1)
+
+
 class EMAConfig(StrictModel):
     """An exponential moving average of the model's weights, used for validation, ``best`` and evaluation.
 
@@ -168,7 +175,8 @@ class TrainConfig(StrictModel):
     precision: Precision = "32"
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
     devices: int | str = 1
-    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_find_unused_parameters_true"] = "auto"
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_find_unused_parameters_true", "fsdp"] = "auto"
+    fsdp: FSDPConfig = Field(default_factory=lambda: FSDPConfig())
     num_nodes: int = Field(default=1, ge=1)
     collective_timeout_s: float = Field(default=1800.0, gt=0)
     """Longest wait of one collective (gradient all-reduce, loss all-gather, barriers) before the

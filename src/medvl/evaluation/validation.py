@@ -46,6 +46,8 @@ def validation_metrics(
         bs = batch_size or cfg.validation.batch_size or cfg.batch_size
         encoder: Any = MedvlModel(source)
         world = getattr(fabric, "world_size", 1)
+        if world > 1 and _shards_parameters(fabric):
+            world = 1  # FSDP: every forward gathers parameters, so every process encodes every batch
         if world > 1:
             from medvl.evaluation.sharded import BatchShardedEncoder, reduce_embedding_set
 
@@ -56,6 +58,12 @@ def validation_metrics(
     sub = cfg.model_copy(update={"tasks": list(cfg.validation.tasks)})
     results = evaluate_embeddings(emb, sub)
     return {f"{task}/{name}": float(v) for task, res in results.items() for name, v in res["metrics"].items()}
+
+
+def _shards_parameters(fabric: Any) -> bool:
+    from medvl.training.sharding import is_sharded
+
+    return is_sharded(fabric)
 
 
 class EvaluationValidationHook:

@@ -127,6 +127,8 @@ class ValidationContext:
     to_device: Callable[[Any], Any] = lambda batch: batch
     """Move a batch to this process's device."""
     extras: dict[str, Any] = field(default_factory=dict)
+    padding: Sequence[bool] = ()
+    """``padding[i]``: batch ``i`` of ``loader`` only keeps processes in step (FSDP) and must be discarded."""
 
 
 class ValidationHook(Protocol):
@@ -152,10 +154,12 @@ class ObjectiveValidation:
         sums: dict[str, torch.Tensor] = {}
         count = torch.zeros((), dtype=torch.float64, device=ctx.fabric.device)
         with torch.no_grad():
-            for batch in ctx.loader:
+            for index, batch in enumerate(ctx.loader):
                 batch = ctx.to_device(batch)
                 _, losses = ctx.forward(batch)
                 assert losses is not None
+                if index < len(ctx.padding) and ctx.padding[index]:
+                    continue
                 n = batch_size_of(batch)
                 count += n
                 for name, value in losses.items():

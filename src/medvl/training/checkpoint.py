@@ -58,7 +58,8 @@ def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str,
     for index, entry in state["state"].items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+                local = value.to_local() if hasattr(value, "to_local") else value  # FSDP: this process's shard
+                tensors[f"{index}.{key}"] = local.detach().contiguous().cpu()
             else:
                 scalars.setdefault(str(index), {})[key] = value
     return {"param_groups": to_jsonable(state["param_groups"]), "scalars": to_jsonable(scalars)}, tensors
@@ -75,8 +76,15 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, json_part: dict[str, 
         if index >= len(params):
             raise CheckpointError(f"optimizer state names parameter {index}, the optimizer has {len(params)}")
         # AdamW keeps "step" on the CPU unless capturable/fused; everything else sits with the parameter.
-        device = params[index].device if tensor.ndim > 0 else tensor.device
-        state.setdefault(index, {})[key] = tensor.to(device)
+        param = params[index]
+        device = param.device if tensor.ndim > 0 else tensor.device
+        value = tensor.to(device)
+        if tensor.ndim > 0 and hasattr(param, "device_mesh"):  # FSDP: a shard of a DTensor parameter
+            from torch.distributed.tensor import DTensor
+
+            value = DTensor.from_local(value, param.device_mesh, param.placements, run_check=False,
+                                       shape=param.shape, stride=param.stride())
+        state.setdefault(index, {})[key] = value
     for index_text, entries in json_part.get("scalars", {}).items():
         state.setdefault(int(index_text), {}).update(entries)
     groups = json_part["param_groups"]
@@ -105,8 +113,10 @@ class CheckpointManager:
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], *, rank: int = 0, world_size: int = 1,
-                 barrier: Callable[[], None] | None = None) -> None:
+                 barrier: Callable[[], None] | None = None, sharded: bool = False) -> None:
         self.root = Path(run_dir) / CHECKPOINT_DIR
+        self.sharded = sharded
+        """FSDP: every process writes and reads its own optimizer shard (``optimizer.rank<r>.safetensors``)."""
         self.rank = rank
         self.world_size = world_size
         self._barrier = barrier or (lambda: None)
@@ -126,11 +136,14 @@ class CheckpointManager:
         rng: tuple[dict[str, Any], dict[str, torch.Tensor]],
         best: dict[str, Any] | None = None,
         extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+        model_state: dict[str, torch.Tensor] | None = None,
+        objective_state: dict[str, torch.Tensor] | None = None,
     ) -> SavedCheckpoint:
         """Write a checkpoint; mark it ``best`` when ``best`` (metric, value, epoch) is given.
 
         ``extra_tensors``: more safetensors files process 0 writes into the checkpoint, by file name
-        (e.g. ``ema.safetensors``, the weight average).
+        (e.g. ``ema.safetensors``, the weight average). ``model_state``/``objective_state``: full
+        state dicts to write instead of the modules' own (FSDP gathers them on every process).
 
         ``state`` holds the JSON-able trainer state (counters, sampler, scheduler, callbacks);
         ``rng`` is this process's :func:`~medvl.training.rng.capture_rng_state`; every process
@@ -150,15 +163,27 @@ class CheckpointManager:
         self._barrier()
         st.save_file(rng[1], str(tmp / f"rng.rank{self.rank}.safetensors"),
                      metadata={"rng_json": json.dumps(rng[0])})
+        if self.sharded:
+            shard_json, shard_tensors = optimizer_state_tensors(optimizer)
+            st.save_file(shard_tensors, str(tmp / f"optimizer.rank{self.rank}.safetensors"),
+                         metadata={"optimizer_json": json.dumps(shard_json)})
         self._barrier()
         if self.rank == 0:
-            st.save_model(model, str(tmp / "model.safetensors"), metadata={"medvl_version": __version__})
-            if objective is not None and len(objective.state_dict()) > 0:
+            if model_state is not None:
+                st.save_file(model_state, str(tmp / "model.safetensors"), metadata={"medvl_version": __version__})
+            else:
+                st.save_model(model, str(tmp / "model.safetensors"), metadata={"medvl_version": __version__})
+            if objective_state is not None:
+                if objective_state:
+                    st.save_file(objective_state, str(tmp / "objective.safetensors"))
+            elif objective is not None and len(objective.state_dict()) > 0:
                 st.save_model(objective, str(tmp / "objective.safetensors"))
             for file_name, tensors in (extra_tensors or {}).items():
                 st.save_file(tensors, str(tmp / file_name), metadata={"medvl_version": __version__})
-            opt_json, opt_tensors = optimizer_state_tensors(optimizer)
-            st.save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+            opt_json: dict[str, Any] = {"sharded": True}
+            if not self.sharded:
+                opt_json, opt_tensors = optimizer_state_tensors(optimizer)
+                st.save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
             payload = {
                 "medvl_version": __version__,
                 "epoch": epoch,
@@ -211,8 +236,11 @@ class CheckpointManager:
         model: nn.Module,
         objective: nn.Module | None,
         optimizer: torch.optim.Optimizer | None,
+        load_weights: Callable[[nn.Module, Path], None] | None = None,
     ) -> tuple[dict[str, Any], tuple[dict[str, Any], dict[str, torch.Tensor]] | None]:
         """Load weights (and optimizer state) into the given objects.
+
+        ``load_weights(module, file)`` replaces :func:`load_model_weights` (FSDP loads into shards).
 
         Returns ``(state_json, rng_of_this_rank)`` (``None`` when this rank has no RNG file, e.g.
         a different number of processes); the caller restores counters, scheduler, sampler and RNG.
@@ -222,14 +250,25 @@ class CheckpointManager:
         if not state_file.is_file():
             raise CheckpointError(f"{directory} has no state.json (not a training checkpoint)")
         payload: dict[str, Any] = read_json(state_file)
-        load_model_weights(model, directory / "model.safetensors")
+        load = load_weights or load_model_weights
+        load(model, directory / "model.safetensors")
         if payload.get("has_objective_state"):
             if objective is None:
                 raise CheckpointError(f"{directory} holds objective state but no objective was given")
-            load_model_weights(objective, directory / "objective.safetensors")
+            load(objective, directory / "objective.safetensors")
         if optimizer is not None:
-            tensors = st.load_file(str(directory / "optimizer.safetensors"))
-            load_optimizer_state(optimizer, payload["optimizer"], tensors)
+            if payload["optimizer"].get("sharded"):
+                shard = directory / f"optimizer.rank{self.rank}.safetensors"
+                if not shard.is_file():
+                    raise CheckpointError(f"{shard} not found: an FSDP checkpoint resumes with the same number of "
+                                          "processes")
+                with st.safe_open(str(shard), framework="pt") as handle:
+                    meta = handle.metadata() or {}
+                    tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+                load_optimizer_state(optimizer, json.loads(meta["optimizer_json"]), tensors)
+            else:
+                tensors = st.load_file(str(directory / "optimizer.safetensors"))
+                load_optimizer_state(optimizer, payload["optimizer"], tensors)
         rng_file = directory / f"rng.rank{self.rank}.safetensors"
         rng: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None
         if rng_file.is_file():

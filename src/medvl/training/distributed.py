@@ -62,6 +62,10 @@ def build_strategy(cfg: TrainConfig) -> Any:
         if not is_multi_process(cfg):
             return "auto"
         name = "ddp"
+    if name == "fsdp":
+        from medvl.training.sharding import build_fsdp_strategy
+
+        return build_fsdp_strategy(cfg, timeout)
     start_method: Any = {"ddp_spawn": "spawn", "ddp_fork": "fork"}.get(name, "popen")
     return DDPStrategy(start_method=start_method, timeout=timeout,
                        find_unused_parameters=name == "ddp_find_unused_parameters_true")

@@ -115,16 +115,25 @@ class BatchShardSampler(Sampler[list[int]]):
     would batch the dataset; process ``rank`` takes batches ``rank, rank + R, …``. Every batch is
     therefore the one a single process sees, whatever the number of processes (a batch-dependent
     loss such as CLIP's equals the single-process value), and processes may get different numbers
-    of batches, or none.
+    of batches, or none. With ``pad`` (FSDP, whose forward passes are collectives) every process
+    gets equally many: missing ones are repeats of batch 0 whose results the caller discards
+    (``padding[i]`` is True for them).
     """
 
-    def __init__(self, num_samples: int, batch_size: int, *, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(self, num_samples: int, batch_size: int, *, num_replicas: int = 1, rank: int = 0,
+                 pad: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
         starts = range(0, num_samples, batch_size)
-        self.batches = [list(range(s, min(s + batch_size, num_samples))) for s in starts][rank::num_replicas]
+        every = [list(range(s, min(s + batch_size, num_samples))) for s in starts]
+        self.batches = every[rank::num_replicas]
+        self.padding = [False] * len(self.batches)
+        if pad and every:  # equally many batches everywhere: repeats of the first batch, to be discarded
+            while len(self.batches) < -(-len(every) // num_replicas):
+                self.batches.append(every[0])
+                self.padding.append(True)
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches)

@@ -48,7 +48,12 @@ from medvl.training.callbacks import (
     ValidationContext,
     ValidationHook,
 )
-from medvl.training.checkpoint import CheckpointManager, load_model_weights, resolve_checkpoint
+from medvl.training.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    load_model_weights,
+    resolve_checkpoint,
+)
 from medvl.training.distributed import collective_error
 from medvl.training.ema import WeightEMA
 from medvl.training.fabric_setup import build_fabric
@@ -56,6 +61,7 @@ from medvl.training.logging import MetricsLogger, ProgressBar, read_jsonl
 from medvl.training.optim import ParamGroupSummary, build_optimizer, build_scheduler
 from medvl.training.rng import TorchRNGSnapshot, capture_rng_state, restore_rng_state
 from medvl.training.sampler import BatchShardSampler, ResumableSampler
+from medvl.training.sharding import is_sharded
 from medvl.training.task import TrainTask
 from medvl.utils.io import atomic_write_json, read_json, to_jsonable
 from medvl.utils.seeding import seed_everything, set_deterministic
@@ -227,6 +233,11 @@ class Trainer:
             self.val_set, self.val_collate = _split_data(val_data, collate_fn)
         self.model, self.objective = model, objective
         self.task = TrainTask(model, objective)
+        self.sharded = is_sharded(fabric)
+        if self.sharded:  # FSDP: parameters become shards first, the optimizer is built on them
+            if cfg.ema.enabled or self.gradient_probe is not None:
+                raise ValueError("training.strategy=fsdp does not support training.ema or the gradient probe yet")
+            self.task_w = fabric.setup_module(self.task)
         optimizer, self.param_groups = build_optimizer(self.task, cfg.optimizer)
         self.sampler = ResumableSampler(len(train_set), shuffle=True, seed=self.seed,  # type: ignore[arg-type]
                                         num_replicas=self.world_size, rank=self.rank)
@@ -241,7 +252,11 @@ class Trainer:
         self.scheduler, self.schedule = build_scheduler(optimizer, cfg.schedule,
                                                         steps_per_epoch=self.steps_per_epoch, epochs=cfg.epochs)
         self.optimizer = optimizer
-        self.task_w, self.optimizer_w = fabric.setup(self.task, optimizer)
+        if self.sharded:
+            wrapped: Any = fabric.setup_optimizers(optimizer)
+            self.optimizer_w = wrapped
+        else:
+            self.task_w, self.optimizer_w = fabric.setup(self.task, optimizer)
         self._module: nn.Module = getattr(self.task_w, "_forward_module", self.task_w)
         if cfg.compile.enabled:  # the training forward; validation calls the plain task
             c = cfg.compile
@@ -252,7 +267,7 @@ class Trainer:
         self.objective_params = [p for p in objective.parameters() if p.requires_grad]
 
         self.checkpoints = CheckpointManager(self.run_dir, rank=self.rank, world_size=self.world_size,
-                                             barrier=fabric.barrier)
+                                             barrier=fabric.barrier, sharded=self.sharded)
         self.logger = MetricsLogger(self.run_dir, enabled=fabric.is_global_zero,
                                     tensorboard=cfg.logging.tensorboard)
         self.progress = ProgressBar(cfg.logging.progress_bar and fabric.is_global_zero)
@@ -272,7 +287,7 @@ class Trainer:
             if cfg.init_weights is not None:
                 init = Path(cfg.init_weights)  # a run or checkpoint: the weights it was evaluated with (its EMA)
                 weights = init if init.is_file() else evaluation_weights(resolve_checkpoint(init, "best"))
-                self.init_missing = load_model_weights(model, weights, allow_missing=cfg.init_allow_missing)
+                self.init_missing = self._load_weights(model, weights, allow_missing=cfg.init_allow_missing)
         self.ema: WeightEMA | None = None
         if cfg.ema.enabled:
             self.ema = WeightEMA(model, cfg.ema.decay, warmup=cfg.ema.warmup)
@@ -573,6 +588,10 @@ class Trainer:
     def _optimizer_step(self, epoch: int, terms: Mapping[str, float]) -> float | None:
         assert self.fabric is not None
         grad_norm: float | None = None
+        if self.sharded:  # the parameters FSDP keeps whole (0-d) get DDP's averaged gradient
+            from medvl.training.sharding import average_replicated_gradients, replicated_parameters
+
+            average_replicated_gradients(replicated_parameters(self.task), self.fabric.all_reduce)
         if self.cfg.grad_clip_norm is not None:
             norm = self.fabric.clip_gradients(self.task_w, self.optimizer_w, max_norm=self.cfg.grad_clip_norm,
                                               error_if_nonfinite=False)
@@ -603,18 +622,22 @@ class Trainer:
         assert self.fabric is not None
         self.phase = "validation"
         loader = None
+        padding: list[bool] = []
         if self.val_set is not None:
+            # FSDP gathers parameters in every forward: processes then run equally many batches
+            batches = BatchShardSampler(len(self.val_set), self.cfg.batch_size,  # type: ignore[arg-type,unused-ignore]
+                                        num_replicas=self.world_size, rank=self.rank, pad=self.sharded)
+            padding = batches.padding
             loader = DataLoader(
                 self.val_set,
-                batch_sampler=BatchShardSampler(len(self.val_set), self.cfg.batch_size,  # type: ignore[arg-type,unused-ignore]
-                                                num_replicas=self.world_size, rank=self.rank),
+                batch_sampler=batches,
                 collate_fn=self.val_collate,
                 num_workers=self.cfg.num_workers,
                 pin_memory=self.cfg.pin_memory,
             )
         ctx = ValidationContext(model=self.model, forward=self._eval_forward, fabric=self.fabric, epoch=epoch,
                                 global_step=self.position.global_step, loader=loader, run_dir=self.run_dir,
-                                to_device=self.to_device)
+                                to_device=self.to_device, padding=padding)
         metrics: dict[str, float] = {}
         cpu_rng = torch.get_rng_state()  # validation must not shift the training RNG stream
         self.task_w.eval()
@@ -667,6 +690,11 @@ class Trainer:
 
     def _save_checkpoint(self, epoch: int, best: dict[str, Any] | None) -> None:
         self.phase = "a checkpoint"
+        states: dict[str, Any] = {}
+        if self.sharded:  # gathered on every process, written by process 0
+            from medvl.training.sharding import full_state_dict
+
+            states = {"model_state": full_state_dict(self.model), "objective_state": full_state_dict(self.objective)}
         saved = self.checkpoints.save(
             epoch=epoch,
             global_step=self.position.global_step,
@@ -677,12 +705,29 @@ class Trainer:
             rng=capture_rng_state(),
             best=best,
             extra_tensors={EMA_WEIGHTS_FILE: self.ema.state_tensors()} if self.ema is not None else None,
+            **states,
         )
         self.last_checkpoint = str(saved.path)
 
+    def _load_weights(self, module: nn.Module, file: Path, allow_missing: bool = False) -> list[str]:
+        """Load a weights file into ``module`` (into its shards under FSDP); returns the parameters it lacked."""
+        if not self.sharded:
+            return load_model_weights(module, file, allow_missing=allow_missing)
+        import safetensors.torch as st
+
+        from medvl.training.sharding import load_full_state_dict
+
+        if allow_missing:
+            raise CheckpointError("training.init_allow_missing is not supported with training.strategy=fsdp yet")
+        try:
+            load_full_state_dict(module, st.load_file(str(file)))
+        except ValueError as exc:
+            raise CheckpointError(f"{file}: {exc}") from exc
+        return []
+
     def _restore(self) -> None:
         payload, rng = self.checkpoints.load("last", model=self.model, objective=self.objective,
-                                             optimizer=self.optimizer)
+                                             optimizer=self.optimizer, load_weights=self._load_weights)
         state = payload["trainer"]
         if state["n_batches"] != self.n_batches:
             raise ValueError(
