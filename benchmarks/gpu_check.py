@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import statistics
 import tempfile
 import time
@@ -128,7 +129,7 @@ def trainer_loop(model: DualEncoder, data: MemoryImageText, size: dict[str, Any]
 
 
 def _throughput(stamps: list[float], batch: int) -> float:
-    gaps = [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]  # the first step warms up
+    gaps = [b - a for a, b in itertools.pairwise(stamps[1:])]  # the first step warms up
     return batch / statistics.median(gaps)
 
 
