@@ -34,7 +34,7 @@ def write_experiment(root: Path, *, folds: list[int], epochs: int = 1, jobs: int
         },
         "objective": {"balance": 0.5, "terms": [{"name": "clip", "kind": "clip"},
                                                 {"name": "bce", "kind": "bce", "options": {"task": "findings"}}]},
-        "training": {"epochs": epochs, "batch_size": 16, "drop_last": True, "optimizer": {"lr": 1e-3},
+        "training": {"epochs": epochs, "batch_size": 8, "drop_last": True, "optimizer": {"lr": 1e-3},
                      "logging": {"progress_bar": False}},
     }
     (root / "run.yaml").write_text(yaml.safe_dump(run))
