@@ -236,7 +236,7 @@ class CheckpointManager:
         model: nn.Module,
         objective: nn.Module | None,
         optimizer: torch.optim.Optimizer | None,
-        load_weights: Callable[[nn.Module, Path], None] | None = None,
+        load_weights: Callable[[nn.Module, Path], object] | None = None,
     ) -> tuple[dict[str, Any], tuple[dict[str, Any], dict[str, torch.Tensor]] | None]:
         """Load weights (and optimizer state) into the given objects.
 
