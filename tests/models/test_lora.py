@@ -19,6 +19,7 @@ transformers = pytest.importorskip("transformers")
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
 from _training_data import run_config_dict, train_tokenizer_file, write_tiny_dataset  # noqa: E402
+from _training_tiny import KillAfter  # noqa: E402
 
 from medvl.cli.main import build_app  # noqa: E402
 from medvl.config.loading import ConfigError, config_from_dict  # noqa: E402
@@ -29,7 +30,7 @@ from medvl.data.manifest import read_manifest  # noqa: E402
 from medvl.models import DualEncoder, build_model  # noqa: E402
 from medvl.models.adapters import default_lora_targets  # noqa: E402
 from medvl.models.loading.medvl import load_trained_model  # noqa: E402
-from medvl.training import Callback, resolve_checkpoint  # noqa: E402
+from medvl.training import resolve_checkpoint  # noqa: E402
 from medvl.training.run import run_training  # noqa: E402
 
 HIDDEN, LAYERS, RANK = 16, 2, 4
@@ -82,15 +83,6 @@ def test_lora_trains_only_the_adapters(tmp_path: Path, vit_dir: Path, data: tupl
     # the optimizer held the adapters and the heads / text tower, never the base ViT weights
     result = __import__("json").loads((tmp_path / "run" / "training_result.json").read_text())
     assert result["frozen_params"] >= len(base)
-
-
-class KillAfter(Callback):
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_train_step_end(self, trainer: Any, record: Any) -> None:
-        if record["step"] == self.k:
-            raise KeyboardInterrupt
 
 
 def test_lora_run_resumes_exactly_and_exports_merged_weights(tmp_path: Path, vit_dir: Path,

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from medvl.config.training import TrainConfig
+from medvl.training.callbacks import Callback
 
 LN_100 = math.log(100.0)
 
@@ -114,3 +115,14 @@ def tiny_config(**overrides: Any) -> TrainConfig:
 
 def weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class KillAfter(Callback):
+    """A callback that simulates a crash (KeyboardInterrupt) right after optimizer step ``k``."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def on_train_step_end(self, trainer: Any, record: Any) -> None:
+        if record["step"] == self.k:
+            raise KeyboardInterrupt(f"killed after step {self.k}")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import safetensors.torch as st
 import torch
-from _training_tiny import TinyDataset, TinyDual, TinyObjective, collate, tiny_config, weights
+from _training_tiny import KillAfter, TinyDataset, TinyDual, TinyObjective, collate, tiny_config, weights
 
 from medvl.models.weights import evaluation_weights
 from medvl.training import Callback, Trainer
@@ -38,15 +38,6 @@ class SeenWeights:
     def __call__(self, ctx: ValidationContext) -> dict[str, float]:
         self.seen.append(weights(ctx.model))
         return {}
-
-
-class KillAfter(Callback):
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_train_step_end(self, trainer: Any, record: Any) -> None:
-        if record["step"] == self.k:
-            raise KeyboardInterrupt
 
 
 def _fit(run: Path, *, callbacks: tuple[Any, ...] = (), hooks: Any = None, resume: bool = False, **cfg: Any) -> Any:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from medvl.config.loading import ConfigError
 from medvl.experiments.aggregate import CELL_RESULTS_FILE
 from medvl.experiments.executors import Executor, Resources, build_executor
 from medvl.experiments.grid import Cell, expand_cells, parent_cell
-from medvl.experiments.jobs import Job, job_status, run_jobs
+from medvl.experiments.jobs import Job, JobsSummary, job_status, run_jobs
 from medvl.experiments.report import EXPERIMENT_FILE
 from medvl.utils.io import atomic_write_json, atomic_write_text, read_json
 
@@ -44,20 +43,8 @@ PLACEMENT_KEYS = ("jobs", "executor", "resources")
 STATUS_FILE = "sweep_status.json"
 
 
-@dataclass
-class SweepSummary:
-    """What a sweep did."""
-
-    ran: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    reattached: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when no cell failed."""
-        return not self.failed
+#: What a sweep did (ran, skipped, failed with errors, re-attached, seconds).
+SweepSummary = JobsSummary
 
 
 def cell_is_finished(sweep_dir: Path, cell: Cell) -> bool:
@@ -93,15 +80,6 @@ def _save_experiment(config: ExperimentConfig, sweep_dir: Path) -> None:
                       yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def _recorded_config(cell_dir: Path) -> tuple[dict[str, Any] | None, bool]:
     """The run config a cell was trained with and whether the cell finished."""
     from medvl.experiments.cell import RUN_SUBDIR
@@ -129,7 +107,7 @@ def check_cell_configs(config: ExperimentConfig, sweep_dir: Path, experiment_dir
     accepts (``training.epochs``, logging, …) since it continues with the new values.
     """
     from medvl.experiments.cell import resolve_cell_config
-    from medvl.training.run import RESUME_MUTABLE_KEYS
+    from medvl.training.run import RESUME_MUTABLE_KEYS, _flatten
 
     problems: list[str] = []
     for cell in cells if cells is not None else expand_cells(config):
@@ -214,8 +192,7 @@ def run_sweep(
     finally:
         if own:
             active.close()
-    summary = SweepSummary(ran=result.ran, skipped=result.skipped, failed=result.failed,
-                           reattached=result.reattached, seconds=result.seconds)
+    summary = result
     atomic_write_json(
         root / STATUS_FILE,
         {"medvl_version": __version__, "executor": active.kind, "ran": summary.ran, "skipped": summary.skipped,
