@@ -50,7 +50,7 @@ def write_experiment(root: Path, *, folds: list[int], epochs: int = 1, jobs: int
     return path
 
 
-def medvl(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def medvl(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.run([MEDVL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -63,7 +63,7 @@ def test_sigkilled_sweep_stops_its_workers_and_rerun_runs_only_unfinished_cells(
         def busy() -> bool:  # (how many cells overlap depends on how fast workers start on a loaded machine)
             running = [s for k, s in _states(sweep).items() if s.get("state") == "running" and k not in _finished(sweep)]
             return len(_finished(sweep)) >= 1 and len(running) >= 1
-        wait_until(busy, 180, "a finished cell and running workers", proc, log)
+        wait_until(busy, 900, "a finished cell and running workers", proc, log)
         running = [s for k, s in _states(sweep).items() if s.get("state") == "running" and k not in _finished(sweep)]
         _kill_and_check(proc, sweep, running)
     finally:
