@@ -6,13 +6,17 @@ inside their bodies so that ``medvl --help`` stays fast.
 
 Errors: any :class:`~medvl.utils.errors.UserInputError` (a configuration or data error the user
 can fix) raised by any command is caught once, here: ``error: <message>`` on stderr and exit
-code 2, no traceback. Commands therefore raise domain errors instead of catching them.
+code 2, no traceback. Commands therefore raise domain errors instead of catching them. A full
+disk (``ENOSPC``/``EDQUOT``) is reported the same way with exit code 1. Warnings raised during a
+command are printed as ``warning: <message>`` lines.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
+import warnings
 from typing import Any
 
 import typer
@@ -39,15 +43,29 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings during a command (a repaired log, a stale lock taken over) as one ``warning:`` line."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 class MedvlGroup(TyperGroup):
     """The root command group: turns a :class:`UserInputError` from any command into exit code 2."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except UserInputError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            typer.echo(f"error: no space left on the device ({exc}); nothing written so far is lost: free "
+                       "space and run the command again (medvl train: with --resume)", err=True)
+            raise typer.Exit(1) from None
 
 
 def build_app() -> typer.Typer:
