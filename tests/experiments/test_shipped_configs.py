@@ -23,7 +23,10 @@ def test_shipped_config_validates(path: Path, tmp_path: Path) -> None:
         for cell in expand_cells(config)[:1]:  # the first stage resolves into a valid run config
             assert isinstance(resolve_cell_config(config, cell, tmp_path, path.parent), RunConfig)
     else:
-        load_config(path, RunConfig)
+        run = load_config(path, RunConfig)
+        # a relative data.manifest is relative to the config file: the shipped ones point into the
+        # repository's data/ folder, where the README's commands put the data
+        assert run.data.manifest.resolve().is_relative_to(CONFIGS.parent / "data"), run.data.manifest
 
 
 def test_quickstart_configs_resolve_for_every_cell(tmp_path: Path) -> None:

@@ -6,12 +6,11 @@ the seed is the run's top-level ``seed``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medvl.config.base import StrictModel
+from medvl.config.base import ConfigPath, StrictModel
 
 __all__ = [
     "CaptionConfig",
@@ -123,9 +122,11 @@ class DataConfig(StrictModel):
     usually need their own statistics (e.g. ImageNet's).
     """
 
-    manifest: Path
+    #: the manifest file; a relative path in a config file is relative to that file's directory
+    manifest: ConfigPath
     #: directory image paths are relative to; null = the manifest's stored root / its directory
-    root: Path | None = None
+    #: (relative paths: as for ``manifest``)
+    root: ConfigPath | None = None
     on_bad_sample: Literal["error", "skip"] = "error"
     #: every record must have at least one non-empty text (false for label-only datasets)
     require_texts: bool = True
@@ -142,6 +143,9 @@ class DataConfig(StrictModel):
     #: feature-bag shape: flat (n, d); regions (M, T, d) region tokens or (M, d) region features;
     #: auto = 3-D with a leading axis of 1 is a flat bag, other 3-D arrays are region tokens
     bag_layout: Literal["auto", "flat", "regions"] = "auto"
+    #: how medvl recognises changed image files (``--resume`` checks, embedding caches): ``stat`` = size and
+    #: modification time of every file (cheap), ``content`` = sha256 of every file's bytes (exact, reads all)
+    file_fingerprint: Literal["stat", "content"] = "stat"
     #: training: keep at most this many regions of a feature bag (random subset, seeded); null = all
     max_regions: int | None = Field(default=None, gt=0)
     #: tasks whose labels go into batches (null = every task in the manifest)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from medvl.config.base import RelativeToConfig
 from medvl.utils.errors import UserInputError
 from medvl.utils.io import atomic_write_text
 
@@ -29,6 +30,7 @@ __all__ = [
     "did_you_mean",
     "load_config",
     "load_yaml",
+    "resolve_config_paths",
     "save_resolved_config",
 ]
 
@@ -175,13 +177,52 @@ def config_from_dict(data: Mapping[str, Any], schema: type[SchemaT], source: str
         raise ConfigError(_format_validation_error(exc, source, schema)) from None
 
 
+def _model_types(annotation: Any) -> list[type[BaseModel]]:
+    """Pydantic model classes inside ``annotation`` (itself, or the members of ``X | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def resolve_config_paths(data: Mapping[str, Any], schema: type[BaseModel], base_dir: str | os.PathLike[str]
+                         ) -> dict[str, Any]:
+    """A copy of ``data`` whose relative :class:`~medvl.config.base.RelativeToConfig` paths are joined to ``base_dir``.
+
+    Walks ``schema`` and its nested model sections; absolute paths, ``~`` paths and values of
+    other types are left as they are.
+    """
+    out = _deep_copy(data)
+    base = Path(base_dir)
+    for name, field in schema.model_fields.items():
+        key = field.alias or name
+        value = out.get(key)
+        if value is None:
+            continue
+        if any(isinstance(m, RelativeToConfig) for m in field.metadata):
+            if isinstance(value, (str, Path)) and str(value) and not str(value).startswith("~") \
+                    and not Path(value).is_absolute():
+                out[key] = str(base / value)
+            continue
+        if isinstance(value, Mapping):
+            for model in _model_types(field.annotation):
+                out[key] = resolve_config_paths(value, model, base)
+                break
+    return out
+
+
 def load_config(
     path: str | os.PathLike[str] | None,
     schema: type[SchemaT],
     overrides: Sequence[str] = (),
 ) -> SchemaT:
-    """Load ``path`` (or start from the schema defaults when ``None``), apply overrides, validate."""
+    """Load ``path`` (or start from the schema defaults when ``None``), apply overrides, validate.
+
+    Relative paths marked :class:`~medvl.config.base.RelativeToConfig` (``data.manifest``,
+    ``data.root``) are resolved against the directory of ``path``; override values are not.
+    """
     data = load_yaml(path) if path is not None else {}
+    if path is not None:
+        data = resolve_config_paths(data, schema, Path(path).resolve().parent)
     source = str(path) if path is not None else "<defaults>"
     if overrides:
         source += " with --set " + " ".join(overrides)

@@ -228,7 +228,8 @@ class RunConfig(StrictModel):
     """One training run: ``medvl train CONFIG`` reads this."""
 
     name: str = "run"
-    seed: int = 0
+    #: seeds sampling, initialisation, augmentation and the trainer (torch generators take 0 <= seed < 2**63)
+    seed: int = Field(default=0, ge=0, lt=2**63)
     data: DataSection
     model: ModelSection
     objective: ObjectiveSection

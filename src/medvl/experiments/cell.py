@@ -28,7 +28,7 @@ from typing import Any
 
 from medvl import __version__
 from medvl.config.experiment import ExperimentConfig, SelectionSpec, StageSpec
-from medvl.config.loading import apply_overrides, config_from_dict, load_yaml
+from medvl.config.loading import apply_overrides, config_from_dict, load_yaml, resolve_config_paths
 from medvl.experiments.aggregate import CELL_RESULTS_FILE
 from medvl.experiments.grid import Cell, parent_cell, substitute_placeholders
 from medvl.training.callbacks import Callback, EpochSummary
@@ -51,14 +51,16 @@ def cell_config_dict(config: ExperimentConfig, cell: Cell, experiment_dir: Path)
     Without the wiring to other cells (``init_weights``) and the checkpoint monitor that
     :func:`resolve_cell_config` adds.
     """
+    from medvl.config.training import RunConfig
+
     stage = _stage(config, cell.stage)
     data: dict[str, Any] = {}
     if stage.config is not None:
         path = stage.config if stage.config.is_absolute() else experiment_dir / stage.config
-        data = load_yaml(path)
+        data = resolve_config_paths(load_yaml(path), RunConfig, path.resolve().parent)
     if stage.inline is not None:
         data = apply_overrides(data, [])  # copy
-        _merge(data, stage.inline)
+        _merge(data, resolve_config_paths(stage.inline, RunConfig, Path(experiment_dir).resolve()))
     return apply_overrides(data, substitute_placeholders(stage.set, cell))
 
 

@@ -57,7 +57,7 @@ class ResumableSampler(Sampler[int]):
     def epoch_indices(self) -> list[int]:
         """This replica's full index list for the current epoch."""
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            generator = torch.Generator().manual_seed((self.seed + self.epoch) % 2**63)
             order = torch.randperm(self.num_samples, generator=generator).tolist()
         else:
             order = list(range(self.num_samples))
