@@ -19,7 +19,11 @@ fail :func:`preflight`, files that fail to load later) raise an error naming the
 file with ``on_bad_sample="error"``; with ``"skip"`` they are left out and recorded in
 ``dataset.skipped`` (id, row, stage, reason). A file that fails only at load time (in a
 worker) cannot be removed from the index any more: the item is returned as a skip marker that
-:func:`collate` drops and lists under ``batch["skipped"]``, so the trainer can count it.
+:func:`collate` drops and lists under ``batch["skipped"]``. Whoever iterates batches passes them
+through :func:`track_skips` (or calls :meth:`ImageTextDataset.note_skipped`), so the dataset in
+the main process counts every skipped record exactly once, whatever the number of workers and
+epochs. A split whose every record was skipped is an :class:`AllRecordsSkippedError`, never an
+empty success.
 
 Batch (see "Batch" in docs/DESIGN.md): ``ids``, ``index`` (B,), ``pixel_values`` (B, C, H, W)
 or ``bag`` (B, N, d) + ``bag_mask`` (B, N), ``texts``, ``labels``/``label_mask`` per task, and
@@ -41,9 +45,7 @@ Without it nothing extra is computed or stacked.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -63,21 +65,28 @@ from medvl.data.manifest import (
     validate_manifest,
 )
 from medvl.data.negatives import DatasetNegativeSampler
+from medvl.data.preflight import FileProblem, preflight
 
 if TYPE_CHECKING:
     from medvl.config.data import DataConfig, NegativeSamplingConfig
 
 __all__ = [
+    "AllRecordsSkippedError",
     "FileProblem",
     "ImageTextDataset",
     "SkippedRecord",
     "collate",
     "preflight",
     "select_split",
+    "track_skips",
 ]
 
 OnBadSample = Literal["error", "skip"]
 CaptionMode = Literal["random", "first", "join"]
+
+
+class AllRecordsSkippedError(ManifestError):
+    """``on_bad_sample: skip`` left nothing of a split: every record was bad (the message shows why)."""
 
 
 @dataclass(frozen=True)
@@ -91,106 +100,12 @@ class SkippedRecord:
 
 
 @dataclass(frozen=True)
-class FileProblem:
-    """A file that is missing, outside the root or unreadable (row = position in the manifest)."""
-
-    row: int
-    id: str
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
 class _Skipped:
     """Returned by ``__getitem__`` in skip mode when a file fails to load; dropped by :func:`collate`."""
 
     id: str
     index: int
     reason: str
-
-
-# ----------------------------------------------------------------------------------------- preflight
-
-
-def _check_file(
-    root: Path, root_resolved: Path, row: int, rid: str, image: str, image_type: str, decode: bool, kw: dict[str, Any]
-) -> FileProblem | None:
-    path = root / image
-    try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError) as exc:
-        return FileProblem(row, rid, str(path), f"cannot resolve path ({exc})")
-    if not resolved.is_relative_to(root_resolved):
-        return FileProblem(row, rid, str(path), f"resolves outside the root {root_resolved} (symlink?)")
-    if not resolved.exists():
-        return FileProblem(row, rid, str(path), "file not found")
-    if not resolved.is_file():
-        return FileProblem(row, rid, str(path), "not a regular file")
-    if not os.access(resolved, os.R_OK):
-        return FileProblem(row, rid, str(path), "file is not readable (permissions)")
-    if decode:
-        try:
-            load_record(path, image_type, rid, **kw)
-        except ImageLoadError as exc:
-            return FileProblem(row, rid, str(path), exc.reason)
-    return None
-
-
-def preflight(
-    manifest: Manifest,
-    *,
-    decode: bool = True,
-    rows: Sequence[int] | np.ndarray | None = None,
-    workers: int = 1,
-    dicom_window: Literal["header", "minmax"] = "header",
-    bag_key: str | None = None,
-    progress: Callable[[int], None] | None = None,
-    bag_layout: BagLayout = "auto",
-) -> list[FileProblem]:
-    """Check that every record's file exists under the root, is readable and (``decode``) loads.
-
-    Symlinks are resolved, so a link pointing outside the root is reported. Rows whose image
-    reference is not a non-empty string are skipped here (schema validation reports them).
-    ``progress`` is called with the number of files checked so far. Returns the problems,
-    sorted by row.
-    """
-    if manifest.root is None:
-        raise ManifestError("manifest has no root; pass --root / root= so files can be checked")
-    root = manifest.root
-    root_resolved = root.resolve()
-    images = manifest.records["image"].to_numpy(dtype=object)
-    ids = manifest.records["id"].to_numpy(dtype=object)
-    types = manifest.image_types()
-    selected = np.arange(len(manifest)) if rows is None else np.asarray(rows, dtype=np.int64)
-    kw: dict[str, Any] = {"dicom_window": dicom_window, "bag_key": bag_key, "bag_layout": bag_layout}
-
-    def check(row: int) -> FileProblem | None:
-        image = images[row]
-        if not isinstance(image, str) or not image:
-            return None
-        return _check_file(root, root_resolved, row, str(ids[row]), image, str(types[row]), decode, kw)
-
-    problems: list[FileProblem] = []
-    done = 0
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(check, selected.tolist(), chunksize=64):
-                done += 1
-                if result is not None:
-                    problems.append(result)
-                if progress is not None and done % 256 == 0:
-                    progress(done)
-    else:
-        for row in selected.tolist():
-            result = check(row)
-            done += 1
-            if result is not None:
-                problems.append(result)
-            if progress is not None and done % 256 == 0:
-                progress(done)
-    if progress is not None:
-        progress(done)
-    return sorted(problems, key=lambda p: p.row)
 
 
 # ----------------------------------------------------------------------------------------- splits
@@ -309,6 +224,7 @@ class ImageTextDataset(Dataset[Any]):
         self.negative_sampler: DatasetNegativeSampler | None = None
         self.view2_transform = view2_transform
         self.skipped: list[SkippedRecord] = []
+        self._load_skipped: set[str] = set()  # ids already recorded at the load stage
         self.task_names = list(manifest.tasks) if tasks is None else list(tasks)
         for name in self.task_names:
             manifest.task(name)  # unknown task → error listing the known ones
@@ -462,6 +378,45 @@ class ImageTextDataset(Dataset[Any]):
         """Per-item label masks of ``task`` (see :meth:`Manifest.label_mask`)."""
         return self._masks[task]
 
+    def note_skipped(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Record load-time skips reported by a batch (``batch["skipped"]``), once per record.
+
+        Batches built in worker processes carry the skips the workers' copies of the dataset saw;
+        noting them here (the main process) makes :meth:`skip_report` exact with any worker count.
+        """
+        for entry in entries:
+            rid = str(entry["id"])
+            if rid in self._load_skipped:
+                continue
+            self._load_skipped.add(rid)
+            index = int(entry["index"])
+            row = int(self.source_rows[index]) if 0 <= index < len(self.source_rows) else -1
+            self.skipped.append(SkippedRecord(rid, row, "load", str(entry["reason"])))
+
+    def share_skips(self, other: ImageTextDataset) -> None:
+        """Make ``other`` — a second view of the same records (e.g. the validation loss's) — record its
+        skips in this dataset's record, so the split's skips are counted once across both."""
+        known = {(s.id, s.stage) for s in self.skipped}
+        self.skipped.extend(s for s in other.skipped if (s.id, s.stage) not in known)
+        self._load_skipped |= other._load_skipped
+        other.skipped, other._load_skipped = self.skipped, self._load_skipped
+
+    @property
+    def n_source_records(self) -> int:
+        """Records of the manifest this dataset was built from (before any skip)."""
+        return len(self.source_rows) + sum(1 for s in self.skipped if s.stage != "load")
+
+    def check_not_all_skipped(self, what: str = "dataset") -> None:
+        """Raise :class:`AllRecordsSkippedError` when every record of ``what`` was skipped."""
+        total = self.n_source_records
+        if total == 0 or len(self) > len(self._load_skipped):
+            return
+        reasons = "\n".join(f"  - record {s.id!r} ({s.stage}): {s.reason}" for s in self.skipped[:10])
+        more = f"\n  … and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
+        raise AllRecordsSkippedError(
+            f"on_bad_sample: skip skipped every one of the {total} records of the {what}:\n{reasons}{more}"
+        )
+
     def skip_report(self) -> dict[str, Any]:
         """Counts and details of skipped records, by stage (for results files)."""
         by_stage: dict[str, int] = {}
@@ -493,9 +448,9 @@ class ImageTextDataset(Dataset[Any]):
         except ImageLoadError as exc:
             if self.on_bad_sample == "error":
                 raise
-            row = int(self.source_rows[index])
-            self.skipped.append(SkippedRecord(rid, row, "load", f"{path}: {exc.reason}"))
-            return _Skipped(rid, index, f"{path}: {exc.reason}")
+            marker = _Skipped(rid, index, f"{path}: {exc.reason}")
+            self.note_skipped([asdict(marker)])
+            return marker
         item: dict[str, Any] = {"id": rid, "index": index}
         if self.is_bag:
             if self.view2_transform is not None:
@@ -576,6 +531,15 @@ def _caption_labels(column: Any, width: int, kind: str, name: str) -> np.ndarray
     if kind == "regression":
         return values.astype(np.float32)
     return np.where(np.isnan(values), -1, values).astype(np.int64)
+
+
+def track_skips(batches: Iterable[dict[str, Any]], dataset: Any) -> Iterator[dict[str, Any]]:
+    """Yield ``batches`` unchanged, noting each batch's ``skipped`` records in ``dataset`` (main process)."""
+    note = getattr(dataset, "note_skipped", None)
+    for batch in batches:
+        if note is not None and batch.get("skipped"):
+            note(batch["skipped"])
+        yield batch
 
 
 # ----------------------------------------------------------------------------------------- collate

@@ -1,8 +1,9 @@
 """Loading images (PNG/JPEG/…, DICOM, ``.npy``) and feature bags into float tensors.
 
 Images come back as ``FloatTensor (C, H, W)`` with values in ``[0, 1]`` and are kept in
-floating point from the file's native bit depth onwards (16-bit PNG / DICOM values are never
-quantised to 8 bits); mean/std normalisation happens later in the transforms.
+floating point from the file's native bit depth onwards (16-bit PNG — grey, and 48/64-bit colour,
+which Pillow would reduce to 8 bits and is therefore decoded with pypng — and DICOM values are
+never quantised to 8 bits); mean/std normalisation happens later in the transforms.
 
 DICOM: the modality LUT (RescaleSlope/RescaleIntercept, or a Modality LUT Sequence) is
 applied first, then the VOI window (WindowCenter/WindowWidth with the VOILUTFunction of
@@ -14,7 +15,10 @@ Feature bags (whole-slide images as precomputed patch features) come back as
 ``FloatTensor (n_regions, d)`` or, for hierarchical encoders, as region tokens
 ``FloatTensor (n_regions, n_tokens, d)`` (see :func:`load_feature_bag`'s ``layout``).
 
-Every error is an :class:`ImageLoadError` naming the record (when given) and the file.
+Every error is an :class:`ImageLoadError` naming the record (when given) and the file — including
+decoder failures that are not ``OSError`` (Pillow's ``DecompressionBombError`` for images beyond
+``PIL.Image.MAX_IMAGE_PIXELS``, library-specific errors), so ``medvl data check`` names the record
+and ``on_bad_sample: skip`` counts it.
 """
 
 from __future__ import annotations
@@ -109,14 +113,58 @@ def _scale_integer(array: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- PIL
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_depth(source: Any) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR, or None for anything else (file path or binary file object)."""
+    try:
+        if hasattr(source, "read"):
+            start = source.tell()
+            head = source.read(26)
+            source.seek(start)
+        else:
+            with open(source, "rb") as handle:
+                head = handle.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _load_png16_colour(path: Any) -> np.ndarray:
+    """A 16-bit colour (or grey + alpha) PNG as uint16 (H, W, C) with alpha dropped, via pypng."""
+    import png
+
+    reader = png.Reader(bytes=path.read()) if hasattr(path, "read") else png.Reader(filename=os.fspath(path))
+    width, height, rows, info = reader.asDirect()
+    planes = int(info["planes"])
+    array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, planes)
+    if info.get("alpha"):
+        array = array[:, :, : planes - 1]
+    return array
+
+
 def load_pil(path: str | os.PathLike[str], record_id: str | None = None) -> torch.Tensor:
     """PNG/JPEG/TIFF/… → ``(C, H, W)`` float32 in [0, 1] (C = 1 grey, 3 colour).
 
     16-bit greyscale (PIL modes ``I;16*``/``I``) is scaled by 65535, 8-bit by 255, float (``F``)
-    is kept as is. Palette, CMYK and alpha images become RGB / grey.
+    is kept as is. 16-bit-per-channel colour PNGs (48-bit RGB, 64-bit RGBA, 32-bit grey + alpha),
+    which Pillow reduces to 8 bits, are decoded with pypng and scaled by 65535. Palette, CMYK and
+    alpha images become RGB / grey.
     """
     from PIL import Image, UnidentifiedImageError
 
+    header = _png_depth(path)
+    if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
+        try:
+            return _hwc_to_tensor(_load_png16_colour(path).astype(np.float64) / 65535.0)
+        except FileNotFoundError:
+            raise ImageLoadError(path, "file not found", record_id) from None
+        except Exception as exc:  # pypng's FormatError, ChunkError, zlib errors, …
+            raise ImageLoadError(path, f"unreadable or corrupt 16-bit PNG ({type(exc).__name__}: {exc})",
+                                 record_id) from None
     try:
         with Image.open(path) as opened:
             opened.load()
@@ -129,8 +177,13 @@ def load_pil(path: str | os.PathLike[str], record_id: str | None = None) -> torc
             mode = img.mode
     except FileNotFoundError:
         raise ImageLoadError(path, "file not found", record_id) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(path, f"image too large to decode safely ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS "
+                             "if the file is trusted", record_id) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(path, f"unreadable or corrupt image ({exc})", record_id) from None
+    except Exception as exc:  # any other decoder failure (plugin-specific errors) still names the record
+        raise ImageLoadError(path, f"cannot decode image ({type(exc).__name__}: {exc})", record_id) from None
     if mode.startswith("I;16"):
         scaled = array.astype(np.float64) / 65535.0
     elif mode == "I":  # 32-bit int container; PNG 16-bit is often read like this
@@ -157,8 +210,8 @@ def load_array(path: str | os.PathLike[str], record_id: str | None = None) -> to
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise ImageLoadError(path, "file not found", record_id) from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise ImageLoadError(path, f"not a readable .npy array ({exc})", record_id) from None
+    except Exception as exc:  # ValueError, OSError, EOFError, UnpicklingError, …
+        raise ImageLoadError(path, f"not a readable .npy array ({type(exc).__name__}: {exc})", record_id) from None
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3, 4):
         array = array.transpose(1, 2, 0)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
@@ -273,14 +326,13 @@ def load_dicom(
 ) -> torch.Tensor:
     """DICOM file → ``(C, H, W)`` float32 in [0, 1] (see :func:`dicom_to_float`)."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(path)
         array = dicom_to_float(ds, window=window, window_override=window_override, frame=frame)
     except FileNotFoundError:
         raise ImageLoadError(path, "file not found", record_id) from None
-    except (InvalidDicomError, AttributeError, KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:
+    except Exception as exc:  # InvalidDicomError, pixel-data handler errors, …
         raise ImageLoadError(path, f"unreadable DICOM ({type(exc).__name__}: {exc})", record_id) from None
     if array.ndim == 3 and array.shape[-1] not in (1, 3):
         raise ImageLoadError(path, f"pixel data of shape {array.shape} is not a 2-D image", record_id)

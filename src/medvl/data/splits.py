@@ -295,39 +295,64 @@ class LeakageReport:
         }
 
 
+def _group_bounds(sorted_codes: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[start, end) of each ``wanted`` code's run in ``sorted_codes``."""
+    return np.searchsorted(sorted_codes, wanted, side="left"), np.searchsorted(sorted_codes, wanted, side="right")
+
+
+def _leaks(groups: np.ndarray, values: np.ndarray, ids: np.ndarray, key: str, n_examples: int = 5
+           ) -> list[dict[str, Any]]:
+    """Groups with more than one distinct value: per-value record counts and the first record ids.
+
+    Vectorised: (group, value) pairs are counted with one ``np.unique`` over integer codes and the
+    first ``n_examples`` rows of each group are picked by a stable sort; Python only assembles the
+    report entries of the leaking groups.
+    """
+    if len(groups) == 0:
+        return []
+    group_codes, group_names = pd.factorize(groups, sort=True)
+    value_codes, value_names = pd.factorize(values, sort=True)
+    width = max(len(value_names), 1)
+    pairs, pair_counts = np.unique(group_codes.astype(np.int64) * width + value_codes, return_counts=True)
+    pair_group, pair_value = pairs // width, pairs % width  # sorted by group, then value
+    leaking = np.bincount(pair_group, minlength=len(group_names)) > 1
+    if not leaking.any():
+        return []
+    bad = np.flatnonzero(leaking)
+    keep = leaking[pair_group]
+    pair_group, pair_value, pair_counts = pair_group[keep], pair_value[keep], pair_counts[keep]
+    rows = np.flatnonzero(leaking[group_codes])  # manifest order
+    rows = rows[np.argsort(group_codes[rows], kind="stable")]  # by group, manifest order within
+    row_group = group_codes[rows]
+    first = np.searchsorted(row_group, row_group, side="left")
+    examples = rows[np.arange(len(rows)) - first < n_examples]
+    example_group = group_codes[examples]
+    p_lo, p_hi = _group_bounds(pair_group, bad)
+    e_lo, e_hi = _group_bounds(example_group, bad)
+    value_text = np.asarray([str(v) for v in value_names], dtype=object)[pair_value].tolist()
+    counts = pair_counts.tolist()
+    example_ids = ids[examples].tolist()
+    names = group_names[bad].tolist()
+    return [
+        {"group": str(name), key: dict(zip(value_text[a:b], counts[a:b], strict=True)), "example_ids": example_ids[c:d]}
+        for name, a, b, c, d in zip(names, p_lo.tolist(), p_hi.tolist(), e_lo.tolist(), e_hi.tolist(), strict=True)
+    ]
+
+
 def find_group_leakage(manifest: Manifest) -> LeakageReport:
     """Find every group that appears in two or more splits, or two or more folds (vectorised).
 
-    Records with an empty split or fold -1 are not counted as being in a split / fold.
+    Records with an empty split or fold -1 are not counted as being in a split / fold. Groups are
+    reported in sorted order with their record count per split (fold) and up to five record ids.
     """
-    df = pd.DataFrame(
-        {
-            "group": manifest.records["group"].astype(str).to_numpy(dtype=object),
-            "split": manifest.records["split"].fillna("").astype(str).to_numpy(dtype=object),
-            "fold": pd.to_numeric(manifest.records["fold"], errors="coerce").fillna(-1).to_numpy(dtype=np.int64),
-            "id": manifest.records["id"].astype(str).to_numpy(dtype=object),
-        }
-    )
-    report = LeakageReport(n_groups=int(df["group"].nunique()))
-
-    def leaks(sub: pd.DataFrame, column: str) -> list[dict[str, Any]]:
-        n_values = sub.groupby("group")[column].nunique()
-        bad = n_values[n_values > 1].index
-        if len(bad) == 0:
-            return []
-        rows = sub[sub["group"].isin(bad)]
-        out = []
-        for group, part in rows.groupby("group", sort=True):
-            counts = part.groupby(column)["id"].count()
-            out.append(
-                {
-                    "group": str(group),
-                    column + "s": {str(k): int(v) for k, v in counts.items()},
-                    "example_ids": [str(i) for i in part["id"].head(5)],
-                }
-            )
-        return out
-
-    report.split_leaks = leaks(df[df["split"] != ""], "split")
-    report.fold_leaks = leaks(df[df["fold"] >= 0], "fold")
+    records = manifest.records
+    groups = records["group"].astype(str).to_numpy(dtype=object)
+    split = records["split"].fillna("").astype(str).to_numpy(dtype=object)
+    fold = pd.to_numeric(records["fold"], errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
+    ids = records["id"].astype(str).to_numpy(dtype=object)
+    report = LeakageReport(n_groups=int(pd.unique(groups).size))
+    in_split = split != ""
+    report.split_leaks = _leaks(groups[in_split], split[in_split], ids[in_split], "splits")
+    in_fold = fold >= 0
+    report.fold_leaks = _leaks(groups[in_fold], fold[in_fold], ids[in_fold], "folds")
     return report

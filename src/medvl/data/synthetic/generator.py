@@ -252,7 +252,7 @@ def generate_dataset(out: str | os.PathLike[str], config: SynthConfig, overwrite
     from medvl.utils.io import atomic_write_json
     from medvl.utils.rundir import prepare_run_dir
 
-    out_dir = prepare_run_dir(out, overwrite=overwrite)
+    out_dir = prepare_run_dir(out, overwrite=overwrite, resumable=False)
     tmp_images = out_dir / f".{IMAGE_DIR}.partial"
     tmp_images.mkdir()
     start = time.perf_counter()
