@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import safetensors.torch as st
 import torch
@@ -19,8 +19,16 @@ from torch import nn
 from medvl.utils.errors import UserInputError
 from medvl.utils.io import read_json
 
-__all__ = ["CHECKPOINT_DIR", "EMA_WEIGHTS_FILE", "CheckpointError", "evaluation_weights", "load_model_weights",
-           "resolve_checkpoint"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "EMA_WEIGHTS_FILE",
+    "CheckpointError",
+    "evaluation_weights",
+    "load_model_weights",
+    "read_checkpoint_json",
+    "resolve_checkpoint",
+    "safetensors_keys",
+]
 
 CHECKPOINT_DIR = "checkpoints"
 #: the moving average of the weights (``training.ema``), next to ``model.safetensors`` in a checkpoint
@@ -28,7 +36,31 @@ EMA_WEIGHTS_FILE = "ema.safetensors"
 
 
 class CheckpointError(UserInputError, RuntimeError):
-    """A checkpoint is missing, incomplete or does not fit the model/optimizer."""
+    """A checkpoint is missing, incomplete or does not fit the model/optimizer; the message names the file."""
+
+
+def read_checkpoint_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing, truncated or non-object file is a CheckpointError naming it."""
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{what} not found: {path}") from None
+    except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: corrupt or truncated {what} ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: corrupt {what} (expected a JSON object, got {type(data).__name__})")
+    return data
+
+
+def safetensors_keys(path: Path) -> list[str]:
+    """Tensor names of a safetensors file (header only); a truncated or corrupt file is a CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        with st.safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    except Exception as exc:  # SafetensorError (truncated header/data), OSError
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({exc})") from None
 
 
 def load_model_weights(
@@ -42,11 +74,14 @@ def load_model_weights(
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"weights file not found: {file}")
+    safetensors_keys(file)  # a truncated file is named as such, not as a misfit
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     try:
         missing, unexpected = st.load_model(module, file, strict=strict and not allow_missing, device=str(device))
     except RuntimeError as exc:
         raise CheckpointError(f"{file}: weights do not fit {type(module).__name__}: {exc}") from exc
+    except Exception as exc:  # SafetensorError on data the header did not reveal
+        raise CheckpointError(f"{file}: corrupt safetensors file ({exc})") from None
     if allow_missing and unexpected:
         raise CheckpointError(f"{file}: weights do not fit {type(module).__name__}: unexpected {sorted(unexpected)}")
     return sorted(missing) if allow_missing else []
@@ -73,7 +108,10 @@ def resolve_checkpoint(path: str | os.PathLike[str], which: Literal["best", "las
     for name in ((which, "last") if which == "best" else (which,)):
         pointer = base / f"{name}.json"
         if pointer.is_file():
-            chosen = base / read_json(pointer)["dir"]
+            target_dir = read_checkpoint_json(pointer, f"checkpoint pointer {name}.json").get("dir")
+            if not isinstance(target_dir, str) or not target_dir:
+                raise CheckpointError(f"{pointer}: corrupt checkpoint pointer (no 'dir')")
+            chosen = base / target_dir
             if not chosen.is_dir():
                 raise CheckpointError(f"{pointer} points at {chosen}, which does not exist")
             return chosen

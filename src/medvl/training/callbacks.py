@@ -11,14 +11,13 @@ provides retrieval/classification hooks.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from medvl.training.accumulation import batch_size_of
 
@@ -121,7 +120,7 @@ class ValidationContext:
     fabric: Fabric
     epoch: int
     global_step: int
-    loader: DataLoader[Any] | None
+    loader: Iterable[Any] | None
     """Validation loader, this process's shard (no padding duplicates); ``None`` without val data."""
     run_dir: Path
     to_device: Callable[[Any], Any] = lambda batch: batch

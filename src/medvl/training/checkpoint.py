@@ -16,6 +16,9 @@ A checkpoint directory is written under a temporary name and renamed when comple
 pointers are replaced atomically afterwards and only then are unreferenced directories
 deleted, so a killed process always leaves the previous ``last`` (and ``best``) loadable.
 Loading reads safetensors and JSON only; nothing from a checkpoint is ever unpickled.
+:func:`verify_checkpoint` checks a checkpoint's files (JSON parses, every safetensors header
+covers its file) without loading tensors, so a truncated or corrupt file is reported as a
+:class:`CheckpointError` naming it before anything else happens.
 """
 
 from __future__ import annotations
@@ -34,7 +37,15 @@ import torch
 from torch import nn
 
 from medvl import __version__
-from medvl.models.weights import CHECKPOINT_DIR, CheckpointError, load_model_weights, resolve_checkpoint
+from medvl.models.weights import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    EMA_WEIGHTS_FILE,
+    load_model_weights,
+    read_checkpoint_json,
+    resolve_checkpoint,
+    safetensors_keys,
+)
 from medvl.utils.io import atomic_write_json, read_json, to_jsonable
 
 __all__ = [
@@ -45,9 +56,39 @@ __all__ = [
     "load_optimizer_state",
     "optimizer_state_tensors",
     "resolve_checkpoint",
+    "verify_checkpoint",
 ]
 
 _STEP_DIR = re.compile(r"^step-\d{8}-e\d+(\.\d+)?$")
+
+
+def verify_checkpoint(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a training checkpoint's files without loading tensors; returns its ``state.json``.
+
+    Every JSON file must parse and every safetensors file's header must cover the file
+    (a truncated file fails); errors are :class:`CheckpointError` naming the file.
+    """
+    root = Path(directory)
+    if not (root / "state.json").is_file():
+        raise CheckpointError(f"{root} has no state.json (not a training checkpoint)")
+    payload = read_checkpoint_json(root / "state.json", "checkpoint state")
+    for key in ("epoch", "global_step", "trainer", "optimizer"):
+        if key not in payload:
+            raise CheckpointError(f"{root / 'state.json'}: corrupt checkpoint state (no {key!r})")
+    files = ["model.safetensors"]
+    optimizer = payload["optimizer"]
+    if isinstance(optimizer, dict) and optimizer.get("sharded"):  # FSDP: one optimizer shard per process
+        files += sorted(p.name for p in root.glob("optimizer.rank*.safetensors"))
+    else:
+        files.append("optimizer.safetensors")
+    if payload.get("has_objective_state"):
+        files.append("objective.safetensors")
+    if (root / EMA_WEIGHTS_FILE).exists():
+        files.append(EMA_WEIGHTS_FILE)
+    files += sorted(p.name for p in root.glob("rng.rank*.safetensors"))
+    for name in files:
+        safetensors_keys(root / name)
+    return payload
 
 
 def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -246,10 +287,7 @@ class CheckpointManager:
         a different number of processes); the caller restores counters, scheduler, sampler and RNG.
         """
         directory = resolve_checkpoint(self.root, which)
-        state_file = directory / "state.json"
-        if not state_file.is_file():
-            raise CheckpointError(f"{directory} has no state.json (not a training checkpoint)")
-        payload: dict[str, Any] = read_json(state_file)
+        payload = verify_checkpoint(directory)
         load = load_weights or load_model_weights
         load(model, directory / "model.safetensors")
         if payload.get("has_objective_state"):
@@ -267,15 +305,22 @@ class CheckpointManager:
                     tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
                 load_optimizer_state(optimizer, json.loads(meta["optimizer_json"]), tensors)
             else:
-                tensors = st.load_file(str(directory / "optimizer.safetensors"))
+                optimizer_file = directory / "optimizer.safetensors"
+                try:
+                    tensors = st.load_file(str(optimizer_file))
+                except Exception as exc:  # SafetensorError
+                    raise CheckpointError(f"{optimizer_file}: corrupt safetensors file ({exc})") from None
                 load_optimizer_state(optimizer, payload["optimizer"], tensors)
         rng_file = directory / f"rng.rank{self.rank}.safetensors"
         rng: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None
         if rng_file.is_file():
-            with st.safe_open(str(rng_file), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-            rng = (json.loads(meta["rng_json"]), tensors)
+            try:
+                with st.safe_open(str(rng_file), framework="pt") as handle:
+                    meta = handle.metadata() or {}
+                    tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+                rng = (json.loads(meta["rng_json"]), tensors)
+            except Exception as exc:  # SafetensorError, missing/corrupt metadata
+                raise CheckpointError(f"{rng_file}: corrupt RNG state ({type(exc).__name__}: {exc})") from None
         payload["_path"] = str(directory)
         return payload, rng
 

@@ -10,9 +10,13 @@ Files (written by process 0 only) under ``RUN_DIR/logs``:
 * ``grad_probe.jsonl`` / ``.csv`` — gradient-balance probe records (per-term gradient norms and
   ratios), when the objective's probe is on.
 
-JSONL is appended as it goes; the CSVs are regenerated atomically from it (columns are the
-union of keys in first-seen order). On resume, records after the resumed position are dropped
-so the logs match an uninterrupted run.
+JSONL is appended record by record with :func:`medvl.utils.io.append_line` (one write; a
+failed write, e.g. on a full disk, is cut back so no torn line is left); the CSVs are regenerated
+atomically from it (columns are the union of keys in first-seen order). On resume, records after
+the resumed position are dropped so the logs match an uninterrupted run, and a torn last line
+(left by a kill or a full disk under an older medvl or on a file system without atomic appends)
+is dropped and reported in :attr:`MetricsLogger.repairs`. A corrupt line elsewhere is a
+:class:`LogCorruptError` naming the file and line.
 """
 
 from __future__ import annotations
@@ -25,22 +29,46 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medvl.utils.io import atomic_write_text, to_jsonable
+from medvl.utils.errors import UserInputError
+from medvl.utils.io import append_line, atomic_write_text, to_jsonable
 
-__all__ = ["MetricsLogger", "ProgressBar", "read_jsonl"]
+__all__ = ["LogCorruptError", "MetricsLogger", "ProgressBar", "read_jsonl"]
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Records of a JSONL file (an absent file is empty)."""
+class LogCorruptError(UserInputError):
+    """A JSONL log line (other than a torn last line) is not a JSON object; names the file and line."""
+
+
+def read_jsonl(path: str | os.PathLike[str], repairs: list[str] | None = None) -> list[dict[str, Any]]:
+    """Records of a JSONL file (an absent file is empty).
+
+    A last line that is incomplete (no newline, or not valid JSON) is a torn write: with a
+    ``repairs`` list it is dropped and described there, otherwise it is a :class:`LogCorruptError`,
+    as is a bad line anywhere else.
+    """
     file = Path(path)
     if not file.is_file():
         return []
+    text = file.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    last_number = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
     records = []
-    with file.open(encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if line:
-                records.append(json.loads(line))
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        last = number == last_number
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            if last and not text.endswith("\n"):
+                raise ValueError("no newline at the end (an interrupted write)")
+        except ValueError as exc:
+            if last and repairs is not None:
+                repairs.append(f"{file}: dropped a torn last line {number} ({len(line.encode())} bytes: {exc})")
+                break
+            raise LogCorruptError(f"{file}: line {number} is not a complete JSON record ({exc})") from None
+        records.append(record)
     return records
 
 
@@ -63,6 +91,8 @@ class MetricsLogger:
     def __init__(self, run_dir: str | os.PathLike[str], *, enabled: bool = True, tensorboard: bool = False) -> None:
         self.dir = Path(run_dir) / "logs"
         self.enabled = enabled
+        #: what :meth:`truncate` repaired (torn last lines dropped), for the run's result file
+        self.repairs: list[str] = []
         self._tb: Any = None
         if not enabled:
             return
@@ -97,13 +127,12 @@ class MetricsLogger:
                                  (self.probe_path, "step", max_step - 1)):
             if not path.is_file():
                 continue
-            kept = [r for r in read_jsonl(path) if r.get(key, -1) <= limit]
+            kept = [r for r in read_jsonl(path, self.repairs) if r.get(key, -1) <= limit]
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         self._write_csvs()
 
     def _append(self, path: Path, record: dict[str, Any]) -> None:
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(to_jsonable(record)) + "\n")
+        append_line(path, json.dumps(to_jsonable(record)))
 
     def log_step(self, record: dict[str, Any]) -> None:
         """Append one step record."""

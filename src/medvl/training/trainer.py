@@ -20,6 +20,7 @@ import contextlib
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medvl import __version__
 from medvl.config.training import TrainConfig
+from medvl.data.dataset import track_skips
 from medvl.models.weights import EMA_WEIGHTS_FILE, evaluation_weights
 from medvl.objectives.distributed import local_only
 from medvl.training.accumulation import (
@@ -63,6 +65,7 @@ from medvl.training.rng import TorchRNGSnapshot, capture_rng_state, restore_rng_
 from medvl.training.sampler import BatchShardSampler, ResumableSampler
 from medvl.training.sharding import is_sharded
 from medvl.training.task import TrainTask
+from medvl.utils.errors import UserInputError
 from medvl.utils.io import atomic_write_json, read_json, to_jsonable
 from medvl.utils.seeding import seed_everything, set_deterministic
 
@@ -145,6 +148,26 @@ def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, tuple):
         return tuple(_to_device(v, device) for v in value)
     return value
+
+
+class _SkipNotingLoader:
+    """A re-iterable loader whose batches' ``skipped`` records are noted in ``dataset`` (main process)."""
+
+    def __init__(self, loader: DataLoader[Any], dataset: Any) -> None:
+        self.loader = loader
+        self.dataset = dataset
+
+    def __iter__(self) -> Any:
+        return track_skips(iter(self.loader), self.dataset)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def _check_not_all_skipped(dataset: Any, what: str) -> None:
+    check = getattr(dataset, "check_not_all_skipped", None)
+    if callable(check):
+        check(what)
 
 
 def _detach_tree(value: Any) -> Any:
@@ -365,7 +388,7 @@ class Trainer:
         set_epoch = getattr(self.train_set, "set_epoch", None)
         if callable(set_epoch):  # per-item seeds (caption choice, augmentation) follow the epoch
             set_epoch(epoch)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + start)
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch * 10_007 + start) % 2**63)
         return DataLoader(
             self.train_set,
             batch_size=self.cfg.batch_size,
@@ -384,7 +407,7 @@ class Trainer:
         self.optimizer_w.zero_grad(set_to_none=True)  # never carry gradients into an epoch
         if pos.batch >= self.n_batches:
             return
-        loader = iter(self._train_loader(epoch, pos.batch))
+        loader = track_skips(iter(self._train_loader(epoch, pos.batch)), self.train_set)
         self.progress.start(epoch, self.n_batches, pos.batch)
         window_start, window_samples = time.perf_counter(), 0.0
         while pos.batch < self.n_batches:
@@ -398,6 +421,10 @@ class Trainer:
                 terms, group_samples = self._group_feature_cache(epoch, batches)
             else:
                 terms, group_samples = self._group_plain(epoch, loader, planned)
+            if group_samples == 0:  # on_bad_sample: skip left nothing of this group: no optimizer step
+                pos.batch = end
+                self.progress.update(end - first)
+                continue
             grad_norm = self._optimizer_step(epoch, terms)
             pos.batch = end
             pos.global_step += 1
@@ -425,6 +452,7 @@ class Trainer:
             if every is not None and pos.global_step % every == 0 and pos.batch < self.n_batches:
                 self._save_checkpoint(epoch, None)
         self.progress.close()
+        _check_not_all_skipped(self.train_set, "training split")
 
     def to_device(self, batch: Any) -> Any:
         """Move a batch (nested dicts/lists of tensors) to this process's device."""
@@ -470,8 +498,8 @@ class Trainer:
             n = batch_size_of(batch)
             if n == 0:  # every record of the batch was skipped (on_bad_sample: skip)
                 if self.world_size > 1:
-                    raise RuntimeError(f"epoch {epoch}: an empty batch (all records skipped) under DDP; "
-                                       "fix or remove the bad records")
+                    raise UserInputError(f"epoch {epoch}: a batch whose every record was skipped under DDP "
+                                         f"(ids {[s['id'] for s in batch['skipped']][:8]}); fix or remove the bad records")
                 continue
             weight = n / total_planned
             last = j == len(planned) - 1
@@ -488,8 +516,8 @@ class Trainer:
                 if j == 0:
                     self._probe(epoch, losses)
                 self.fabric.backward(losses["total"] * weight)
-        if sums is None:
-            raise RuntimeError(f"epoch {epoch}: every record of an accumulation group was skipped")
+        if sums is None:  # every record of the group was skipped: no update (the caller skips the step)
+            return {}, 0
         total: float = seen
         if self.world_size > 1:
             assert reduced is not None
@@ -636,8 +664,9 @@ class Trainer:
                 pin_memory=self.cfg.pin_memory,
             )
         ctx = ValidationContext(model=self.model, forward=self._eval_forward, fabric=self.fabric, epoch=epoch,
-                                global_step=self.position.global_step, loader=loader, run_dir=self.run_dir,
-                                to_device=self.to_device, padding=padding)
+                                global_step=self.position.global_step,
+                                loader=None if loader is None else _SkipNotingLoader(loader, self.val_set),
+                                run_dir=self.run_dir, to_device=self.to_device, padding=padding)
         metrics: dict[str, float] = {}
         cpu_rng = torch.get_rng_state()  # validation must not shift the training RNG stream
         self.task_w.eval()
@@ -650,6 +679,8 @@ class Trainer:
         finally:
             self.task_w.train()
             torch.set_rng_state(cpu_rng)
+        if self.val_set is not None:
+            _check_not_all_skipped(self.val_set, "validation split")
         return metrics
 
     # ------------------------------------------------------------------------------------
@@ -730,7 +761,7 @@ class Trainer:
                                              optimizer=self.optimizer, load_weights=self._load_weights)
         state = payload["trainer"]
         if state["n_batches"] != self.n_batches:
-            raise ValueError(
+            raise CheckpointError(
                 f"cannot resume from {payload['_path']}: it has {state['n_batches']} batches per epoch, "
                 f"this run {self.n_batches} (dataset, batch size or number of processes changed)"
             )
@@ -756,6 +787,8 @@ class Trainer:
             and self.position.epoch - 1 >= es.min_epochs
         self.last_checkpoint = payload["_path"]
         self.logger.truncate(max_step=self.position.global_step, max_epoch=self.position.epoch - 1)
+        for repair in self.logger.repairs:
+            warnings.warn(f"log repaired on resume: {repair}", stacklevel=2)
         self.history = [r for r in read_jsonl(self.logger.epochs_path) if r["epoch"] < self.position.epoch] \
             if self.logger.enabled else []
         if rng is not None and payload.get("world_size") == self.world_size:
@@ -782,9 +815,12 @@ class Trainer:
             "frozen_params": len(self.param_groups.frozen) if self.param_groups else 0,
             "provenance": self.provenance,
         }
-        skip_report = getattr(self.train_set, "skip_report", None)
-        if callable(skip_report):
-            payload["train_skipped"] = skip_report()
+        if self.logger.repairs:
+            payload["log_repairs"] = list(self.logger.repairs)
+        for key, dataset in (("train_skipped", self.train_set), ("val_skipped", self.val_set)):
+            skip_report = getattr(dataset, "skip_report", None)
+            if callable(skip_report):
+                payload[key] = skip_report()
         if self.init_missing:
             payload["init_missing_parameters"] = self.init_missing
         atomic_write_json(self.run_dir / RESULT_FILE, payload)
