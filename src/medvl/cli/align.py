@@ -119,7 +119,7 @@ def metrics_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     console = Console()
-    out_dir = prepare_run_dir(out, overwrite=overwrite)
+    out_dir = prepare_run_dir(out, overwrite=overwrite, resumable=False)
     summary: list[dict[str, Any]] = []
     for path, name in zip(embeddings, _unique_names(embeddings), strict=True):
         try:

@@ -33,7 +33,7 @@ def evaluate(
     from medvl.config.evaluation import EvaluationConfig
     from medvl.config.loading import load_config
     from medvl.models.loading import detect_format
-    from medvl.utils.rundir import prepare_run_dir
+    from medvl.utils.rundir import check_run_dir, locked_run_dir
 
     given = [name for name, value in (("--model", model), ("--checkpoint", checkpoint), ("--hf-model", hf_model),
                                       ("--embeddings", embeddings)) if value is not None]
@@ -60,14 +60,15 @@ def evaluate(
         if spec is None or fmt not in ("medvl_run", "medvl_model"):
             raise typer.BadParameter("--out is required unless --model is a medvl run or model directory")
         out = Path(spec) / f"eval-{cfg.split}"
-    prepare_run_dir(out, overwrite=overwrite)
+    check_run_dir(out, overwrite=overwrite, resumable=False)  # writes nothing yet
 
     from medvl.evaluation.results import markdown_table, metric_rows
     from medvl.evaluation.suite import run_evaluation
 
     try:
-        result = run_evaluation(cfg, manifest=data, out_dir=out, model=spec, embeddings=embeddings, which=which,
-                                root=root, trust_remote_code=trust_remote_code)
+        with locked_run_dir(out, overwrite=overwrite, resumable=False):  # one writer; removed again if it fails
+            result = run_evaluation(cfg, manifest=data, out_dir=out, model=spec, embeddings=embeddings, which=which,
+                                    root=root, trust_remote_code=trust_remote_code)
     except (FileNotFoundError, ValueError) as exc:  # domain errors (UserInputError) reach cli.main's handler
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

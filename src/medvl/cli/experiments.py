@@ -13,15 +13,17 @@ def _sweep(config_path: Path, out: Path, overrides: list[str], jobs: int | None,
     from medvl.config.loading import load_config
     from medvl.experiments.cell import run_cell
     from medvl.experiments.sweep import run_sweep
-    from medvl.utils.rundir import prepare_run_dir
+    from medvl.utils.rundir import check_run_dir, locked_run_dir
 
     if executor is not None:
         overrides = [*overrides, f"executor.kind={executor}"]
+    check_run_dir(out, overwrite=overwrite, resume=not overwrite)  # in use by another live sweep?
     config = load_config(config_path, ExperimentConfig, overrides)
-    # A sweep directory is always resumable: finished cells are kept unless --overwrite.
-    prepare_run_dir(out, overwrite=overwrite, resume=not overwrite)
-    summary = run_sweep(config, out, run_cell, experiment_dir=config_path.resolve().parent, jobs=jobs,
-                        log=typer.echo)
+    # A sweep directory is always resumable: finished cells are kept unless --overwrite. One controller
+    # at a time: the lock is held until the sweep ends (each cell's run directory has its own).
+    with locked_run_dir(out, overwrite=overwrite, resume=not overwrite):
+        summary = run_sweep(config, out, run_cell, experiment_dir=config_path.resolve().parent, jobs=jobs,
+                            log=typer.echo)
     typer.echo(f"sweep: {len(summary.ran)} ran, {len(summary.skipped)} skipped, {len(summary.failed)} failed "
                f"in {summary.seconds:.0f} s")
     for key, error in summary.failed.items():

@@ -403,6 +403,7 @@ def evaluate_embedding_heads(
             raise EmbeddingSetError(f"no classifier-head logits for task {name!r} (have {sorted(embeddings.logits)})")
         if name not in embeddings.labels:
             raise EmbeddingSetError(f"no labels for task {name!r}")
+        embeddings.check_labels(name)  # labels may have been replaced after construction
         keep = labelled_rows(embeddings, name)
         mask = embeddings.label_mask.get(name)
         res = evaluate_classification(

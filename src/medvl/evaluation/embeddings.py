@@ -232,6 +232,47 @@ class EmbeddingSet:
             self.text_features = _as_float_matrix("text_features", self.text_features, rows=len(self.text_emb))
         for name, spec in (self.meta.get("tasks") or {}).items():
             TaskInfo.from_obj(name, spec)  # raises on a bad spec
+        for name in self.labels:
+            self.check_labels(name)
+
+    def check_labels(self, name: str) -> None:
+        """Multilabel labels are 0/1 and class indices in [-1, C) wherever annotated (``label_mask``).
+
+        Values such as CheXpert's −1 (uncertain) would otherwise be scored silently (as negative);
+        the user maps them to 0/1 or marks them unannotated in ``label_mask``.
+        """
+        arr = np.asarray(self.labels[name])
+        spec = (self.meta.get("tasks") or {}).get(name)
+        info = TaskInfo.from_obj(name, spec) if spec is not None else None
+        kind = info.kind if info is not None else ("multilabel" if arr.ndim == 2 else None)
+        mask = self.label_mask.get(name)
+        annotated = np.ones(arr.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        if kind == "multilabel":
+            if arr.ndim != 2:
+                raise EmbeddingSetError(f"labels[{name!r}] (multilabel) must be 2-D (images, classes), got {arr.shape}")
+            values = arr.astype(np.float64, copy=False)
+            bad = annotated & ~((values == 0) | (values == 1))
+            what = "0 or 1"
+        elif kind in ("multiclass", "ordinal") and info is not None and arr.ndim == 1 and info.num_classes:
+            values = arr.astype(np.float64, copy=False)
+            bad = annotated & ~(np.isfinite(values) & (values == np.round(values)) & (values >= -1)
+                                & (values < info.num_classes))
+            what = f"a class index in [0, {info.num_classes}) or -1 (unlabelled)"
+        else:
+            return
+        if not bad.any():
+            return
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        row = first[0]
+        where = f"row {row} (image id {self.image_ids[row]!r})"
+        if len(first) == 2:
+            cls = info.classes[first[1]] if info is not None and first[1] < len(info.classes) else str(first[1])
+            where += f", class {first[1]} ({cls})"
+        raise EmbeddingSetError(
+            f"labels[{name!r}] ({kind}) must be {what} where annotated; {int(bad.sum())} value(s) are not, "
+            f"first at {where}: {arr[first].item()!r}. Map such labels (e.g. CheXpert's -1 = uncertain) explicitly, "
+            f"or mark them unannotated in label_mask[{name!r}]"
+        )
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -326,10 +367,18 @@ class EmbeddingSet:
         for name in (_TENSORS_FILE, _META_FILE):
             if not (src / name).is_file():
                 raise EmbeddingSetError(f"{src}: missing {name} (not an EmbeddingSet directory)")
-        info = read_json(src / _META_FILE)
+        try:
+            info = read_json(src / _META_FILE)
+        except (OSError, ValueError) as exc:  # JSONDecodeError: a truncated or corrupt file
+            raise EmbeddingSetError(f"{src / _META_FILE}: corrupt or truncated ({exc})") from None
+        if not isinstance(info, dict):
+            raise EmbeddingSetError(f"{src / _META_FILE}: corrupt (expected a JSON object)")
         if info.get("format_version") != EMBEDDINGS_FORMAT_VERSION:
             raise EmbeddingSetError(f"{src}: unsupported format_version {info.get('format_version')!r}")
-        arrays = load_file(str(src / _TENSORS_FILE))
+        try:
+            arrays = load_file(str(src / _TENSORS_FILE))
+        except Exception as exc:  # SafetensorError: truncated or corrupt
+            raise EmbeddingSetError(f"{src / _TENSORS_FILE}: corrupt or truncated ({exc})") from None
         bools = info.get("bool_arrays", {})
 
         def group(prefix: str) -> dict[str, np.ndarray]:

@@ -9,18 +9,22 @@ logits (``logits[task]``) and label-prototype scores (``logits["prototypes/<task
 
 Extraction is batched (``torch.no_grad``, model in eval mode), shows a progress bar, and can be
 cached on disk under ``cache_dir/<key>/`` where the key hashes the model identity (weight-file
-hashes), the data (manifest hash, split, record ids) and the transform description.
+hashes), the data (manifest hash, split, record ids, and a fingerprint of the image files: size +
+mtime, or content, per ``data.file_fingerprint``) and the transform description. An unreadable
+cache entry is recomputed with a warning.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medvl.data.fingerprint import FingerprintMode, files_fingerprint
 from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError
 from medvl.models.loading import EmbeddingModel, load_model
 from medvl.utils.hashing import hash_object
@@ -97,6 +101,7 @@ def extract_embeddings(
     meta: dict[str, Any] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     data_identity: dict[str, Any] | None = None,
+    file_fingerprint: FingerprintMode = "stat",
 ) -> EmbeddingSet:
     """Encode every image and every caption of an evaluation-mode ``ImageTextDataset``.
 
@@ -106,24 +111,30 @@ def extract_embeddings(
     """
     from torch.utils.data import DataLoader
 
-    from medvl.data.dataset import collate
+    from medvl.data.dataset import collate, track_skips
 
     if getattr(dataset, "train", False):
         raise ValueError("extraction needs an evaluation-mode dataset (train=False): every caption, no augmentation")
     key = None
     if cache_dir is not None:
-        ident = data_identity or {"ids": hash_object(list(dataset.ids))}
+        ident = dict(data_identity or {"ids": hash_object(list(dataset.ids))})
+        if getattr(getattr(dataset, "manifest", None), "root", None) is not None:
+            # the image files themselves (size + mtime, or content): a replaced image is not a cache hit
+            ident["files"] = files_fingerprint(dataset.manifest, file_fingerprint)
         key = cache_key(model, ident, getattr(dataset, "transform", None))
         target = Path(cache_dir) / key
         if (target / "embeddings.json").is_file():
-            return EmbeddingSet.load(target)
+            try:
+                return EmbeddingSet.load(target)
+            except EmbeddingSetError as exc:  # a truncated or corrupt cache entry is recomputed
+                warnings.warn(f"embedding cache entry {target} is unreadable ({exc}); recomputing it", stacklevel=2)
     task_names = list(tasks) if tasks is not None else list(dataset.task_names)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
     indices: list[np.ndarray] = []
     chunks: dict[str, list[np.ndarray]] = {}
     load_skips = 0
     n_batches = (len(dataset) + batch_size - 1) // batch_size
-    for batch in _progress(loader, n_batches, "images", progress):
+    for batch in _progress(track_skips(loader, dataset), n_batches, "images", progress):
         load_skips += len(batch.get("skipped") or [])
         if len(batch["ids"]) == 0:
             continue

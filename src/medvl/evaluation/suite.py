@@ -334,6 +334,7 @@ def embed_manifest_split(
     ident = {"manifest_hash": manifest_hash, "split": part, "ids": ds.ids}
     return extract_embeddings(encoder, ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                               progress=cfg.progress, cache_dir=cache_dir, data_identity=ident,
+                              file_fingerprint=data_cfg.file_fingerprint,
                               meta={"manifest": str(manifest), "manifest_hash": manifest_hash, "split": part})
 
 

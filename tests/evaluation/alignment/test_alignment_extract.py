@@ -51,5 +51,6 @@ def test_study_extracts_embeddings(tmp_path: Path, tiny_hf_clip_dir: Path) -> No
     assert any((tmp_path / "cache").iterdir())  # extraction cache used
     bad = load_config(cfg_path, AlignmentStudyConfig, [f"output_dir={tmp_path / 'out2'}"])
     bad.entries[0].extract.manifest = "missing/manifest.parquet"  # type: ignore[union-attr]
-    with pytest.raises(StudyError, match="entry tiny/a: extraction failed"):
+    with pytest.raises(StudyError, match=r"entry tiny/a: extract\.manifest not found"):
         run_study(bad, config_dir=tmp_path)
+    assert not (tmp_path / "out2").exists()  # checked before the output directory is created

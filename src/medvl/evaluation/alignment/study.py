@@ -54,6 +54,7 @@ from medvl.utils.io import atomic_write_json, atomic_write_text
 __all__ = [
     "EntryEvaluation",
     "benchmark_rows",
+    "check_study_inputs",
     "correlation_rows",
     "domain_test_rows",
     "evaluate_embedding_set",
@@ -226,6 +227,7 @@ def _extract(spec: ExtractSpec, base_dir: Path) -> Any:
     return extract_embeddings(
         encoder, ds, batch_size=spec.batch_size, num_workers=spec.num_workers, progress=spec.progress,
         cache_dir=opt(spec.cache_dir), data_identity={"manifest_hash": manifest_hash, "split": spec.split, "ids": ds.ids},
+        file_fingerprint=data_cfg.file_fingerprint,
         meta={"manifest": str(manifest), "manifest_hash": manifest_hash, "split": spec.split},
     )
 
@@ -434,6 +436,40 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
+def check_study_inputs(config: AlignmentStudyConfig, config_dir: str | os.PathLike[str] = ".") -> None:
+    """Every entry's input exists (EmbeddingSet directory, or manifest and model for extraction).
+
+    Cheap checks run before the study writes anything; errors are :class:`StudyError` naming the
+    entry and the path (relative paths are resolved against ``config_dir``).
+    """
+    from medvl.models.loading import detect_format
+
+    base = Path(config_dir)
+    for entry in config.entries:
+        label = f"entry {entry.model}/{entry.dataset}"
+        if entry.embeddings is not None:
+            path = _resolve(entry.embeddings, base)
+            is_set = all((path / n).is_file() for n in ("embeddings.json", "embeddings.safetensors"))
+            if not is_set and not (path.suffix == ".npz" and path.is_file()):
+                raise StudyError(f"{label}: embeddings {path} is neither an EmbeddingSet directory "
+                                 "(embeddings.json + embeddings.safetensors) nor an .npz file")
+            continue
+        assert entry.extract is not None
+        spec = entry.extract
+        manifest = _resolve(spec.manifest, base)
+        if not manifest.is_file():
+            raise StudyError(f"{label}: extract.manifest not found: {manifest}")
+        if spec.model_spec.startswith("hf-hub:"):
+            continue  # resolved by the hub client when the entry is extracted
+        local = _resolve(spec.model_spec, base)
+        if not local.exists():
+            raise StudyError(f"{label}: extract model not found: {local}")
+        try:
+            detect_format(local)
+        except ValueError as exc:
+            raise StudyError(f"{label}: extract model {local}: {exc}") from None
+
+
 def run_study(
     config: AlignmentStudyConfig,
     *,
@@ -442,24 +478,38 @@ def run_study(
     overwrite: bool = False,
     progress: Any = None,
 ) -> Path:
-    """Run the study described by ``config``; returns the output directory (see module doc)."""
+    """Run the study described by ``config``; returns the output directory (see module doc).
+
+    The config and every entry's inputs are checked before the output directory is created; the
+    directory is locked while the study writes it, and removed again if the study fails before
+    writing anything there.
+    """
+    from medvl.utils.rundir import check_run_dir, locked_run_dir
+
+    cfg = config
+    for t in cfg.correlation.targets:
+        if t.startswith("r") and t[1:].split("_")[0].isdigit() and int(t[1:].split("_")[0]) not in cfg.retrieval_ks:
+            raise StudyError(f"correlation.targets: {t!r} needs K={t[1:].split('_')[0]} in retrieval_ks {cfg.retrieval_ks}")
+    names = resolve_metric_names(cfg.metrics.metrics)
+    target = Path(out_dir if out_dir is not None else cfg.output_dir)
+    check_run_dir(target, overwrite=overwrite, resumable=False)
+    check_study_inputs(cfg, config_dir)
+    with locked_run_dir(target, overwrite=overwrite, resumable=False) as out:
+        _run_study(cfg, names, Path(config_dir), out, progress)
+    return target
+
+
+def _run_study(cfg: AlignmentStudyConfig, names: list[str], base: Path, out: Path, progress: Any) -> None:
+    """The study's work and files, in a prepared and locked output directory."""
     from medvl.config.loading import save_resolved_config
     from medvl.evaluation.alignment.plots import (
         plot_eigen_spectrum,
         plot_metric_vs_target,
         plot_mode_correlations,
     )
-    from medvl.utils.rundir import prepare_run_dir
 
-    cfg = config
     corr_cfg = cfg.correlation
-    for t in corr_cfg.targets:
-        if t.startswith("r") and t[1:].split("_")[0].isdigit() and int(t[1:].split("_")[0]) not in cfg.retrieval_ks:
-            raise StudyError(f"correlation.targets: {t!r} needs K={t[1:].split('_')[0]} in retrieval_ks {cfg.retrieval_ks}")
-    names = resolve_metric_names(cfg.metrics.metrics)
-    out = prepare_run_dir(out_dir if out_dir is not None else cfg.output_dir, overwrite=overwrite)
     save_resolved_config(cfg, out)
-    base = Path(config_dir)
     natural, medical = cfg.natural_domain, cfg.medical_domain
     rows: list[dict[str, Any]] = []
     sweep_rows: list[dict[str, Any]] = []
@@ -544,4 +594,3 @@ def run_study(
         "benchmark_models": bench_rows,
         "sweep": {"rows": sweep_rows, "domain_means": sweep_table, **best_q},
     })
-    return out
