@@ -499,7 +499,8 @@ def load_rgb8(
     """
     from PIL import Image, UnidentifiedImageError
 
-    if image_type == "image":
+    depth = _png_depth(path) if image_type == "image" else None
+    if image_type == "image" and not (depth is not None and depth[0] == 16):  # 16-bit: load_image below
         try:
             with Image.open(path) as opened:
                 if opened.mode in _PIL_8BIT_MODES:
@@ -514,6 +515,8 @@ def load_rgb8(
             if isinstance(exc, ImageLoadError):
                 raise
             raise ImageLoadError(path, f"unreadable or corrupt image ({exc})", record_id) from None
+        except Exception as exc:  # DecompressionBombError and other decoder errors name the record too
+            raise ImageLoadError(path, f"cannot decode image ({type(exc).__name__}: {exc})", record_id) from None
     image = load_image(path, image_type, record_id, channels=3, dicom_window=dicom_window)
     array = (image.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
     return Image.fromarray(array, mode="RGB")
