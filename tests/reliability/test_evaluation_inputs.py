@@ -85,7 +85,7 @@ def test_multilabel_labels_outside_0_1_are_rejected_naming_row_and_task() -> Non
     labels = np.array([[1, 0], [0, 1], [1, -1], [0, 0]], dtype=np.float32)
     tasks = {"chexpert": {"kind": "multilabel", "classes": ["Edema", "Effusion"]}}
     logits = {"chexpert": rng.normal(size=(4, 2))}
-    with pytest.raises(EmbeddingSetError, match=r"labels\['chexpert'\].*row 2 \(image id 'c2'\), class 1 \(Effusion\)"):
+    with pytest.raises(EmbeddingSetError, match=r"labels\['chexpert'\].*rows 2 \('c2'\).*class 1 \(Effusion\) = -1"):
         EmbeddingSet.from_arrays(rng.normal(size=(4, 8)), image_ids=["c0", "c1", "c2", "c3"], labels={"chexpert": labels},
                                  tasks=tasks, logits=logits)
     masked = EmbeddingSet.from_arrays(rng.normal(size=(4, 8)), image_ids=["c0", "c1", "c2", "c3"],
@@ -94,5 +94,5 @@ def test_multilabel_labels_outside_0_1_are_rejected_naming_row_and_task() -> Non
     assert evaluate_embedding_heads(masked)["metrics"]  # the masked uncertain label is simply not scored
     masked.labels["chexpert"] = np.where(labels < 0, 2.0, labels)  # replaced after construction, unmasked 2
     masked.label_mask.pop("chexpert")
-    with pytest.raises(EmbeddingSetError, match="row 2"):
+    with pytest.raises(EmbeddingSetError, match=r"rows 2 \('c2'\)"):
         evaluate_embedding_heads(masked)

@@ -236,42 +236,36 @@ class EmbeddingSet:
             self.check_labels(name)
 
     def check_labels(self, name: str) -> None:
-        """Multilabel labels are 0/1 and class indices in [-1, C) wherever annotated (``label_mask``).
+        """Multilabel labels are 0 or 1 wherever annotated (finite and not masked out by ``label_mask``).
 
-        Values such as CheXpert's −1 (uncertain) would otherwise be scored silently (as negative);
-        the user maps them to 0/1 or marks them unannotated in ``label_mask``.
+        Values such as CheXpert's −1 (uncertain) or a 2 would otherwise be scored silently (as a
+        negative / a positive); the user maps them to 0/1, or marks them unannotated (NaN or a False
+        ``label_mask`` entry). Class-index labels are checked by the metrics that use them.
         """
         arr = np.asarray(self.labels[name])
         spec = (self.meta.get("tasks") or {}).get(name)
         info = TaskInfo.from_obj(name, spec) if spec is not None else None
-        kind = info.kind if info is not None else ("multilabel" if arr.ndim == 2 else None)
-        mask = self.label_mask.get(name)
-        annotated = np.ones(arr.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-        if kind == "multilabel":
-            if arr.ndim != 2:
-                raise EmbeddingSetError(f"labels[{name!r}] (multilabel) must be 2-D (images, classes), got {arr.shape}")
-            values = arr.astype(np.float64, copy=False)
-            bad = annotated & ~((values == 0) | (values == 1))
-            what = "0 or 1"
-        elif kind in ("multiclass", "ordinal") and info is not None and arr.ndim == 1 and info.num_classes:
-            values = arr.astype(np.float64, copy=False)
-            bad = annotated & ~(np.isfinite(values) & (values == np.round(values)) & (values >= -1)
-                                & (values < info.num_classes))
-            what = f"a class index in [0, {info.num_classes}) or -1 (unlabelled)"
-        else:
+        if (info.kind if info is not None else ("multilabel" if arr.ndim == 2 else None)) != "multilabel":
             return
+        if arr.ndim != 2:
+            raise EmbeddingSetError(f"labels[{name!r}] (multilabel) must be 2-D (images, classes), got {arr.shape}")
+        values = arr.astype(np.float64, copy=False)
+        annotated = np.isfinite(values)
+        mask = self.label_mask.get(name)
+        if mask is not None:
+            annotated &= np.asarray(mask, dtype=bool).reshape(values.shape)
+        bad = annotated & (values != 0) & (values != 1)
         if not bad.any():
             return
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        row = first[0]
-        where = f"row {row} (image id {self.image_ids[row]!r})"
-        if len(first) == 2:
-            cls = info.classes[first[1]] if info is not None and first[1] < len(info.classes) else str(first[1])
-            where += f", class {first[1]} ({cls})"
+        rows = np.flatnonzero(bad.any(axis=1))
+        shown = ", ".join(f"{int(r)} ({self.image_ids[int(r)]!r})" for r in rows[:5])
+        shown += f", … ({len(rows)} in total)" if len(rows) > 5 else ""
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        cls = info.classes[col] if info is not None and col < len(info.classes) else str(col)
         raise EmbeddingSetError(
-            f"labels[{name!r}] ({kind}) must be {what} where annotated; {int(bad.sum())} value(s) are not, "
-            f"first at {where}: {arr[first].item()!r}. Map such labels (e.g. CheXpert's -1 = uncertain) explicitly, "
-            f"or mark them unannotated in label_mask[{name!r}]"
+            f"labels[{name!r}] (multilabel): values must be 0 or 1 where annotated (NaN or label_mask = "
+            f"unannotated); rows {shown} have others, first row {row}, class {col} ({cls}) = {values[row, col]:g}. "
+            f"Map such labels (e.g. CheXpert's -1 = uncertain) explicitly, or mark them unannotated"
         )
 
     # ------------------------------------------------------------------ accessors
