@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -86,6 +89,7 @@ def family_dir(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
     return get
 
 
+<<<<<<< HEAD
 @pytest.fixture(autouse=True)
 def _fresh_master_port(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each multi-process test rendezvouses on its own free port.
@@ -102,3 +106,62 @@ def _fresh_master_port(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
         sock.bind(("127.0.0.1", 0))
         monkeypatch.setenv("MASTER_PORT", str(sock.getsockname()[1]))
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+=======
+_INTERNAL_KEY = re.compile(r"[a-z0-9_@]+/[a-z0-9_@]+|[a-z]{2,}_[a-z]{2,}")
+
+
+@dataclass
+class SavedFigure:
+    """What a figure showed when medvl saved it: its texts (titles, axis labels, legend) and the
+    screen boxes of the free texts placed in the axes (point labels, report text)."""
+
+    titles: list[str]
+    axis_labels: list[str]
+    legend_texts: list[str]
+    free_text_boxes: list[Any]
+    axes_boxes: list[Any]
+    png_pixels_std: float | None = None
+
+    def unreadable(self) -> list[str]:
+        """Titles, axis labels and legend texts that contain an internal key (``a/b``, ``snake_case``)."""
+        return [t for t in (*self.titles, *self.axis_labels, *self.legend_texts) if _INTERNAL_KEY.search(t)]
+
+
+@pytest.fixture
+def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list[SavedFigure]:
+    """Every matplotlib figure saved during the test, inspected as a reader would see it."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
+
+    records: list[SavedFigure] = []
+    original = Figure.savefig
+
+    def recording_savefig(self: Figure, fname: Any, *args: Any, **kwargs: Any) -> Any:
+        self.canvas.draw()
+        renderer = self.canvas.get_renderer()  # type: ignore[attr-defined]
+        titles = [t for t in ([self._suptitle.get_text()] if self._suptitle is not None else []) if t]
+        labels, legend, boxes, axes_boxes = [], [], [], []
+        for ax in self.axes:
+            titles += [t for t in (ax.get_title(loc) for loc in ("left", "center", "right")) if t]
+            labels += [t for t in (ax.get_xlabel(), ax.get_ylabel()) if t]
+            boxes += [t.get_window_extent(renderer) for t in ax.texts if t.get_text().strip()]
+            axes_boxes.append(ax.get_window_extent(renderer))
+        for leg in [*self.legends, *[ax.get_legend() for ax in self.axes if ax.get_legend() is not None]]:
+            legend += [t.get_text() for t in leg.get_texts()] + [leg.get_title().get_text()]
+        result = original(self, fname, *args, **kwargs)
+        std = None
+        if hasattr(fname, "getvalue") or str(fname).endswith(".png"):
+            from PIL import Image
+
+            data = fname.getvalue() if hasattr(fname, "getvalue") else Path(fname).read_bytes()
+            import io
+
+            std = float(np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.float64).std())
+        records.append(SavedFigure(titles, labels, [t for t in legend if t], boxes, axes_boxes, std))
+        return result
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    return records
+>>>>>>> 64f806a (figures a paper could print: readable labels everywhere (evaluation/display.metric_label: 'image→text R@5', '‖∇L_bce‖ / ‖∇L_clip‖', 'SAS (image→text)'); eigen-spectrum and |ρ| plots stop at the numerical rank, say 'rank-deficient' and warn (RankDeficiencyWarning) when n ≤ d; scatter labels placed without overlap (adjustText, core dep) with Spearman ρ, p and n; correlations below 20 pairs get exact/permutation p-values (p_method), so 4 points never get stars, and tables show n; gradient-ratio plot titled, 1 marked; trade-off rings Pareto-optimal λ (visible with one); trajectories share one legend outside the panels; gallery report text wrapped to its own panel with an ellipsis cut, finding names in words, and 'medvl data gallery' writes ./synthetic_examples.png by default (not docs/). Figure tests (saved_figures fixture) render each plot on small data. Docs: evaluation/align/train/sweep outputs from real runs, units and CLIP_benchmark names; align table titled by name (small edit in align.py))

@@ -132,7 +132,7 @@ def metrics_command(
         except ValueError as exc:
             console.print(f"[red]error[/red] {path}: {exc}")
             raise typer.Exit(code=1) from None
-        _print_table(console, f"{path} (n = {report.n}, d = {report.dims[0]}/{report.dims[1]})", values, report.skipped)
+        _print_table(console, f"{name}: n = {report.n}, d = {report.dims[0]}/{report.dims[1]}", values, report.skipped)
         atomic_write_json(out_dir / f"{name}.json", {
             "medvl_version": __version__, "input": info, "options": report.options.to_dict(),
             "metrics_requested": metrics, "n": report.n, "dims": list(report.dims), "values": values,

@@ -64,7 +64,8 @@ def register_data(data_app: typer.Typer) -> None:
 
     @data_app.command("gallery")
     def gallery(
-        out: Path = typer.Option(Path("docs/synthetic_examples.png"), "--out", help="PNG to write."),
+        out: Path = typer.Option(Path("synthetic_examples.png"), "--out",
+                                 help="PNG to write (docs' figure: --out docs/synthetic_examples.png --size 192)."),
         seed: int = typer.Option(0, "--seed", min=0, help="Dataset seed of the cases shown."),
         size: int = typer.Option(256, "--size", min=64, max=1024, help="Image side in pixels."),
     ) -> None:

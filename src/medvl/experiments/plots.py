@@ -5,6 +5,9 @@
 * :func:`plot_tradeoff` — classification vs retrieval per λ (median with IQR whiskers), the
   Pareto front, and the baseline classifier as a reference line.
 * :func:`plot_grad_ratio` — ratio of the two objectives' gradient norms over training.
+
+Axis labels, titles and legends use :func:`medvl.evaluation.display.metric_label` (readable
+names, never internal keys such as ``ratio/bce/clip``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from medvl.evaluation.display import metric_label
 from medvl.experiments.aggregate import pareto_front, summarise
 from medvl.experiments.grid import format_lambda
 
@@ -78,14 +82,16 @@ def plot_trajectories(
                 continue
             ax.plot(rows["epoch"], rows["median"], color=color, label=_lambda_label(lam), marker="o", ms=3)
             ax.fill_between(rows["epoch"], rows["q1"], rows["q3"], color=color, alpha=0.2, linewidth=0)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch (0 = before training)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(metric)
+        ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    handles, labels = axes[0][0].get_legend_handles_labels()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    # one legend for all panels, right of them, so it never covers a curve
+    fig.tight_layout(rect=(0, 0, 1 - 0.9 / fig.get_figwidth(), 1))
+    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     return save_figure(fig, out_base)
 
 
@@ -116,12 +122,16 @@ def plot_tradeoff(
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=color, capsize=3, label=_lambda_label(lam))
     front = pareto_front(points)
     if front.any():
-        order = np.argsort(points[front, 0])
-        ax.plot(points[front, 0][order], points[front, 1][order], "--", color="grey", label="Pareto front")
+        # ring every Pareto-optimal λ (visible even when one λ dominates all the others) and join them
+        ax.scatter(points[front, 0], points[front, 1], s=180, facecolors="none", edgecolors="grey", linewidths=1.2,
+                   label=f"Pareto-optimal ({int(front.sum())} of {len(lambdas)})", zorder=4)
+        if front.sum() > 1:
+            order = np.argsort(points[front, 0])
+            ax.plot(points[front, 0][order], points[front, 1][order], "--", color="grey", lw=1)
     if baseline_y is not None and not math.isnan(baseline_y):
         ax.axhline(baseline_y, color="black", linestyle=":", label="stage-1 classifier")
-    ax.set_xlabel(x_metric)
-    ax.set_ylabel(y_metric)
+    ax.set_xlabel(metric_label(x_metric) + " (median, IQR whiskers)")
+    ax.set_ylabel(metric_label(y_metric))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     if title:
@@ -135,8 +145,13 @@ def plot_grad_ratio(
     quantity: str,
     out_base: str | os.PathLike[str],
     stage: str | None = None,
+    title: str | None = None,
 ) -> list[Path]:
-    """Median ± IQR over folds/seeds of one gradient-probe ``quantity`` against step (log scale)."""
+    """Median ± IQR over folds/seeds of one gradient-probe ``quantity`` against step (log scale).
+
+    The title names the ratio in words (``‖∇L_bce‖ / ‖∇L_clip‖``: how much larger the first term's
+    gradient on the shared parameters is than the second's); a dotted line marks 1 (equal scale).
+    """
     frame = grad_probe[grad_probe["quantity"] == quantity]
     if stage is not None:
         frame = frame[frame["stage"] == stage]
@@ -150,8 +165,14 @@ def plot_grad_ratio(
         ax.plot(stats["step"], stats["median"], color=color, label=_lambda_label(lam))
         ax.fill_between(stats["step"], stats["q1"], stats["q3"], color=color, alpha=0.2, linewidth=0)
     ax.set_yscale("log")
+    if quantity.startswith("ratio/"):
+        ax.axhline(1.0, color="black", lw=0.8, ls=":")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel(quantity)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(metric_label(quantity))
+    default = (f"Gradient-norm ratio {metric_label(quantity)} on the shared parameters"
+               + (f" ({stage})" if stage else "") + "\nmedian and IQR over folds and seeds; 1 = equal scale")
+    ax.set_title(title or default, fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,8 +1,10 @@
 """Figures of the synthetic dataset: example cases with their reports, and each finding by severity.
 
 ``save_gallery`` writes the figure shown in ``docs/synthetic.md`` (rerun with
-``medvl data gallery --out docs/synthetic_examples.png``). Everything is seeded, so the figure
-is reproducible.
+``medvl data gallery --out docs/synthetic_examples.png --size 192``). Everything is seeded, so the
+figure is reproducible. Report text is wrapped to the width of its own panel (monospace glyphs
+are 0.6 em wide) and cut, with an ellipsis, to the lines that fit under it, so it never runs into
+a neighbouring panel.
 """
 
 from __future__ import annotations
@@ -17,7 +19,27 @@ import numpy as np
 from medvl.data.synthetic.findings import FINDINGS, Finding
 from medvl.data.synthetic.generator import SyntheticCase, plan_records, render_case, sample_case
 
-__all__ = ["finding_examples", "pick_examples", "save_gallery"]
+__all__ = ["REPORT_FONT_SIZE", "REPORT_MAX_LINES", "finding_examples", "pick_examples", "report_lines",
+           "save_gallery"]
+
+#: Report text under each example: font size (points) and the most lines that fit under a panel.
+REPORT_FONT_SIZE = 6.5
+REPORT_MAX_LINES = 8
+_MONO_WIDTH_EM = 0.62  # DejaVu Sans Mono advance width is 0.602 em; a little margin
+
+
+def report_lines(text: str, width_points: float, font_size: float = REPORT_FONT_SIZE,
+                 max_lines: int = REPORT_MAX_LINES) -> list[str]:
+    """``text`` wrapped to a panel ``width_points`` wide in monospace ``font_size``; at most
+    ``max_lines`` lines, the last ending in "…" when text was cut."""
+    chars = max(10, int(width_points / (_MONO_WIDTH_EM * font_size)))
+    lines = textwrap.wrap(" ".join(text.split()), chars)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = textwrap.shorten(lines[-1] + " …", chars, placeholder=" …")
+        if not lines[-1].endswith("…"):
+            lines[-1] = lines[-1][: chars - 2] + " …"
+    return lines
 
 #: Laterality / zone used when illustrating each finding.
 _ILLUSTRATION: dict[str, tuple[str, str]] = {
@@ -32,6 +54,11 @@ _ILLUSTRATION: dict[str, tuple[str, str]] = {
     "support_devices": ("", ""),
     "rib_fracture": ("right", "middle"),
 }
+
+
+def _display(name: str) -> str:
+    """A finding's name as a reader writes it ("pleural effusion", not "pleural_effusion")."""
+    return name.replace("_", " ")
 
 
 def finding_examples(seed: int, patient: int, size: int) -> dict[str, list[np.ndarray]]:
@@ -84,11 +111,13 @@ def save_gallery(path: str | os.PathLike[str], seed: int = 0, size: int = 256, n
         ax.imshow(render_case(case, size), cmap="gray", vmin=0, vmax=255)
         ax.set_xticks([])
         ax.set_yticks([])
-        truth = ", ".join(f"{f.name}" + (f" ({('mild', 'moderate', 'severe')[f.severity - 1]})" if f.severity else "")
+        truth = ", ".join(_display(f.name) + (f" ({('mild', 'moderate', 'severe')[f.severity - 1]})" if f.severity else "")
                           for f in case.findings) or "no finding"
         ax.set_title(f"{case.record_id} · grade {case.grade}\ntruth: {textwrap.shorten(truth, 60)}", fontsize=8)
-        ax.text(0.0, -0.02, "\n".join(textwrap.wrap(case.report.text.replace("\n", " "), 64)[:7]),
-                transform=ax.transAxes, fontsize=6.5, va="top", family="monospace")
+        ax.apply_aspect()  # the square image shrinks the panel inside its grid cell: wrap to the panel
+        width_points = ax.get_position().width * fig.get_figwidth() * 72
+        ax.text(0.0, -0.02, "\n".join(report_lines(case.report.text, width_points)),
+                transform=ax.transAxes, fontsize=REPORT_FONT_SIZE, va="top", family="monospace")
     for j, name in enumerate(FINDINGS):
         row, col = divmod(j, 2)
         sub = grid[n_rows_ex + row].subgridspec(1, 8)
@@ -99,7 +128,7 @@ def save_gallery(path: str | os.PathLike[str], seed: int = 0, size: int = 256, n
             ax.imshow(image, cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{name}: {label}" if k else f"{name}", fontsize=8)
+            ax.set_title(f"{_display(name)}: {label}" if k else _display(name), fontsize=8)
     fig.suptitle(f"medvl synthetic chest radiographs (seed {seed}, {size} px): examples with their reports; "
                  "below, each finding on one patient by severity", fontsize=11, y=0.985)
     buffer = io.BytesIO()

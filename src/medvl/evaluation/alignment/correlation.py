@@ -2,9 +2,16 @@
 domain tests of the SAS paper.
 
 * :func:`correlate` — Spearman, Kendall (τ-b) or Pearson between two columns, pairs with a NaN
-  dropped, point estimate and p-value from scipy, percentile bootstrap CI from ``n_resamples``
-  seeded resamples of the pairs (vectorised; resamples in which a column is constant are
-  dropped and counted).
+  dropped, point estimate, p-value and percentile bootstrap CI from ``n_resamples`` seeded
+  resamples of the pairs (vectorised; resamples in which a column is constant are dropped and
+  counted). p-values: for fewer than :data:`PERMUTATION_BELOW` pairs, Spearman and Pearson use a
+  permutation test of the pairing (all n! pairings up to n = 8, else 9,999 seeded ones) and
+  Kendall scipy's exact test — scipy's t / normal approximations are wrong there (ρ = 1 over 4
+  points gets p ≈ 0 instead of the exact 2/4! = 0.083); from that size on, scipy's asymptotic
+  p-values. ``p_method`` records which.
+* :func:`significance_stars` — ``*`` p < .05, ``**`` p < .01, ``***`` p < .001 from these
+  p-values, so a test that cannot reach p < .05 at its n (any correlation over 4 points) never
+  gets a star.
 * :func:`domain_comparison` — mean ± std (ddof=0, as the SAS repo) per domain and a two-sided
   Mann–Whitney U test (scipy default method).
 * :func:`one_sample_t` — one-sample t-test of H0 μ = 0 (the imbalance test);
@@ -32,11 +39,17 @@ __all__ = [
 
 CORRELATION_METHODS = ("spearman", "kendall", "pearson")
 
+#: Below this many pairs, p-values come from permutation / exact tests instead of approximations.
+PERMUTATION_BELOW = 20
+_EXACT_UP_TO = 8  # 8! = 40,320 pairings, enumerated; above, 9,999 seeded random pairings
+_PERMUTATIONS = 9999
+
 
 @dataclass(frozen=True)
 class CorrelationResult:
-    """``r`` and its two-sided ``p`` on ``n`` complete pairs; ``ci_low``/``ci_high`` the bootstrap
-    percentile interval at ``confidence`` from ``n_boot_valid`` usable resamples (NaN when none)."""
+    """``r`` and its two-sided ``p`` on ``n`` complete pairs (``p_method``: ``exact``, ``permutation``
+    or ``asymptotic``); ``ci_low``/``ci_high`` the bootstrap percentile interval at ``confidence``
+    from ``n_boot_valid`` usable resamples (NaN when none)."""
 
     method: str
     n: int
@@ -46,6 +59,7 @@ class CorrelationResult:
     ci_high: float
     confidence: float
     n_boot_valid: int
+    p_method: str = "asymptotic"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict."""
@@ -91,14 +105,45 @@ def _rowwise(method: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _rowwise_kendall_b(a, b)
 
 
-def _point(method: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    if method == "spearman":
-        res = stats.spearmanr(x, y)
-    elif method == "kendall":
-        res = stats.kendalltau(x, y)  # τ-b
-    else:
-        res = stats.pearsonr(x, y)
-    return float(res.statistic), float(res.pvalue)
+def _pearson_last_axis(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    a = a - a.mean(axis=axis, keepdims=True)
+    b = b - b.mean(axis=axis, keepdims=True)
+    return (a * b).sum(axis) / np.sqrt((a * a).sum(axis) * (b * b).sum(axis))
+
+
+def _point(method: str, x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float, str]:
+    """``(r, two-sided p, p_method)``; small n get permutation / exact p-values (module docstring)."""
+    n = x.size
+    if method == "kendall":
+        res = stats.kendalltau(x, y)  # τ-b; scipy's 'auto' is exact for small n without ties
+        # with ties scipy has no exact null distribution and falls back to the normal approximation
+        exact = n < PERMUTATION_BELOW and len(np.unique(x)) == n and len(np.unique(y)) == n
+        return float(res.statistic), float(res.pvalue), "exact" if exact else "asymptotic"
+    r = float((stats.spearmanr(x, y) if method == "spearman" else stats.pearsonr(x, y)).statistic)
+    if n >= PERMUTATION_BELOW:
+        res = stats.spearmanr(x, y) if method == "spearman" else stats.pearsonr(x, y)
+        return r, float(res.pvalue), "asymptotic"
+    a, b = (stats.rankdata(x), stats.rankdata(y)) if method == "spearman" else (x, y)
+    return (r, *_permutation_p(a, b, seed))
+
+
+def _permutation_p(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[float, str]:
+    """Two-sided p of the Pearson correlation of ``a`` and ``b`` under random re-pairing: the share of
+    pairings with ``|r| ≥ |r_observed|``, over all n! pairings (n ≤ 8) or 9,999 seeded ones (then
+    ``(1 + hits) / (1 + 9,999)``, which never reports 0)."""
+    import itertools
+
+    n = a.size
+    observed = abs(float(_pearson_last_axis(a, b)))
+    tol = 1e-12 * max(1.0, observed)
+    if n <= _EXACT_UP_TO:
+        orders = np.array(list(itertools.permutations(range(n))), dtype=np.intp)
+        rs = np.abs(_pearson_last_axis(np.broadcast_to(a, orders.shape), b[orders]))
+        return float(np.mean(rs >= observed - tol)), "exact"
+    rng = np.random.default_rng(seed)
+    orders = np.argsort(rng.random((_PERMUTATIONS, n)), axis=1)
+    rs = np.abs(_pearson_last_axis(np.broadcast_to(a, orders.shape), b[orders]))
+    return float((1 + np.sum(rs >= observed - tol)) / (1 + _PERMUTATIONS)), "permutation"
 
 
 def correlate(
@@ -127,7 +172,7 @@ def correlate(
     nan = float("nan")
     if n < min_n or np.ptp(xa) == 0 or np.ptp(ya) == 0:
         return CorrelationResult(method, n, nan, nan, nan, nan, confidence, 0)
-    r, p = _point(method, xa, ya)
+    r, p, p_method = _point(method, xa, ya, seed)
     lo = hi = nan
     valid = 0
     if n_resamples > 0:
@@ -138,7 +183,7 @@ def correlate(
         if valid:
             alpha = 1.0 - confidence
             lo, hi = (float(v) for v in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
-    return CorrelationResult(method, n, r, p, lo, hi, confidence, valid)
+    return CorrelationResult(method, n, r, p, lo, hi, confidence, valid, p_method)
 
 
 def _finite(values: np.ndarray | list[float]) -> np.ndarray:

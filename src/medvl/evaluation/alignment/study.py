@@ -382,7 +382,9 @@ def _corr_markdown(
     methods: Sequence[str],
 ) -> str:
     parts = ["# Retrieval predictivity\n",
-             "Correlation of each alignment metric with retrieval; stars: * p<.05, ** p<.01, *** p<.001.",
+             "Correlation of each alignment metric with retrieval, as r (n); stars: * p<.05, ** p<.01, *** p<.001.",
+             "p-values below 20 pairs are exact / permutation p-values, so a correlation over 4 points (smallest",
+             "attainable p = 2/4! = 0.083) never gets a star; see correlations.csv for p, p_method and the CI.",
              "Rows are sorted by |pooled r|. Within-dataset columns correlate across models.\n"]
     scopes = list(dict.fromkeys(r["scope"] for r in corr))
     index = {(r["scope"], r["metric"], r["target"], r["method"]): r for r in corr}
@@ -398,7 +400,8 @@ def _corr_markdown(
                 cells: list[Any] = []
                 for s in scopes:
                     r = index.get((s, m, target, method))
-                    cells.append("–" if r is None or not math.isfinite(r["r"]) else f"{r['r']:+.3f}{r['stars']}")
+                    cells.append("–" if r is None or not math.isfinite(r["r"])
+                                 else f"{r['r']:+.3f}{r['stars']} (n={r['n']})")
                 pooled = index.get(("pooled", m, target, method), {})
                 ci = (f"[{pooled['ci_low']:+.2f}, {pooled['ci_high']:+.2f}]"
                       if pooled and math.isfinite(pooled.get("ci_low", math.nan)) else "–")
