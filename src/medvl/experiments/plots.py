@@ -130,6 +130,7 @@ def plot_tradeoff(
             ax.plot(points[front, 0][order], points[front, 1][order], "--", color="grey", lw=1)
     if baseline_y is not None and not math.isnan(baseline_y):
         ax.axhline(baseline_y, color="black", linestyle=":", label="stage-1 classifier")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # tick labels of 4-decimal rates must not touch
     ax.set_xlabel(metric_label(x_metric) + " (median, IQR whiskers)")
     ax.set_ylabel(metric_label(y_metric))
     ax.grid(alpha=0.3)
