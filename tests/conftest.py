@@ -89,7 +89,6 @@ def family_dir(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
     return get
 
 
-<<<<<<< HEAD
 @pytest.fixture(autouse=True)
 def _fresh_master_port(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each multi-process test rendezvouses on its own free port.
@@ -106,7 +105,8 @@ def _fresh_master_port(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
         sock.bind(("127.0.0.1", 0))
         monkeypatch.setenv("MASTER_PORT", str(sock.getsockname()[1]))
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-=======
+
+
 _INTERNAL_KEY = re.compile(r"[a-z0-9_@]+/[a-z0-9_@]+|[a-z]{2,}_[a-z]{2,}")
 
 
@@ -164,4 +164,3 @@ def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list[SavedFigure]:
 
     monkeypatch.setattr(Figure, "savefig", recording_savefig)
     return records
->>>>>>> 64f806a (figures a paper could print: readable labels everywhere (evaluation/display.metric_label: 'image→text R@5', '‖∇L_bce‖ / ‖∇L_clip‖', 'SAS (image→text)'); eigen-spectrum and |ρ| plots stop at the numerical rank, say 'rank-deficient' and warn (RankDeficiencyWarning) when n ≤ d; scatter labels placed without overlap (adjustText, core dep) with Spearman ρ, p and n; correlations below 20 pairs get exact/permutation p-values (p_method), so 4 points never get stars, and tables show n; gradient-ratio plot titled, 1 marked; trade-off rings Pareto-optimal λ (visible with one); trajectories share one legend outside the panels; gallery report text wrapped to its own panel with an ellipsis cut, finding names in words, and 'medvl data gallery' writes ./synthetic_examples.png by default (not docs/). Figure tests (saved_figures fixture) render each plot on small data. Docs: evaluation/align/train/sweep outputs from real runs, units and CLIP_benchmark names; align table titled by name (small edit in align.py))

@@ -39,8 +39,8 @@ from torch import nn
 from medvl import __version__
 from medvl.models.weights import (
     CHECKPOINT_DIR,
-    CheckpointError,
     EMA_WEIGHTS_FILE,
+    CheckpointError,
     load_model_weights,
     read_checkpoint_json,
     resolve_checkpoint,
