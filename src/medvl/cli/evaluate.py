@@ -55,12 +55,14 @@ def evaluate(
     from medvl.utils.devices import resolve_device
 
     resolve_device(cfg.device)  # an unusable device is an error before the output directory exists
+    if out is not None:  # an output directory in use (or kept without --overwrite) is named first
+        check_run_dir(out, overwrite=overwrite, resumable=False)  # writes nothing yet
     fmt = detect_format(spec).format if spec is not None else "embeddings"  # unknown formats fail here, early
     if out is None:  # default: inside a medvl run/model directory, never inside someone else's checkpoint
         if spec is None or fmt not in ("medvl_run", "medvl_model"):
             raise typer.BadParameter("--out is required unless --model is a medvl run or model directory")
         out = Path(spec) / f"eval-{cfg.split}"
-    check_run_dir(out, overwrite=overwrite, resumable=False)  # writes nothing yet
+        check_run_dir(out, overwrite=overwrite, resumable=False)
 
     from medvl.evaluation.results import markdown_table, metric_rows
     from medvl.evaluation.suite import run_evaluation
