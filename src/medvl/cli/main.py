@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medvl.cli.benchmark",
     "medvl.cli.align",
     "medvl.cli.experiments",
+    "medvl.cli.slides",
 )
 
 

@@ -45,6 +45,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medvl.utils.errors import UserInputError
+
 __all__ = ["HIPTLoadReport", "HIPTWeightsError", "load_slide_weights", "map_hipt_keys", "read_state_dict"]
 
 #: Region-level prefixes of the known HIPT implementations, tried in this order.
@@ -73,7 +75,7 @@ _SLIDE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
-class HIPTWeightsError(ValueError):
+class HIPTWeightsError(UserInputError, ValueError):
     """A weights file that cannot be read or mapped onto the slide encoder; names the file and keys."""
 
 

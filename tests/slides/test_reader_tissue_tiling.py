@@ -1,0 +1,133 @@
+"""Reading generated pyramidal TIFFs (OpenSlide and tifffile), Otsu tissue masks, tiling at a resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medvl.cli.main import build_app
+from medvl.slides.reader import SlideReadError, open_slide
+from medvl.slides.tiling import TilingError, TilingSpec, plan_tiles, read_tiles, tile_slides
+from medvl.slides.tissue import otsu_threshold, tissue_mask
+
+openslide = pytest.importorskip("openslide")
+
+
+def test_openslide_reads_the_generated_pyramid_with_its_resolution(small_slides: tuple[Path, dict]) -> None:
+    root, _ = small_slides
+    with open_slide(root / "case0.tif", backend="openslide") as slide:
+        assert slide.backend == "openslide" and slide.vendor == "generic-tiff"
+        assert slide.mpp == pytest.approx(0.5)
+        assert slide.level_dimensions == [(768, 512), (384, 256), (192, 128)]
+        assert slide.level_downsamples == pytest.approx([1.0, 2.0, 4.0])
+        with open_slide(root / "case0.tif", backend="tifffile") as fallback:
+            assert fallback.mpp == pytest.approx(0.5) and fallback.level_dimensions == slide.level_dimensions
+            # the same pixels through both backends, across tile borders and past the slide's edge
+            for location, level, size in [((100, 90), 0, (200, 60)), ((120, 250), 1, (70, 70)), ((700, 480), 0, (100, 50))]:
+                np.testing.assert_array_equal(slide.read_region(location, level, size),
+                                              fallback.read_region(location, level, size))
+    with pytest.raises(SlideReadError, match=r"not found"):
+        open_slide(root / "missing.tif")
+
+
+def test_otsu_threshold_maximises_the_between_class_variance() -> None:
+    rng = np.random.default_rng(0)
+    values = np.clip(np.concatenate([rng.normal(0.1, 0.03, 5000), rng.normal(0.6, 0.1, 2000)]), 0, 1)
+    t = otsu_threshold(values)
+    best, best_t = -1.0, None
+    for edge in np.linspace(0, 1, 257)[1:-1]:  # the definition, by brute force on the same bins
+        low, high = values[values <= edge], values[values > edge]
+        if len(low) and len(high):
+            score = len(low) * len(high) * (low.mean() - high.mean()) ** 2
+            if score > best:
+                best, best_t = score, edge
+    assert best_t is not None and abs(t - best_t) <= 1 / 256 + 1e-9
+    assert 0.2 < t < 0.45
+
+
+def _truth_fraction(truth: np.ndarray, x: int, y: int, side: int) -> float:
+    return float(truth[y:y + side, x:x + side].mean())
+
+
+@pytest.mark.parametrize("case", ["case0", "case1", "case2"])
+def test_tiling_finds_the_tissue_and_only_the_tissue(small_slides: tuple[Path, dict], case: str) -> None:
+    root, truths = small_slides
+    truth = truths[case]
+    with open_slide(root / f"{case}.tif") as slide:
+        thumb, _ = slide.thumbnail(512)
+        mask = tissue_mask(thumb)
+        rows = (np.arange(mask.shape[0]) + 0.5) * truth.shape[0] / mask.shape[0]
+        cols = (np.arange(mask.shape[1]) + 0.5) * truth.shape[1] / mask.shape[1]
+        small_truth = truth[rows.astype(int)][:, cols.astype(int)]
+        assert (mask == small_truth).mean() > 0.98  # dust specks excluded, lumens filled
+        spec = TilingSpec(patch_size=16, mpp=1.0, tissue_threshold=0.5)
+        tiles, _, _ = plan_tiles(slide, spec)
+    footprint = 32  # 16 px at 1 µm/px = 32 level-0 px
+    kept = {(int(x), int(y)) for x, y in tiles.coords}
+    assert kept, "no tissue found"
+    for x in range(0, 768 - footprint + 1, footprint):
+        for y in range(0, 512 - footprint + 1, footprint):
+            fraction = _truth_fraction(truth, x, y, footprint)
+            if abs(fraction - 0.5) < 0.15:
+                continue  # at the threshold the thumbnail's resolution decides
+            assert ((x, y) in kept) == (fraction > 0.5), (x, y, fraction)
+    with open_slide(root / f"{case}.tif") as slide:  # a low threshold still takes no glass-only region
+        loose, _, _ = plan_tiles(slide, TilingSpec(patch_size=16, mpp=1.0, tissue_threshold=0.01))
+    assert all(_truth_fraction(truth, int(x), int(y), footprint) > 0 for x, y in loose.coords)
+
+
+def test_grid_geometry_levels_and_region_tokens(small_slides: tuple[Path, dict]) -> None:
+    root, _ = small_slides
+    with open_slide(root / "case1.tif") as slide:
+        tiles, _, _ = plan_tiles(slide, TilingSpec(patch_size=16, region_size=64, mpp=1.0, tissue_threshold=0.2))
+        assert tiles.meta["read_level"] == 1 and tiles.meta["read_size"] == 16
+        assert tiles.tokens_per_region == 16 and len(tiles.coords) == 16 * tiles.n_regions
+        first = tiles.coords[:16]  # row-major tokens inside the first region, 32 level-0 px apart
+        assert (first[1] - first[0]).tolist() == [32, 0] and (first[4] - first[0]).tolist() == [0, 32]
+        assert tiles.region[:17].tolist() == [0] * 16 + [1] and tiles.token[:17].tolist() == [*range(16), 0]
+        # 1.5 µm/px: read from level 1 (2 × 0.5 µm) 24 px and resize to 16
+        odd, _, _ = plan_tiles(slide, TilingSpec(patch_size=16, mpp=1.5))
+        assert odd.meta["read_level"] == 1 and odd.meta["read_size"] == 24
+        # magnification without an objective power: 10 / mpp = 20× at level 0, so 5× = downsample 4
+        mag, _, _ = plan_tiles(slide, TilingSpec(patch_size=16, magnification=5))
+        assert mag.meta["target_downsample"] == pytest.approx(4.0) and mag.meta["read_level"] == 2
+        with pytest.raises(TilingError, match=r"finer than level 0"):
+            plan_tiles(slide, TilingSpec(patch_size=16, mpp=0.25))
+    with pytest.raises(TilingError, match=r"multiple of patch_size"):
+        TilingSpec(patch_size=16, region_size=40, mpp=1.0)
+    with pytest.raises(TilingError, match=r"exactly one of mpp"):
+        TilingSpec(patch_size=16)
+
+
+def test_slide_without_resolution_needs_slide_mpp(tmp_path: Path) -> None:
+    import tifffile
+
+    image = np.full((256, 256, 3), 240, dtype=np.uint8)
+    image[64:192, 64:192] = (200, 120, 180)
+    tifffile.imwrite(tmp_path / "bare.tif", image, tile=(128, 128), photometric="rgb")
+    with pytest.raises(TilingError, match=r"bare.tif: the slide has no resolution metadata.*--slide-mpp"):
+        tile_slides([tmp_path / "bare.tif"], tmp_path / "tiles", TilingSpec(patch_size=16, mpp=1.0))
+    assert not (tmp_path / "tiles").exists()  # checked before anything was written
+    summary = tile_slides([tmp_path / "bare.tif"], tmp_path / "tiles", TilingSpec(patch_size=16, mpp=1.0, slide_mpp=0.5))
+    assert summary["slides"]["bare"]["n_regions"] == 16  # the 128 px square = 4 × 4 patches of 32 px
+
+
+def test_tile_command_through_openslide(small_slides: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = small_slides
+    out = tmp_path / "tiles"
+    result = CliRunner().invoke(build_app(), ["slides", "tile", str(root), "--out", str(out), "--mpp", "1.0",
+                                              "--patch-size", "16", "--region-size", "32"])
+    assert result.exit_code == 0, result.output
+    assert "tiled 3 slides" in result.output
+    for case in ("case0", "case1", "case2"):
+        tiles = read_tiles(out / f"{case}.tiles.parquet")
+        assert tiles.meta["backend"] == "openslide" and tiles.slide_id == case
+        assert Path(tiles.slide_path) == (root / f"{case}.tif").resolve()
+        assert (out / f"{case}.tissue.jpg").is_file()
+    # a rerun keeps what is there; other settings without --overwrite are refused
+    again = CliRunner().invoke(build_app(), ["slides", "tile", str(root), "--out", str(out), "--mpp", "1.0",
+                                             "--patch-size", "8"])
+    assert again.exit_code != 0 and "other settings" in str(again.exception or again.output)
