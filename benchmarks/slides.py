@@ -1,0 +1,107 @@
+"""Slide pipeline throughput: ``tile_slides`` + ``embed_tiles`` against a bare OpenSlide + model loop.
+
+Pipeline (what ``medvl slides tile`` and ``medvl slides embed`` do): open each slide, thumbnail,
+Otsu tissue mask, grid, write the tiles file; then read every patch through OpenSlide in
+``--workers`` reader threads, normalise, encode in batches with the model front door's medvl
+model, write the feature bag (plus the resumable partial file after every batch).
+
+Baseline (the same work with nothing around it): for the same patch coordinates, in one loop,
+``openslide.OpenSlide.read_region`` → RGB array, stack a batch, normalise, and call the same
+model's vision tower under ``torch.no_grad``; no tissue detection, no files, no threads.
+
+Both use the same slides, coordinates, batch size, model and torch thread count, each timed as
+the best of ``--repeat`` runs. Reported: patches/s of both and the ratio pipeline/baseline
+(target ≤ 1.2).
+
+    .venv/bin/python -m benchmarks.slides                       # ~1 min here
+    .venv/bin/python -m benchmarks.slides --slides 6 --size 3072 --patch 32 --batch 128 --workers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.timing import best_of
+from medvl.slides.embed import EmbedOptions, embed_tiles, load_patch_encoder
+from medvl.slides.synthetic import (
+    SyntheticSlideConfig,
+    render_slide,
+    write_patch_encoder,
+    write_pyramidal_tiff,
+)
+from medvl.slides.tiling import TilingSpec, read_tiles, tile_slides
+
+
+def bare_loop(tiles_dir: Path, model: torch.nn.Module, batch: int) -> int:
+    """Read every tiled patch with OpenSlide in a plain loop and encode it; returns the patch count."""
+    import openslide
+
+    count = 0
+    for path in sorted(tiles_dir.glob("*.tiles.parquet")):
+        tiles = read_tiles(path)
+        slide = openslide.OpenSlide(tiles.slide_path)
+        level, size = int(tiles.meta["read_level"]), int(tiles.meta["read_size"])
+        for lo in range(0, len(tiles.coords), batch):
+            patches = np.stack([np.asarray(slide.read_region((int(x), int(y)), level, (size, size)).convert("RGB"))
+                                for x, y in tiles.coords[lo:lo + batch]])
+            pixels = (torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+            with torch.no_grad():
+                model(pixels)
+            count += len(patches)
+        slide.close()
+    return count
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slides", type=int, default=4)
+    ap.add_argument("--size", type=int, default=3072, help="level-0 width in pixels (height = 2/3 of it)")
+    ap.add_argument("--patch", type=int, default=32, help="patch side at the target resolution")
+    ap.add_argument("--mpp", type=float, default=0.5, help="target µm/px (the slides are 0.5 µm/px at level 0)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cfg = SyntheticSlideConfig(width=args.size, height=args.size * 2 // 3)
+        (root / "slides").mkdir()
+        for i in range(args.slides):
+            image, _ = render_slide(i % 6, seed=i, config=cfg)
+            write_pyramidal_tiff(root / "slides" / f"s{i}.tif", image, cfg.mpp, cfg.levels, cfg.tile)
+        write_patch_encoder(root / "encoder", 0, SyntheticSlideConfig())
+        encoder = load_patch_encoder(root / "encoder")
+        spec = TilingSpec(patch_size=args.patch, mpp=args.mpp, tissue_threshold=0.25)
+        options = EmbedOptions(batch_size=args.batch, workers=args.workers, backend="openslide")
+
+        def pipeline() -> int:
+            for sub in ("tiles", "features"):
+                shutil.rmtree(root / sub, ignore_errors=True)
+            tile_slides([root / "slides"], root / "tiles", spec, backend="openslide")
+            summary = embed_tiles(root / "tiles", encoder, root / "features", options)
+            return int(summary["encoded"])
+
+        pipe_s, n = best_of(pipeline, args.repeat)
+        tile_s, _ = best_of(lambda: tile_slides([root / "slides"], root / "tiles2", spec, backend="openslide",
+                                                overwrite=True), 1)
+        vision = encoder.model.vision.eval()
+        bare_s, n_bare = best_of(lambda: bare_loop(root / "tiles", vision, args.batch), args.repeat)
+    assert n == n_bare, (n, n_bare)
+    print(f"{args.slides} slides, {n} patches of {args.patch} px at {args.mpp} µm/px, batch {args.batch}, "
+          f"{args.workers} reader threads, {args.threads} torch threads")
+    print(f"pipeline (tile + embed): {pipe_s:.2f} s  ({n / pipe_s:.0f} patches/s; tiling alone {tile_s:.2f} s)")
+    print(f"bare OpenSlide + model loop: {bare_s:.2f} s  ({n / bare_s:.0f} patches/s)")
+    print(f"ratio pipeline / bare loop: {pipe_s / bare_s:.2f}  (target <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()
