@@ -69,7 +69,8 @@ _KILL_SCRIPT = textwrap.dedent("""
             if len(batches) == 2:
                 os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of the second slide
 
-    embed_tiles(sys.argv[1], sys.argv[2], sys.argv[3], EmbedOptions(batch_size=4, workers=2), on_batch=on_batch)
+    embed_tiles(sys.argv[1], sys.argv[2], sys.argv[3], EmbedOptions(batch_size=4, workers=2, checkpoint_seconds=0),
+                on_batch=on_batch)
 """)
 
 

@@ -131,3 +131,19 @@ def test_tile_command_through_openslide(small_slides: tuple[Path, dict], tmp_pat
     again = CliRunner().invoke(build_app(), ["slides", "tile", str(root), "--out", str(out), "--mpp", "1.0",
                                              "--patch-size", "8"])
     assert again.exit_code == 2 and "other settings" in again.output  # a user error: exit 2, no traceback
+
+
+def test_jpeg_tiles_read_alike_through_openslide_and_the_tifffile_fallback(tmp_path: Path) -> None:
+    import tifffile
+
+    from medvl.slides.synthetic import SyntheticSlideConfig, render_slide
+
+    image, _ = render_slide(4, seed=2, config=SyntheticSlideConfig(width=512, height=384))
+    with tifffile.TiffWriter(tmp_path / "jpeg.tif") as writer:  # JPEG tiles with shared tables, as scanners write
+        writer.write(image, tile=(128, 128), photometric="rgb", compression="jpeg", resolution=(2e4, 2e4),
+                     resolutionunit="CENTIMETER")
+    with open_slide(tmp_path / "jpeg.tif", backend="openslide") as a, \
+            open_slide(tmp_path / "jpeg.tif", backend="tifffile") as b:
+        ra, rb = a.read_region((100, 50), 0, (200, 150)), b.read_region((100, 50), 0, (200, 150))
+    assert np.abs(ra.astype(int) - rb.astype(int)).mean() < 2.0  # two JPEG decoders, same pixels up to rounding
+    assert np.abs(ra.astype(int) - image[50:200, 100:300].astype(int)).mean() < 6.0

@@ -12,10 +12,11 @@ regions hold several patches (T = R², row-major, the hierarchical slide encoder
 identity, the tiling and the preprocessing (``medvl_fingerprint``). ``medvl data import slides``
 turns a directory of these plus reports into a manifest.
 
-Resuming: features are appended to ``.<slide_id>.partial.npy`` (a memory map) and the number of
-finished patches to ``.<slide_id>.partial.json`` after every batch (written atomically), so a
-killed run continues at the first unfinished batch of the first unfinished slide; finished
-slides are skipped. A finished or partial file made with another model, tiling or preprocessing
+Resuming: features are appended to ``.<slide_id>.partial.npy`` (a memory map); every
+``checkpoint_seconds`` (5 s; 0 = every batch) it is flushed and the number of finished patches
+written to ``.<slide_id>.partial.json`` (atomically, after the features), so a killed run
+continues at the first batch not yet vouched for, in the first unfinished slide; finished slides
+are skipped. A finished or partial file made with another model, tiling or preprocessing
 is an error naming it (``overwrite`` starts that slide again). Results do not depend on where a
 run was interrupted: batches are the same fixed slices of each slide's patch list.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -70,6 +72,9 @@ class EmbedOptions:
     std: tuple[float, ...] = (0.5,)
     backend: str = "auto"
     trust_remote_code: bool = False
+    checkpoint_seconds: float = 5.0
+    """Progress is made durable (partial features flushed, count written) at most this often, and at
+    the end of every slide: a kill loses at most this much work. 0 = after every batch."""
 
 
 @dataclass
@@ -185,6 +190,7 @@ def embed_slide(
     first = 0 if state is None else state.done // bs
     memmap: Any = None  # np.memmap of the partial features
     encoded = 0
+    last_saved = time.monotonic()
     with open_slide(tiles.slide_path, backend=options.backend,  # type: ignore[arg-type]
                     mpp=tiles.meta.get("slide_mpp")) as reader, \
             ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
@@ -211,10 +217,12 @@ def embed_slide(
                         raise EmbeddingMismatchError(f"{partial_npy}: shape {memmap.shape}, expected {(n, dim)}")
             lo = starts[index]
             memmap[lo:lo + len(features)] = features
-            memmap.flush()
             done = lo + len(features)
-            atomic_write_json(partial_json, asdict(_Partial(done=done, fingerprint=fingerprint, n=n,
-                                                            dim=int(features.shape[1]))))
+            if time.monotonic() - last_saved >= options.checkpoint_seconds and done < n:
+                memmap.flush()  # the features first, then the count that vouches for them
+                atomic_write_json(partial_json, asdict(_Partial(done=done, fingerprint=fingerprint, n=n,
+                                                                dim=int(features.shape[1]))))
+                last_saved = time.monotonic()
             encoded += len(features)
             if on_batch is not None:
                 on_batch(tiles.slide_id, done, n)

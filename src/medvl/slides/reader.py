@@ -122,11 +122,9 @@ class SlideReader(ABC):
 
 def _composite_white(rgba: np.ndarray) -> np.ndarray:
     """Premultiplied-alpha RGBA (OpenSlide) over white → RGB uint8."""
-    if rgba.shape[-1] == 3:
-        return rgba
+    if rgba.shape[-1] == 3 or int(rgba[..., 3].min()) == 255:  # opaque: the usual case, no copy
+        return rgba[..., :3]
     alpha = rgba[..., 3:4].astype(np.uint16)
-    if bool((alpha == 255).all()):
-        return np.ascontiguousarray(rgba[..., :3])
     rgb = rgba[..., :3].astype(np.uint16) + (255 - alpha)
     return np.minimum(rgb, 255).astype(np.uint8)
 

@@ -69,7 +69,7 @@ class TilingSpec:
     base_magnification: float | None = None
     slide_mpp: float | None = None
     tissue_threshold: float = 0.25
-    thumbnail_size: int = 1024
+    thumbnail_size: int = 768
 
     def __post_init__(self) -> None:
         if (self.mpp is None) == (self.magnification is None):
@@ -237,17 +237,15 @@ def write_tiles(tiles: SlideTiles, out_dir: Path, thumb: np.ndarray | None = Non
     return target
 
 
-def _write_preview(path: Path, thumb: np.ndarray, mask: np.ndarray, tiles: SlideTiles, size: int = 512) -> None:
+def _write_preview(path: Path, thumb: np.ndarray, mask: np.ndarray, tiles: SlideTiles, size: int = 384) -> None:
     """A JPEG (longer side ≤ ``size``): the thumbnail, non-tissue greyed out, kept regions outlined."""
     from PIL import Image, ImageDraw
 
-    image = thumb.copy()
-    image[~mask] = image[~mask] // 2 + 127  # grey out what is not tissue
+    step = max(1, int(np.ceil(max(thumb.shape[:2]) / size)))
+    image = thumb[::step, ::step].copy()
+    background = ~mask[::step, ::step]
+    image[background] = image[background] // 2 + 127  # grey out what is not tissue
     preview = Image.fromarray(image)
-    factor = max(preview.size) / size
-    if factor > 1:
-        preview = preview.resize((round(preview.size[0] / factor), round(preview.size[1] / factor)),
-                                 Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(preview)
     scale = preview.size[0] / tiles.meta["slide_dimensions"][0]
     footprint = tiles.meta["region_size"] * tiles.meta["target_downsample"] * scale

@@ -17,9 +17,9 @@ __all__ = ["otsu_threshold", "saturation", "tissue_mask"]
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
     """HSV saturation in [0, 1] of an RGB image (h, w, 3); 0 for black pixels."""
-    values = rgb[..., :3]
-    high = values.max(axis=-1).astype(np.float32)
-    low = values.min(axis=-1).astype(np.float32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # element-wise: much faster than max over a 3-long axis
+    high = np.maximum(np.maximum(r, g), b).astype(np.float32)
+    low = np.minimum(np.minimum(r, g), b).astype(np.float32)
     out = np.zeros_like(high)
     np.divide(high - low, high, out=out, where=high > 0)
     return out
