@@ -19,6 +19,7 @@ from medvl.data.images import load_feature_bag
 from medvl.slides.embed import EmbeddingMismatchError, EmbedOptions, embed_tiles, load_patch_encoder
 from medvl.slides.reader import open_slide
 from medvl.slides.tiling import TilingSpec, read_tiles, tile_slides
+from medvl.utils.errors import UserInputError
 
 pytest.importorskip("openslide")
 
@@ -51,6 +52,11 @@ def test_features_equal_the_encoder_on_patches_read_in_a_bare_openslide_loop(til
     torch.testing.assert_close(bag["features"].reshape(-1, 8), expected, rtol=1e-5, atol=1e-5)
     # the manifest side reads it as a region-token bag
     assert load_feature_bag(tmp_path / "case1.safetensors", layout="regions").shape == (tiles.n_regions, 4, 8)
+    inline = embed_tiles(tiled, patch_encoder_dir, tmp_path / "inline", EmbedOptions(batch_size=7, workers=0))
+    assert inline["encoded"] == summary["encoded"]  # reading in the encoding thread gives the same bags
+    assert torch.equal(load_file(str(tmp_path / "inline" / "case1.safetensors"))["features"], bag["features"])
+    with pytest.raises(UserInputError, match=r"workers"):
+        EmbedOptions(workers=-1)
     again = embed_tiles(tiled, patch_encoder_dir, tmp_path, EmbedOptions(batch_size=7))
     assert again["encoded"] == 0 and {s["status"] for s in again["slides"]} == {"done before"}
     with pytest.raises(EmbeddingMismatchError, match=r"case0.safetensors was embedded with another"):

@@ -65,6 +65,7 @@ class EmbedOptions:
 
     batch_size: int = 64
     workers: int = 4
+    """Reader threads ahead of the encoder; 0 = read each batch in the encoding thread."""
     device: str = "cpu"
     output: Literal["features", "embeds"] = "features"
     image_size: int | None = None
@@ -75,6 +76,11 @@ class EmbedOptions:
     checkpoint_seconds: float = 5.0
     """Progress is made durable (partial features flushed, count written) at most this often, and at
     the end of every slide: a kill loses at most this much work. 0 = after every batch."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.workers < 0 or self.checkpoint_seconds < 0:
+            raise UserInputError(f"embedding options: batch_size must be >= 1, workers and checkpoint_seconds "
+                                 f">= 0 (got {self.batch_size}, {self.workers}, {self.checkpoint_seconds})")
 
 
 @dataclass
@@ -195,17 +201,22 @@ def embed_slide(
                     mpp=tiles.meta.get("slide_mpp")) as reader, \
             ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         pending: dict[int, Future[np.ndarray]] = {}
+        depth = options.workers + 1 if options.workers > 0 else 0  # batches read while one is encoded
 
         def submit(index: int) -> None:
             if index < len(starts) and index not in pending:
                 lo = starts[index]
-                pending[index] = pool.submit(_read_batch, reader, tiles.coords[lo:lo + bs], level, read_size)
+                if options.workers == 0:  # read in this thread, when the batch is needed
+                    read: Future[np.ndarray] = Future()
+                    read.set_result(_read_batch(reader, tiles.coords[lo:lo + bs], level, read_size))
+                    pending[index] = read
+                else:
+                    pending[index] = pool.submit(_read_batch, reader, tiles.coords[lo:lo + bs], level, read_size)
 
-        for index in range(first, min(first + max(1, options.workers) + 1, len(starts))):
-            submit(index)
         for index in range(first, len(starts)):
+            for ahead in range(index, index + depth + 1):
+                submit(ahead)
             patches = pending.pop(index).result()
-            submit(index + max(1, options.workers) + 1)
             features = _encode(encoder, preprocess(patches), options.output)
             if memmap is None:
                 dim = int(features.shape[1])

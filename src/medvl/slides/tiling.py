@@ -18,7 +18,7 @@ col``), which is the order the hierarchical slide encoder expects.
 Output per slide (``<out>/<slide_id>.tiles.parquet``): one row per patch — ``slide_id``,
 ``region``, ``token``, ``x``, ``y`` (level-0 pixels of the patch's top-left corner) and the
 region's ``tissue`` fraction — with the tiling parameters as JSON in the Parquet metadata
-(``medvl_tiling``), plus ``<slide_id>.tissue.jpg`` (thumbnail, mask and kept regions) for a look.
+(``medvl_tiling``), plus ``<slide_id>.tissue.jpg`` (thumbnail, mask greyed, kept regions tinted) for a look.
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def plan_tiles(slide: SlideReader, spec: TilingSpec) -> tuple[SlideTiles, np.nda
 
 def write_tiles(tiles: SlideTiles, out_dir: Path, thumb: np.ndarray | None = None,
                 mask: np.ndarray | None = None) -> Path:
-    """Write ``<slide_id>.tiles.parquet`` (atomically) and, given the thumbnail, the QC PNG."""
+    """Write ``<slide_id>.tiles.parquet`` (atomically) and, given the thumbnail, the QC JPEG."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -238,21 +238,28 @@ def write_tiles(tiles: SlideTiles, out_dir: Path, thumb: np.ndarray | None = Non
 
 
 def _write_preview(path: Path, thumb: np.ndarray, mask: np.ndarray, tiles: SlideTiles, size: int = 384) -> None:
-    """A JPEG (longer side ≤ ``size``): the thumbnail, non-tissue greyed out, kept regions outlined."""
-    from PIL import Image, ImageDraw
+    """A JPEG (longer side ≤ ``size``): the thumbnail, non-tissue greyed out, kept regions tinted green."""
+    from PIL import Image
 
     step = max(1, int(np.ceil(max(thumb.shape[:2]) / size)))
-    image = thumb[::step, ::step].copy()
+    image = thumb[::step, ::step].astype(np.int16)
     background = ~mask[::step, ::step]
     image[background] = image[background] // 2 + 127  # grey out what is not tissue
-    preview = Image.fromarray(image)
-    draw = ImageDraw.Draw(preview)
-    scale = preview.size[0] / tiles.meta["slide_dimensions"][0]
-    footprint = tiles.meta["region_size"] * tiles.meta["target_downsample"] * scale
-    for x, y in tiles.coords[:: tiles.tokens_per_region]:
-        draw.rectangle([x * scale, y * scale, x * scale + footprint, y * scale + footprint], outline=(0, 120, 0))
+    footprint = tiles.meta["region_size"] * tiles.meta["target_downsample"]  # level-0 pixels
+    nx, ny = tiles.meta["grid_regions"]
+    kept = np.zeros((max(ny, 1), max(nx, 1)), dtype=bool)
+    corners = tiles.coords[:: tiles.tokens_per_region]
+    # corners are rounded multiples of the (possibly fractional) footprint: round, don't floor
+    kept[np.rint(corners[:, 1] / footprint).astype(int).clip(0, max(ny, 1) - 1),
+         np.rint(corners[:, 0] / footprint).astype(int).clip(0, max(nx, 1) - 1)] = True
+    w0, h0 = tiles.meta["slide_dimensions"]
+    rows = ((np.arange(image.shape[0]) + 0.5) * step * h0 / thumb.shape[0] // footprint).astype(int)
+    cols = ((np.arange(image.shape[1]) + 0.5) * step * w0 / thumb.shape[1] // footprint).astype(int)
+    inside = (rows < ny)[:, None] & (cols < nx)[None, :]
+    tinted = kept[rows.clip(0, max(ny, 1) - 1)][:, cols.clip(0, max(nx, 1) - 1)] & inside
+    image[tinted] = (image[tinted] * 0.7 + np.array([0, 255, 0]) * 0.3).astype(np.int16)
     tmp = path.with_name(f".{path.name}.tmp.jpg")
-    preview.save(tmp, quality=85)
+    Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(tmp, quality=85)
     os.replace(tmp, path)
 
 
