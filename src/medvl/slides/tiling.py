@@ -141,8 +141,9 @@ class SlideTiles:
 
 def _fraction_in_boxes(mask: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Fraction of True pixels of ``mask`` inside each [x0, y0, x1, y1) box (integer mask coordinates)."""
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1)
+    dtype = np.int32 if mask.size < 2**31 else np.int64  # counts of a thumbnail fit; int32 sums twice as fast
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=dtype)
+    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=dtype), axis=1)
     x0, y0, x1, y1 = (np.clip(boxes[:, i], 0, mask.shape[1 - i % 2]) for i in range(4))
     x1 = np.maximum(x1, x0 + 1).clip(max=mask.shape[1])
     y1 = np.maximum(y1, y0 + 1).clip(max=mask.shape[0])

@@ -74,8 +74,8 @@ def tissue_mask(
     threshold = max(otsu_threshold(sat), min_saturation)
     mask = sat > threshold
     if open_size > 1:
-        mask = ndimage.binary_opening(mask, structure=np.ones((open_size, open_size), bool))
-    mask = ndimage.binary_fill_holes(mask)
+        mask = _opening(mask, open_size)
+    mask = _fill_holes(mask)
     if min_component > 0 and mask.any():
         labels, n = ndimage.label(mask)
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
@@ -83,3 +83,27 @@ def tissue_mask(
         keep[0] = False
         mask = keep[labels]
     return np.asarray(mask, dtype=bool)
+
+
+def _opening(mask: np.ndarray, size: int) -> np.ndarray:
+    """``ndimage.binary_opening`` with a ``size`` × ``size`` square (outside the image is background),
+    as separable minimum/maximum filters: the same mask, about twice as fast."""
+    from scipy import ndimage
+
+    eroded = ndimage.minimum_filter(mask, size=size, mode="constant", cval=0)
+    # binary_dilation reflects the structure: for even sizes its centre moves by one pixel
+    return np.asarray(ndimage.maximum_filter(eroded, size=size, mode="constant", cval=0,
+                                             origin=-1 if size % 2 == 0 else 0), dtype=bool)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes``: background not 4-connected to the image border becomes tissue.
+    One labelling pass instead of scipy's iterated dilation; the same mask."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(~mask)
+    reaches_border = np.zeros(n + 1, dtype=bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        reaches_border[edge] = True
+    reaches_border[0] = False  # label 0 is the mask itself
+    return np.asarray(~reaches_border[labels], dtype=bool)
