@@ -71,8 +71,8 @@ def test_clip_benchmark_names() -> None:
     assert clip_benchmark_name("zeroshot", "view/all/balanced_accuracy") == "mean_per_class_recall"
     assert clip_benchmark_name("zeroshot", "findings/all/map_macro") == "mean_average_precision"
     assert clip_benchmark_name("zeroshot", "findings/novel/map_macro") == ""  # no base/novel in CLIP_benchmark
-    assert clip_benchmark_name("probe", "4shot/accuracy") == "lp_acc1"
-    assert clip_benchmark_name("probe", "allshot/balanced_accuracy") == "lp_mean_per_class_recall"
+    assert clip_benchmark_name("probe", "view/4shot/accuracy") == "lp_acc1"
+    assert clip_benchmark_name("probe", "view/allshot/balanced_accuracy") == "lp_mean_per_class_recall"
     assert clip_benchmark_name("classification", "findings/map_macro") == ""
 
 

@@ -68,7 +68,10 @@ def test_evaluate_hf_model_through_cli(hf_dir: Path, manifest_path: Path, tmp_pa
     assert "enlarged heart" in zs["options"]["findings"]["prompts"]["cardiomegaly"]
     assert "classification" in res["tasks"] and res["tasks"]["classification"]["info"]["skipped"]
     probe = res["tasks"]["probe"]
-    assert probe["summaries"]["1shot/accuracy"]["n"] == 2
+    assert probe["summaries"]["view/1shot/accuracy"]["n"] == 2
+    assert probe["info"]["tasks"] == ["findings", "view"]  # every eligible task, each named
+    assert "findings/1shot/map_macro" in probe["metrics"]
+    assert "probed: findings (multilabel), view (multiclass)" in result.output
     csv = pd.read_csv(out / "metrics.csv")
     assert {"task", "metric", "value", "std", "median", "q1", "q3"} <= set(csv.columns)
     assert len(csv) == sum(len(t["metrics"]) for t in res["tasks"].values())

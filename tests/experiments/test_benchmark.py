@@ -133,6 +133,10 @@ def test_headline_metrics() -> None:
     assert headline_metric("retrieval", {"i2t/recall@5": 0.2, "t2i/recall@5": 0.4, "i2t/recall@1": 0.1}) == pytest.approx(0.3)
     assert headline_metric("probe", {"1shot/balanced_accuracy": 0.3, "16shot/balanced_accuracy": 0.6}) == 0.6
     assert headline_metric("probe", {"allshot/balanced_accuracy": 0.7, "16shot/balanced_accuracy": 0.6}) == 0.7
+    # the probe names its task: <task>/<K>shot/<metric>; the largest K of every task, averaged
+    assert headline_metric("probe", {"a/2shot/balanced_accuracy": 0.1, "a/16shot/balanced_accuracy": 0.6,
+                                     "b/16shot/balanced_accuracy": 0.8}) == pytest.approx(0.7)
+    assert headline_metric("probe", {"f/allshot/map_macro": 0.4, "f/4shot/map_macro": 0.2}) == 0.4
     assert headline_metric("zeroshot", {"severity/all/balanced_accuracy": 0.5, "findings/all/map_macro": 0.9}) == 0.5
     assert headline_metric("classification", {"findings/map_macro": float("nan")}) is None
 

@@ -64,7 +64,7 @@ def evaluate(
         out = Path(spec) / f"eval-{cfg.split}"
         check_run_dir(out, overwrite=overwrite, resumable=False)
 
-    from medvl.evaluation.results import markdown_table, metric_rows
+    from medvl.evaluation.results import markdown_table, metric_rows, notes_markdown
     from medvl.evaluation.suite import run_evaluation
 
     try:
@@ -75,7 +75,7 @@ def evaluate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     prov = result["provenance"]
-    typer.echo(markdown_table(metric_rows(result["tasks"], prov)))
+    typer.echo(markdown_table(metric_rows(result["tasks"], prov)) + notes_markdown(result["tasks"]))
     for task, res in result["tasks"].items():
         reason = (res.get("info") or {}).get("skipped")
         if reason:

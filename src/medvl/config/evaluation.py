@@ -85,8 +85,9 @@ class ZeroShotOptions(StrictModel):
 class ProbeOptions(StrictModel):
     """Few-shot linear probe (see :mod:`medvl.evaluation.probe`)."""
 
-    #: multiclass/ordinal task to probe (null = the first such task of the manifest)
-    task: str | None = None
+    #: tasks to probe (null = every multiclass, ordinal and multilabel task of the data; the printed
+    #: table and results name each one: ``<task>/<K>shot/<metric>``)
+    tasks: list[str] | None = None
     shots: list[int | Literal["all"]] = Field(default=[1, 2, 4, 8, 16, "all"])
     seeds: list[int] = Field(default=[0, 1, 2, 3, 4])
     features: Literal["backbone", "projected"] = "backbone"
@@ -98,12 +99,17 @@ class ProbeOptions(StrictModel):
     refine_points: int = Field(default=0, ge=0)
     #: C of the fixed protocol (DLILP: 0.316 with class balancing)
     c_fixed: float = Field(default=0.316, gt=0)
-    #: validation for the C search: the manifest's val split, or a fraction of the train pool
-    validation: Literal["val_split", "train_fraction"] = "val_split"
+    #: validation for the C search: "auto" = the manifest's val split when it has one, else a
+    #: held-out val_fraction of the train pool (said in the notes); "val_split" (an error without
+    #: one); "train_fraction"
+    validation: Literal["auto", "val_split", "train_fraction"] = "auto"
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     class_balance: bool = False
     max_iter: int = Field(default=1000, gt=0)
     tol: float = Field(default=1e-4, gt=0)
+    #: solve the C grid along the path, each C warm-started from solved neighbours (as scikit-learn's
+    #: warm_start=True over increasing C); false = every C from a cold start
+    warm_start: bool = True
     #: float64 state with float32 matrix products ("mixed", ~3× faster on large sets), all float64,
     #: or all float32 (stops earlier: its relative-decrease test is float32's)
     solver_dtype: Literal["mixed", "float64", "float32"] = "mixed"

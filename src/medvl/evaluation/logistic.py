@@ -1,25 +1,40 @@
 """Batched L2-regularised logistic regression: many (training set, C) problems in one L-BFGS run.
 
 The solver behind the few-shot linear probe (:mod:`medvl.evaluation.probe`). It minimises, per
-problem, scikit-learn's ``LogisticRegression`` objective divided by ``C·n`` (as scikit-learn's own
+problem, scikit-learn's ``LogisticRegression`` objective divided by ``C·Σw`` (as scikit-learn's own
 lbfgs path does)::
 
-    mean_i(w_i · CE_i) + ‖W‖² / (2·C·n)          (intercept not penalised)
+    Σ_i w_i·CE_i / Σ_i w_i + ‖W‖² / (2·C·Σ_i w_i)          (intercept not penalised)
 
-with multinomial cross-entropy (``num_classes > 2``) or one logit + sigmoid (binary). Each iteration
-does the L-BFGS two-loop recursion for every problem at once, then a strong-Wolfe line search
-(the conditions scipy's L-BFGS-B uses: sufficient decrease 1e-3, curvature 0.9; first step
-``1/‖d‖``, later steps 1, extrapolation when the slope is still steep). Logits are linear in the
-step, so line-search trials cost no matrix product: an iteration is two products (``X·d`` and
-``Xᵀ·residual``) for all problems together. Problems start at the intercept that is optimal for
-W = 0; those whose penalty dominates (small C) are preconditioned, the others follow plain L-BFGS
-so that where the objective is flat (few shots, large C) they stop where scikit-learn stops. Grid
-columns finished in every set leave the batch.
+with multinomial cross-entropy (``num_classes > 2``), one logit + sigmoid (binary), or one binary
+problem per class (multilabel, scikit-learn's one-vs-rest). Each iteration does the L-BFGS
+two-loop recursion for every problem at once, then a strong-Wolfe line search (the conditions
+scipy's L-BFGS-B uses: sufficient decrease 1e-3, curvature 0.9; extrapolation when the slope is
+still steep). Logits are linear in the step, so line-search trials cost no matrix product: an
+iteration is two products (``X·d`` and ``Xᵀ·residual``) for all problems together.
+
+What makes it fast without changing any problem:
+
+* **Principal axes.** Each set's features are rotated onto the principal axes of its rows (an
+  SVD); W = V·A with orthonormal V, so the penalty and the objective are unchanged and L-BFGS —
+  invariant to rotations — takes the same path. A set with fewer rows than features shrinks to
+  n coordinates (the optimum lies in the rows' span).
+* **Diagonal preconditioning** in those axes: each weight and intercept is scaled by its inverse
+  curvature at W = 0, which nearly diagonalises the problem, so unnormalised, correlated backbone
+  features converge in tens of iterations instead of thousands. (The features are *not* centred:
+  re-parametrising the intercept changes which point a tol-stopped solver reaches where the
+  objective is flat — few shots, large C — and measurably lowered few-shot accuracy against
+  scikit-learn's.)
+* **Warm starts along the C path** (``warm_start=True``): a few spread-out C values from the cold
+  start, then every other value from the solution at the next smaller C — scikit-learn's
+  ``warm_start=True`` path, batched (:func:`path_waves`).
+* Problems finished in every set leave the batch; the stopping tests are scikit-learn's (max-abs
+  gradient in the original features ≤ ``tol``, relative decrease ≤ ``64·eps``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -28,13 +43,13 @@ import torch
 
 __all__ = ["LogisticFit", "fit_logistic_batched"]
 
+#: Grid columns solved from the cold start by a warm-started path (the rest start from a neighbour).
+_COLD_COLUMNS = 8
+
 #: Strong-Wolfe constants of scipy's L-BFGS-B line search (dcsrch: ftol, gtol).
 _WOLFE_DECREASE = 1e-3
 _WOLFE_CURVATURE = 0.9
 _MAX_TRIALS = 30
-#: A problem is preconditioned when its penalty curvature 1/(C·n) exceeds this share of the data's
-#: weight curvature at W = 0 (below it, C is large enough for the solver's path to matter).
-_PRECONDITION_RATIO = 1e-3
 
 
 @dataclass
@@ -56,19 +71,20 @@ class LogisticFit:
 def _data_loss(logits: torch.Tensor, y1h: torch.Tensor, sw_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted mean cross-entropy (S, G) and its gradient w.r.t. the logits (S, G, n, C_out).
 
-    ``y1h`` (S, n, C_out) one-hot targets (binary: (S, n, 1) 0/1), ``sw_n`` (S, n) = w_i / n.
+    ``y1h`` (S, Gy, n, C_out) one-hot targets (binary: 0/1 in one column), ``sw_n`` (S, Gy, n) the
+    sample weights divided by their sum; ``Gy`` is 1 (targets shared by every problem of a set) or
+    G (one target column per problem: the multilabel probe's per-class problems).
     """
     if logits.shape[-1] == 1:
         z = logits[..., 0]
-        t = y1h[:, None, :, 0]
+        t = y1h[..., 0]
         ce = torch.nn.functional.softplus(z) - z * t
         resid = (torch.sigmoid(z) - t)[..., None]
     else:
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-        ce = lse[..., 0] - (logits * y1h[:, None]).sum(-1)
-        resid = torch.exp(logits - lse) - y1h[:, None]
-    w = sw_n[:, None, :]
-    return (ce * w).sum(-1), resid * w[..., None]
+        ce = lse[..., 0] - (logits * y1h).sum(-1)
+        resid = torch.exp(logits - lse) - y1h
+    return (ce * sw_n).sum(-1), resid * sw_n[..., None]
 
 
 @contextmanager
@@ -85,6 +101,24 @@ def _cpu_threads_for(work: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def path_waves(n_grid: int, cold: int = _COLD_COLUMNS) -> list[tuple[list[int], list[int]]]:
+    """The order in which a warm-started solve visits an ascending grid of ``n_grid`` C values.
+
+    Returns waves ``(columns, sources)``, each one batched run: wave 0 takes every ``stride``-th
+    column (``stride = ceil(n_grid / cold)``) from the cold start (source -1); wave j takes the
+    columns ``j, j + stride, …``, each starting from the solution at the next smaller C (source
+    ``column − 1``), as scikit-learn's ``warm_start=True`` refits do. Starting from a neighbour's
+    solution rather than interpolating between two keeps the tol-stopped solutions where the
+    objective is flat comparable to scikit-learn's.
+    """
+    stride = max(1, -(-n_grid // cold))
+    waves = []
+    for j in range(min(stride, n_grid)):
+        cols = list(range(j, n_grid, stride))
+        waves.append((cols, [-1 if j == 0 else c - 1 for c in cols]))
+    return waves
+
+
 def fit_logistic_batched(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -92,93 +126,221 @@ def fit_logistic_batched(
     num_classes: int,
     *,
     sample_weight: torch.Tensor | None = None,
-    n_samples: torch.Tensor | None = None,
+    multilabel: bool = False,
+    warm_start: bool = False,
     max_iter: int = 1000,
     tol: float = 1e-4,
     ftol: float | None = None,
     history: int = 5,
     dtype: torch.dtype = torch.float64,
     product_dtype: torch.dtype | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> LogisticFit:
     """Fit S×G L2-regularised logistic regressions with one batched L-BFGS.
 
-    ``x`` (S, n, d) features of S training sets, ``y`` (S, n) int64 labels in ``[0, num_classes)``,
-    ``c_values`` the G inverse regularisation strengths (scikit-learn's C), shared (G,) or per set
-    (S, G). Sets of different sizes are padded: padded rows get ``sample_weight`` 0 and
-    ``n_samples`` (S,) gives each set's real size (default n).
+    ``x`` (S, n, d) features of S training sets; ``c_values`` the G inverse regularisation
+    strengths (scikit-learn's C), shared (G,) or per set (S, G). Targets:
+
+    * multiclass (``multilabel=False``): ``y`` (S, n) int64 in ``[0, num_classes)``; one
+      multinomial model per (set, C) (binary: one logit + sigmoid), as ``LogisticRegression``;
+    * multilabel: ``y`` (S, n, num_classes) float, 1 positive, 0 negative, NaN unannotated; one
+      independent binary model per (set, C, class) fitted on that class's annotated rows —
+      scikit-learn's one-vs-rest ``LogisticRegression`` — all solved in the same batched run, each
+      with its own line search and stopping tests. ``weight`` is then (S, G, d, num_classes).
+
+    ``sample_weight`` (S, n), or (S, n, L) per class when multilabel (0 for padding rows of sets
+    shorter than n), scales each row's loss; the
+    objective of a problem is scikit-learn's divided by ``C · Σ w`` (its lbfgs path does the same).
     A problem stops when its max-abs gradient is below ``tol`` (scikit-learn's ``tol`` for lbfgs),
     when an iteration decreases the objective by less than ``ftol`` relative (default ``64·eps``,
-    scikit-learn's choice), or when the line search can no longer decrease it. Computed in
-    ``dtype`` (float64 by default, like scikit-learn). ``product_dtype`` (default ``dtype``) is the
-    precision of the two matrix products per iteration: float32 products with float64 state make
-    large problems ~3× faster on CPU while the objective, line search and stopping tests stay in
-    float64 (the products' rounding only perturbs the search direction). ``history`` L-BFGS pairs
-    are kept (5: on these small problems the two-loop recursion's memory traffic costs more than
-    the few iterations a longer memory saves; scipy keeps 10).
+    scikit-learn's choice), or when the line search can no longer decrease it.
+
+    ``warm_start=True`` solves an ascending grid along the C path, as ``LogisticRegression(
+    warm_start=True)`` refitted over increasing C does: a few spread-out C values first from the
+    cold start, then the columns between them in waves (:func:`path_waves`), every problem starting
+    from the solution at the next smaller C. Each wave is one batched run. It
+    needs far fewer iterations per problem than cold starts where the optimum moves smoothly
+    with C. Grids must be sorted ascending for it.
+
+    Computed in ``dtype`` (float64 by default, like scikit-learn). ``product_dtype`` (default
+    ``dtype``) is the precision of the two matrix products per iteration: float32 products with
+    float64 state make large problems ~3× faster on CPU while the objective, line search and
+    stopping tests stay in float64. ``history`` L-BFGS pairs are kept (5: on these small problems
+    the two-loop recursion's memory traffic costs more than the few iterations a longer memory
+    saves; scipy keeps 10). ``progress`` is called with the number of (set, C) fits finished after
+    each batched run (each wave of a warm-started path).
     """
-    if x.ndim != 3 or y.shape != x.shape[:2]:
-        raise ValueError(f"x must be (S, n, d) and y (S, n); got {tuple(x.shape)} and {tuple(y.shape)}")
-    n_grid = int(np.asarray(c_values).shape[-1])
-    with _cpu_threads_for(x.numel() * n_grid * max(num_classes - 1, 1), x.device):
-        return _LBFGS(x, y, c_values, num_classes, sample_weight, n_samples, dtype, product_dtype).run(
-            max_iter, tol, ftol, history
-        )
+    if x.ndim != 3:
+        raise ValueError(f"x must be (S, n, d); got {tuple(x.shape)}")
+    s, n, _ = x.shape
+    expected = (s, n, num_classes) if multilabel else (s, n)
+    if tuple(y.shape) != expected:
+        raise ValueError(f"y must be {expected} for x {tuple(x.shape)}; got {tuple(y.shape)}")
+    cs = torch.as_tensor(np.asarray(c_values, dtype=np.float64), dtype=dtype, device=x.device)
+    if (cs <= 0).any() or not bool(torch.isfinite(cs).all()):
+        raise ValueError("every C must be finite and > 0")
+    if cs.ndim == 1:
+        cs = cs[None, :].expand(s, -1)
+    if warm_start and bool((cs[:, 1:] < cs[:, :-1]).any()):
+        raise ValueError("warm_start needs every grid sorted in ascending C")
+    sw = torch.ones((s, n), dtype=dtype, device=x.device) if sample_weight is None else sample_weight.to(dtype)
+    if sw.shape not in ((s, n), (s, n, num_classes) if multilabel else (s, n)):
+        raise ValueError(f"sample_weight must be (S, n){' or (S, n, L)' if multilabel else ''}; got {tuple(sw.shape)}")
+    row_weight = sw if sw.ndim == 2 else sw.mean(-1)  # rows that count at all
+    n_grid = cs.shape[1]
+    target_of: torch.Tensor | None
+    if multilabel:
+        yf = y.to(dtype)
+        annotated = torch.isfinite(yf)
+        targets = torch.nan_to_num(yf, nan=0.0).permute(0, 2, 1)[..., None]  # (S, L, n, 1)
+        per_class = sw[..., None].expand(s, n, num_classes) if sw.ndim == 2 else sw
+        weights = (per_class * annotated).permute(0, 2, 1)  # (S, L, n)
+        # problems are (C, class) pairs, class varying fastest: column g·L + l
+        cs_problem = cs.repeat_interleave(num_classes, dim=1)
+        target_of = torch.arange(n_grid * num_classes, device=x.device) % num_classes
+        c_out = 1
+    else:
+        c_out = 1 if num_classes == 2 else num_classes
+        targets = (y.to(dtype)[..., None] if c_out == 1
+                   else torch.nn.functional.one_hot(y.long(), c_out).to(dtype))[:, None]  # (S, 1, n, C_out)
+        weights = sw[:, None, :]
+        cs_problem = cs
+        target_of = None
+    group = num_classes if multilabel else 1  # problems per grid column
+    x, basis = _principal_axes(x.to(dtype), row_weight)
+    with _cpu_threads_for(x.numel() * cs_problem.shape[1] * c_out, x.device):
+        solver = _LBFGS(x, targets, weights, target_of, cs_problem, dtype, product_dtype, c_out, basis)
+        if not warm_start:
+            fit = solver.run(torch.arange(cs_problem.shape[1], device=x.device), None, max_iter, tol, ftol, history)
+            if progress is not None:
+                progress(s * n_grid)
+        else:
+            fit = _solve_path(solver, cs, group, max_iter, tol, ftol, history, progress)
+    fit = LogisticFit(torch.einsum("sdr,sgrc->sgdc", basis, fit.weight), fit.bias, fit.n_iter, fit.converged)
+    if multilabel:  # (S, G·L, d, 1) → (S, G, d, L)
+        weight = fit.weight[..., 0].reshape(s, n_grid, num_classes, -1).transpose(2, 3)
+        bias = fit.bias[..., 0].reshape(s, n_grid, num_classes)
+        return LogisticFit(weight, bias, fit.n_iter.reshape(s, n_grid, num_classes),
+                           fit.converged.reshape(s, n_grid, num_classes))
+    return fit
+
+
+def _principal_axes(x: torch.Tensor, sw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features in the principal axes of each set's rows: ``(F, V)`` with ``F = X·V`` (S, n, r).
+
+    ``X·W = F·A`` with ``W = V·A`` and ``‖W‖ = ‖A‖`` (V has orthonormal columns): the same problems.
+    Every iterate of a solver started at W = 0 stays in the rows' span, so r ≤ min(n, d)
+    coordinates suffice (directions below ``max(n, d)·eps`` relative are dropped). Rows with zero
+    weight (padding) are zeroed first.
+    """
+    xr = x * (sw > 0).to(x.dtype)[..., None]
+    u, sv, vh = torch.linalg.svd(xr, full_matrices=False)  # (S, n, k), (S, k), (S, k, d)
+    tol = sv[:, :1] * max(x.shape[1], x.shape[2]) * torch.finfo(x.dtype).eps
+    rank = max(int((sv > tol).sum(1).max()) if sv.numel() else 0, 1)
+    return u[..., :rank] * sv[:, None, :rank], vh[:, :rank].transpose(1, 2)
+
+
+def _solve_path(solver: _LBFGS, cs: torch.Tensor, group: int, max_iter: int, tol: float, ftol: float | None,
+                history: int, progress: Callable[[int], None] | None = None) -> LogisticFit:
+    """Solve the grid wave by wave (:func:`path_waves`), warm-starting from the next smaller C."""
+    s, n_grid = cs.shape
+    device = cs.device
+    theta = torch.zeros((s, n_grid * group, solver.m), dtype=solver.dtype, device=device)
+    n_iter = torch.zeros((s, n_grid * group), dtype=torch.int64, device=device)
+    converged = torch.zeros((s, n_grid * group), dtype=torch.bool, device=device)
+    offsets = torch.arange(group, device=device)
+    for cols, sources in path_waves(n_grid):
+        problems = (torch.tensor(cols, device=device)[:, None] * group + offsets).reshape(-1)
+        init = None
+        if sources[0] >= 0:
+            init = theta[:, (torch.tensor(sources, device=device)[:, None] * group + offsets).reshape(-1)]
+        part = solver.run(problems, init, max_iter, tol, ftol, history)
+        theta[:, problems] = torch.cat([part.weight.flatten(-2), part.bias], dim=-1)
+        n_iter[:, problems], converged[:, problems] = part.n_iter, part.converged
+        if progress is not None:
+            progress(s * len(cols))
+    solver.g = theta.shape[1]
+    w, b = solver.split(theta)
+    return LogisticFit(weight=w, bias=b, n_iter=n_iter, converged=converged)
 
 
 class _LBFGS:
-    """State of one batched solve; problems are indexed (S sets, G C-values), parameters flattened (m,)."""
+    """Constants of one batched solve; problems are indexed (S sets, P problems), parameters flattened (m,).
+
+    A problem is one (set, C) pair — or (set, C, class) for the multilabel probe. ``run`` solves a
+    subset of the problems (a wave of a warm-started path, or all of them).
+    """
 
     def __init__(
         self,
         x: torch.Tensor,
-        y: torch.Tensor,
-        c_values: Sequence[float] | np.ndarray | torch.Tensor,
-        num_classes: int,
-        sample_weight: torch.Tensor | None,
-        n_samples: torch.Tensor | None,
+        targets: torch.Tensor,
+        weights: torch.Tensor,
+        target_of: torch.Tensor | None,
+        cs: torch.Tensor,
         dtype: torch.dtype,
         product_dtype: torch.dtype | None,
+        c_out: int,
+        basis: torch.Tensor,
     ) -> None:
         s, n, d = x.shape
+        self.basis = basis  # (S, d_original, d): original weights W = basis·A
         self.s, self.n, self.d = s, n, d
-        self.c_out = 1 if num_classes == 2 else num_classes
+        self.c_out = c_out
+        self.g = cs.shape[1]
         self.device = x.device
         self.dtype = dtype
         self.pdtype = dtype if product_dtype is None else product_dtype
         self.x = x.to(self.pdtype)
         self.x_t = self.x.transpose(1, 2).contiguous()  # (S, d, n): the gradient's product reads it row-wise
-        cs = torch.as_tensor(np.asarray(c_values, dtype=np.float64), dtype=dtype, device=self.device)
-        if (cs <= 0).any():
-            raise ValueError("every C must be > 0")
-        if cs.ndim == 1:
-            cs = cs[None, :].expand(s, -1)
-        self.g = cs.shape[1]
-        n_s = torch.full((s,), float(n), dtype=dtype, device=self.device) if n_samples is None else n_samples.to(dtype)
-        self.l2 = 1.0 / (cs * n_s[:, None])  # (S, G)
-        sw = torch.ones((s, n), dtype=dtype, device=self.device) if sample_weight is None else sample_weight.to(dtype)
-        self.sw_n = sw / n_s[:, None]
-        self.y1h = (
-            y.to(dtype)[..., None] if self.c_out == 1 else torch.nn.functional.one_hot(y.long(), self.c_out).to(dtype)
-        )
-        self.m = d * self.c_out + self.c_out
+        self.m = d * c_out + c_out
+        # targets (S, T, n, C_out) and weights (S, T, n) of T target columns; problem p uses column
+        # target_of[p] (None: T = 1, shared by every problem)
+        self.target_of = target_of
+        sw_sum = weights.sum(-1)  # (S, T): scikit-learn's sw_sum
+        self.targets = targets
+        self.weights = weights / sw_sum.clamp_min(1e-300)[..., None]
+        sw_sum_p = sw_sum if target_of is None else sw_sum[:, target_of]
+        self.l2_all = 1.0 / (cs * sw_sum_p.clamp_min(1e-300))  # (S, P)
         # start at the intercept that is optimal for W = 0 (the weighted log class shares; the
         # binary case their log-odds)
-        share = (self.sw_n[..., None] * self.y1h).sum(1) / self.sw_n.sum(1, keepdim=True).clamp_min(1e-300)
-        share = share.clamp(1e-6, 1 - 1e-6)  # (S, C_out)
-        self.bias0 = torch.log(share) if self.c_out > 1 else torch.log(share) - torch.log1p(-share)
-        # Where the penalty dominates the weights' curvature (small C), the unpenalised intercept is
-        # far flatter than the weights and plain L-BFGS needs tens of iterations: those problems are
-        # preconditioned by rescaling the weight block and each intercept by their curvature at
-        # W = 0 (the weight direction stays the gradient's). Large-C problems stay unpreconditioned:
-        # their objective is flat near any separating direction, so where a solver stops decides the
-        # model, and plain L-BFGS with scipy's line search stops where scikit-learn does.
-        var = (share * (1 - share)).clamp_min(1e-3)  # softmax/sigmoid curvature at W = 0
-        xsq = torch.einsum("sn,snd->s", self.sw_n, x.to(dtype) ** 2) / d  # (S,) mean squared feature
-        data_curv = xsq[:, None] * var.mean(-1, keepdim=True)  # (S, 1)
-        self.preconditioned = self.l2 > _PRECONDITION_RATIO * data_curv  # (S, G)
-        inv_w = torch.where(self.preconditioned, 1.0 / (self.l2 + data_curv), torch.ones_like(self.l2))
-        inv_b = torch.where(self.preconditioned[..., None], 1.0 / var[:, None, :], torch.ones_like(var[:, None, :]))
-        self.inv_diag = torch.cat([inv_w[..., None].expand(s, self.g, d * self.c_out), inv_b], dim=-1)  # (S, G, m)
+        share = (self.weights[..., None] * targets).sum(2).clamp(1e-6, 1 - 1e-6)  # (S, T, C_out)
+        self.bias0 = torch.log(share) if c_out > 1 else torch.log(share) - torch.log1p(-share)
+        # Diagonal preconditioner: the inverse curvature of each weight and intercept at W = 0. In the
+        # principal axes (_principal_axes) the features are uncorrelated, so this diagonal is close to
+        # the whole Hessian's inverse there: unnormalised, correlated backbone features (e.g. a
+        # LayerNorm output) no longer need thousands of iterations at large C, and the small-C
+        # problems' flat intercept is rescaled.
+        var = (share * (1 - share)).clamp_min(1e-3)  # softmax/sigmoid curvature at W = 0, (S, T, C_out)
+        xsq = torch.einsum("stn,snd->std", self.weights, x.to(dtype) ** 2)  # (S, T, d) weighted mean squares
+        feat_curv = xsq * var.mean(-1, keepdim=True)  # (S, T, d) data curvature per feature at W = 0
+        if target_of is not None:
+            feat_curv, var = feat_curv[:, target_of], var[:, target_of]
+        else:
+            var = var.expand(s, self.g, c_out)
+            feat_curv = feat_curv.expand(s, self.g, d)
+        inv_w = 1.0 / (self.l2_all[..., None] + feat_curv)  # (S, P, d)
+        self.inv_diag_all = torch.cat([inv_w[..., None].expand(-1, -1, d, c_out).flatten(-2), 1.0 / var], dim=-1)
+
+    def select(self, problems: torch.Tensor) -> None:
+        """Make ``problems`` (indices into P) the working set of the per-problem constants."""
+        self.g = len(problems)
+        self.l2 = self.l2_all[:, problems]
+        self.inv_diag = self.inv_diag_all[:, problems]
+        if self.target_of is None:
+            self.y1h, self.sw_n = self.targets, self.weights
+            self.bias_start = self.bias0.expand(self.s, self.g, self.c_out)
+        else:
+            cols = self.target_of[problems]
+            self.y1h, self.sw_n, self.bias_start = self.targets[:, cols], self.weights[:, cols], self.bias0[:, cols]
+
+    def keep_columns(self, keep: torch.Tensor) -> None:
+        """Drop the working problems not in ``keep`` from the per-problem constants."""
+        self.g = len(keep)
+        self.l2 = self.l2[:, keep]
+        self.inv_diag = self.inv_diag[:, keep]
+        if self.target_of is not None:
+            self.y1h, self.sw_n = self.y1h[:, keep], self.sw_n[:, keep]
 
     # parameter vectors are (S, G, m): d·C_out weights then C_out biases
     def split(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,33 +360,54 @@ class _LBFGS:
         gw = xr.to(self.dtype).reshape(s, d, g, c_out).permute(0, 2, 1, 3) + self.l2[..., None, None] * w
         return torch.cat([gw.reshape(s, g, -1), resid.sum(2)], dim=-1)
 
-    def keep_columns(self, keep: torch.Tensor) -> None:
-        """Drop the grid columns not in ``keep`` from the per-problem constants."""
-        self.g = len(keep)
-        self.l2 = self.l2[:, keep]
-        self.inv_diag = self.inv_diag[:, keep]
-        self.preconditioned = self.preconditioned[:, keep]
+    def gradient_below(self, grad: torch.Tensor, tol: float) -> torch.Tensor:
+        """(S, G) whether the max-abs gradient *in the original features* is ≤ ``tol`` (scipy's pgtol).
+
+        With ``W = V·A`` the original weight gradient is ``V·∂A``. The check in the principal axes is
+        cheap and decides most problems; the original-space gradient is only formed for the problems
+        it lets through.
+        """
+        below = grad.abs().amax(-1) <= tol
+        cand = torch.nonzero(below, as_tuple=True)
+        if len(cand[0]) == 0:
+            return below
+        g_a, g_b = self.split(grad)
+        ga, gb = g_a[cand], g_b[cand]  # (k, r, C_out), (k, C_out)
+        g_w = torch.einsum("kdr,krc->kdc", self.basis[cand[0]], ga)
+        ok = torch.maximum(g_w.abs().amax((-1, -2)), gb.abs().amax(-1)) <= tol
+        below = below.clone()
+        below[cand] = ok
+        return below
 
     def penalty(self, theta: torch.Tensor) -> torch.Tensor:
         w, _ = self.split(theta)
         return self.l2 * (w * w).sum((-1, -2)) / 2
 
-    def run(self, max_iter: int, tol: float, ftol: float | None, history: int) -> LogisticFit:
+    def run(self, problems: torch.Tensor, init: torch.Tensor | None, max_iter: int, tol: float, ftol: float | None,
+            history: int) -> LogisticFit:
+        """Solve ``problems`` from ``init`` (S, len(problems), m), or from the prior intercept with W = 0."""
+        self.select(problems)
         s, g, m, dtype, device = self.s, self.g, self.m, self.dtype, self.device
         ftol = 64 * torch.finfo(dtype).eps if ftol is None else ftol
         tiny = 1e-300 if dtype == torch.float64 else 1e-30
-        theta = torch.zeros((s, g, m), dtype=dtype, device=device)
-        theta[..., m - self.c_out :] = self.bias0[:, None, :]
-        logits = self.bias0[:, None, None, :].expand(s, g, self.n, self.c_out).clone()
-        data, resid = _data_loss(logits, self.y1h, self.sw_n)
-        f = data
+        if init is None:
+            theta = torch.zeros((s, g, m), dtype=dtype, device=device)
+            theta[..., m - self.c_out :] = self.bias_start
+            logits = self.bias_start[:, :, None, :].expand(s, g, self.n, self.c_out).clone()
+            data, resid = _data_loss(logits, self.y1h, self.sw_n)
+            f = data
+        else:
+            theta = init.to(dtype).clone()
+            logits = self.project(theta)
+            data, resid = _data_loss(logits, self.y1h, self.sw_n)
+            f = data + self.penalty(theta)
         grad = self.gradient(theta, resid)
         s_hist = torch.zeros((history, s, g, m), dtype=dtype, device=device)
         y_hist = torch.zeros_like(s_hist)
         rho = torch.zeros((history, s, g), dtype=dtype, device=device)
         n_stored = torch.zeros((s, g), dtype=torch.int64, device=device)  # history slots since the last reset
         gamma = torch.ones((s, g), dtype=dtype, device=device)  # initial Hessian scale s·y / y·y
-        active = grad.abs().amax(-1) > tol
+        active = ~self.gradient_below(grad, tol)
         n_iter = torch.zeros((s, g), dtype=torch.int64, device=device)
         # grid columns finished in every set are written out and dropped from the state, so the
         # remaining iterations cost in proportion to the problems still running
@@ -267,12 +450,7 @@ class _LBFGS:
                 gd = torch.where(bad, -torch.linalg.vecdot(grad * self.inv_diag, grad), gd)
                 n_stored = torch.where(bad, torch.zeros_like(n_stored), n_stored)
                 rho = rho * ~bad  # forget the pairs of restarted problems
-            # first step after a (re)start: 1 on a preconditioned problem, scipy's 1/‖d‖ otherwise; later 1
-            step = torch.where(
-                (n_stored == 0) & ~self.preconditioned,
-                1.0 / direction.norm(dim=-1).clamp_min(tiny),
-                torch.ones((s, g), dtype=dtype, device=device),
-            )
+            step = torch.ones((s, g), dtype=dtype, device=device)  # preconditioned: Newton-scaled directions
             x_dir = self.project(direction)
             accepted, new_logits, new_data, new_resid = self.line_search(theta, direction, logits, x_dir, f, gd, step, active)
             moved = active & (accepted > 0)  # a failed search means no decrease is possible in this precision
@@ -299,7 +477,7 @@ class _LBFGS:
             grad = torch.where(moved[..., None], new_grad, grad)
             n_iter += moved.to(torch.int64)
             rel_decrease = (f_prev - f) / torch.maximum(torch.maximum(f_prev.abs(), f.abs()), torch.ones_like(f))
-            active = moved & (grad.abs().amax(-1) > tol) & (rel_decrease > ftol)
+            active = moved & (rel_decrease > ftol) & ~self.gradient_below(grad, tol)
         out_theta[:, col_map], out_iter[:, col_map], out_active[:, col_map] = theta, n_iter, active
         self.g = out_theta.shape[1]
         w, b = self.split(out_theta)

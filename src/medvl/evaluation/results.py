@@ -29,7 +29,7 @@ from typing import Any
 
 from medvl.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["RESULT_COLUMNS", "clip_benchmark_name", "markdown_table", "metric_rows", "write_results"]
+__all__ = ["RESULT_COLUMNS", "clip_benchmark_name", "markdown_table", "metric_rows", "notes_markdown", "write_results"]
 
 RESULT_COLUMNS = ("task", "metric", "clip_benchmark_name", "value", "std", "median", "q1", "q3", "n", "model",
                   "manifest_hash", "split")
@@ -55,8 +55,8 @@ def clip_benchmark_name(task: str, metric: str) -> str:
         return {"i2t": f"text_retrieval_recall@{k}", "t2i": f"image_retrieval_recall@{k}"}.get(parts[0], "")
     if task == "zeroshot" and len(parts) == 3 and parts[1] == "all":
         return _CLASSIFICATION_NAMES.get(parts[2], "")
-    if task == "probe" and len(parts) == 2 and parts[1] in _CLASSIFICATION_NAMES and parts[1] != "map_macro":
-        return "lp_" + _CLASSIFICATION_NAMES[parts[1]]
+    if task == "probe" and len(parts) == 3 and parts[2] in _CLASSIFICATION_NAMES and parts[2] != "map_macro":
+        return "lp_" + _CLASSIFICATION_NAMES[parts[2]]
     return ""
 
 
@@ -110,6 +110,12 @@ def markdown_table(rows: list[dict[str, Any]], digits: int = 4) -> str:
     return "\n".join(lines) + "\n"
 
 
+def notes_markdown(tasks: Mapping[str, Mapping[str, Any]]) -> str:
+    """The tasks' ``info.notes`` (what was probed, fallbacks, shortfalls, unconverged fits) as a list."""
+    lines = [f"- {task}: {note}" for task, result in tasks.items() for note in ((result.get("info") or {}).get("notes") or [])]
+    return ("\nNotes:\n" + "\n".join(lines) + "\n") if lines else ""
+
+
 def write_results(
     out_dir: str | os.PathLike[str], tasks: Mapping[str, Mapping[str, Any]], provenance: Mapping[str, Any]
 ) -> dict[str, Path]:
@@ -126,5 +132,5 @@ def write_results(
     for r in rows:
         writer.writerow({k: (_fmt(v, 10) if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()})
     atomic_write_text(out / "metrics.csv", buf.getvalue())
-    atomic_write_text(out / "results.md", markdown_table(rows))
+    atomic_write_text(out / "results.md", markdown_table(rows) + notes_markdown(tasks))
     return {"json": out / "results.json", "csv": out / "metrics.csv", "markdown": out / "results.md"}

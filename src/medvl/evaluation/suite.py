@@ -18,7 +18,7 @@ import numpy as np
 
 from medvl import __version__
 from medvl.config.evaluation import EvaluationConfig
-from medvl.evaluation.classification import evaluate_embedding_heads
+from medvl.evaluation.classification import evaluate_embedding_heads, labelled_rows
 from medvl.evaluation.embeddings import EmbeddingSet, EmbeddingSetError, load_embeddings
 from medvl.evaluation.extraction import (
     EmbeddingModel,
@@ -26,7 +26,7 @@ from medvl.evaluation.extraction import (
     extract_embeddings,
     preprocessing_record,
 )
-from medvl.evaluation.probe import evaluate_probe
+from medvl.evaluation.probe import PROBE_KINDS, evaluate_probe
 from medvl.evaluation.retrieval import evaluate_retrieval
 from medvl.evaluation.vqa import run_vqa
 from medvl.evaluation.zeroshot import (
@@ -160,13 +160,54 @@ def _mapped_prototypes(emb: EmbeddingSet, task: str, map_source: str,
     return dataclasses.replace(emb, logits=logits), used
 
 
-def _probe_task(emb: EmbeddingSet, cfg: EvaluationConfig) -> str | None:
-    if cfg.probe.task is not None:
-        return cfg.probe.task
-    for t in emb.task_names:
-        if emb.task(t).kind in ("multiclass", "ordinal"):
-            return t
-    return None
+def _probe(emb: EmbeddingSet, cfg: EvaluationConfig, train: EmbeddingSet | None,
+           val: EmbeddingSet | None) -> dict[str, Any]:
+    """The linear probe of every eligible task (or of ``probe.tasks``), merged into one result.
+
+    Metric names carry the task (``<task>/<K>shot/<metric>``); ``info.notes`` says which tasks
+    were probed, how C was validated, and any shortfall or unconverged fits.
+    """
+    p = cfg.probe
+    if p.tasks is not None:
+        names = list(p.tasks)
+        for name in names:
+            if name not in emb.labels:
+                raise EmbeddingSetError(f"probe.tasks names {name!r}, which has no labels in this data "
+                                        f"(labelled tasks: {emb.task_names})")
+    else:
+        names = [t for t in emb.task_names if emb.task(t).kind in PROBE_KINDS]
+    if not names:
+        return _skipped("no multiclass, ordinal or multilabel task to probe")
+    if train is None:
+        return _skipped("the probe needs the train split's embeddings")
+    kinds = ", ".join(f"{t} ({emb.task(t).kind})" for t in names)
+    out: dict[str, Any] = {"metrics": {}, "summaries": {}, "options": {"tasks": names},
+                           "info": {"tasks": names, "notes": [f"probed: {kinds}"]}}
+    for name in names:
+        v = None
+        if p.c_mode == "search" and p.validation != "train_fraction":
+            if val is not None and labelled_rows(val, name).any():
+                v = val
+            elif p.validation == "val_split":
+                raise EmbeddingSetError(f"probe.validation is 'val_split' but the data has no labelled val records "
+                                        f"for {name!r}; set probe.validation=auto or train_fraction")
+            else:
+                out["info"]["notes"].append(
+                    f"{name}: no val split, so C is chosen on {p.val_fraction:.0%} of the train pool held out "
+                    "(per seed, before the shots are drawn)")
+        res = evaluate_probe(
+            train, emb, name, val=v, shots=p.shots, seeds=p.seeds, features=p.features, normalize=p.normalize,
+            c_mode=p.c_mode, c_grid=p.c_grid, refine_points=p.refine_points, c_fixed=p.c_fixed,
+            val_fraction=p.val_fraction, class_balance=p.class_balance, max_iter=p.max_iter, tol=p.tol,
+            solver_dtype=p.solver_dtype, warm_start=p.warm_start, balanced_accuracy_over=cfg.balanced_accuracy_over,
+            progress=cfg.progress, device=cfg.device,
+        )
+        out["metrics"].update(res["metrics"])
+        out["summaries"].update(res["summaries"])
+        out["options"][name] = res["options"]
+        out["info"][name] = res["info"]
+        out["info"]["notes"].extend(res["info"]["notes"])
+    return out
 
 
 def evaluate_embeddings(
@@ -204,23 +245,7 @@ def evaluate_embeddings(
         elif task == "zeroshot":
             out[task] = _zeroshot(emb, cfg, encoder)
         elif task == "probe":
-            name = _probe_task(emb, cfg)
-            p = cfg.probe
-            if name is None:
-                out[task] = _skipped("no multiclass/ordinal task to probe")
-            elif train is None:
-                out[task] = _skipped("the probe needs the train split's embeddings")
-            else:
-                use_val = p.c_mode == "search" and p.validation == "val_split"
-                if use_val and (val is None or val.num_images == 0):
-                    raise EmbeddingSetError("probe.validation is 'val_split' but the manifest has no val records; "
-                                            "set probe.validation=train_fraction")
-                out[task] = evaluate_probe(
-                    train, emb, name, val=val if use_val else None, shots=p.shots, seeds=p.seeds, features=p.features,
-                    normalize=p.normalize, c_mode=p.c_mode, c_grid=p.c_grid, refine_points=p.refine_points,
-                    c_fixed=p.c_fixed, val_fraction=p.val_fraction, class_balance=p.class_balance,
-                    max_iter=p.max_iter, tol=p.tol, solver_dtype=p.solver_dtype, device=cfg.device,
-                )
+            out[task] = _probe(emb, cfg, train, val)
     return out
 
 
@@ -417,7 +442,7 @@ def _evaluate_model(cfg: EvaluationConfig, spec: Path, *, manifest: str | os.Pat
         emb = embed(cfg.split)
         if "probe" in cfg.tasks:
             train = embed("train")
-            if cfg.probe.c_mode == "search" and cfg.probe.validation == "val_split":
+            if cfg.probe.c_mode == "search" and cfg.probe.validation != "train_fraction":
                 has_val = (m.records["split"].fillna("").astype(str) == data_cfg.val_split).any()
                 val = embed("val") if has_val else None
         tasks = evaluate_embeddings(emb, cfg, encoder=encoder, train=train, val=val)

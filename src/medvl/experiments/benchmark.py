@@ -300,7 +300,7 @@ def run_unit(unit: Unit, out_dir: str, device: str = "cpu") -> dict[str, str]:
                 train = val = None
                 if run.task == "probe":
                     train = split_embeddings("train")
-                    if cfg.probe.c_mode == "search" and cfg.probe.validation == "val_split":
+                    if cfg.probe.c_mode == "search" and cfg.probe.validation != "train_fraction":
                         val = _optional_split(split_embeddings, "val")
                 result = evaluate_embeddings(emb, cfg, encoder=encoder, train=train, val=val)[run.task]
                 identity = encoder.identity if encoder is not None else {"kind": "embeddings",

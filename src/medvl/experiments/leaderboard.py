@@ -36,8 +36,8 @@ HEADLINES: dict[str, tuple[str, tuple[str, ...]]] = {
                  (r"/all/balanced_accuracy$", r"/all/map_macro$", r"/(base|novel)/balanced_accuracy$",
                   r"/(base|novel)/map_macro$")),
     "probe": ("balanced accuracy of the largest K (all shots when run); mAP for multi-label tasks",
-              (r"^allshot/balanced_accuracy$", r"^allshot/map_macro$", r"^\d+shot/balanced_accuracy$",
-               r"^\d+shot/map_macro$")),
+              (r"(^|/)allshot/balanced_accuracy$", r"(^|/)allshot/map_macro$", r"(^|/)\d+shot/balanced_accuracy$",
+               r"(^|/)\d+shot/map_macro$")),
     "classification": ("balanced accuracy of the heads; mAP for multi-label heads; κ for ordinal heads",
                        (r"/balanced_accuracy$", r"/map_macro$", r"/kappa$")),
 }
@@ -49,8 +49,8 @@ def headline_metric(task: str, metrics: dict[str, Any]) -> float | None:
     finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
     for pattern in patterns:
         matched = [v for k, v in finite.items() if re.search(pattern, k)]
-        if pattern.startswith(r"^\d+shot") and matched:  # only the largest K
-            shots = {k: int(k.split("shot")[0]) for k in finite if re.search(pattern, k)}
+        if r"\d+shot" in pattern and matched:  # only the largest K (probe names: [<task>/]<K>shot/<metric>)
+            shots = {k: int(m.group(1)) for k in finite if re.search(pattern, k) and (m := re.search(r"(\d+)shot/", k))}
             largest = max(shots.values())
             matched = [finite[k] for k, n in shots.items() if n == largest]
         if matched:
