@@ -46,6 +46,12 @@ __all__ = ["LogisticFit", "fit_logistic_batched"]
 #: Grid columns solved from the cold start by a warm-started path (the rest start from a neighbour).
 _COLD_COLUMNS = 8
 
+#: Multiply-adds of one batched matrix product below which a CPU solve runs single-threaded. Every
+#: iteration is ~100 small tensor operations besides its two products; below this size intra-op
+#: threads cost more than they save (measured: a 15-set × 23-row few-shot bucket ran 20× slower on 2
+#: threads than on 1 on a busy 2-core machine, where each thread barrier waits for a descheduled core).
+_THREADED_WORK = 50_000_000
+
 #: Strong-Wolfe constants of scipy's L-BFGS-B line search (dcsrch: ftol, gtol).
 _WOLFE_DECREASE = 1e-3
 _WOLFE_CURVATURE = 0.9
@@ -89,8 +95,8 @@ def _data_loss(logits: torch.Tensor, y1h: torch.Tensor, sw_n: torch.Tensor) -> t
 
 @contextmanager
 def _cpu_threads_for(work: int, device: torch.device) -> Iterator[None]:
-    """Run small CPU problems single-threaded: intra-op threads only add overhead on tiny tensors."""
-    if device.type != "cpu" or work > 2_000_000:
+    """Run small CPU problems single-threaded (``work``: multiply-adds of one of their matrix products)."""
+    if device.type != "cpu" or work > _THREADED_WORK:
         yield
         return
     before = torch.get_num_threads()
@@ -207,8 +213,9 @@ def fit_logistic_batched(
         cs_problem = cs
         target_of = None
     group = num_classes if multilabel else 1  # problems per grid column
-    x, basis = _principal_axes(x.to(dtype), row_weight)
-    with _cpu_threads_for(x.numel() * cs_problem.shape[1] * c_out, x.device):
+    per_run = len(path_waves(n_grid)[0][0]) * group if warm_start else cs_problem.shape[1]  # problems per run
+    with _cpu_threads_for(s * n * min(n, x.shape[2]) * per_run * c_out, x.device):
+        x, basis = _principal_axes(x.to(dtype), row_weight)
         solver = _LBFGS(x, targets, weights, target_of, cs_problem, dtype, product_dtype, c_out, basis)
         if not warm_start:
             fit = solver.run(torch.arange(cs_problem.shape[1], device=x.device), None, max_iter, tol, ftol, history)
