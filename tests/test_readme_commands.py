@@ -33,10 +33,6 @@ STAND_INS: dict[str, tuple[str, str]] = {
 #: README commands known to fail on the synthetic data today, with the reason and who fixes it. They are
 #: run and reported; when one starts passing, drop it from here.
 KNOWN_FAILING: dict[str, str] = {
-    "medvl evaluate --model runs/x --data M --tasks retrieval,classification,zeroshot,probe":
-        "the probe needs a val split that `data synth` does not make (issue 15 part A, evalcorrect)",
-    "medvl benchmark --model run=runs/x --data synth=data/synth/manifest.parquet --out runs/bench":
-        "its probe run fails for the same reason as evaluate's (issue 15 part A, evalcorrect)",
     "medvl report runs/study": "reads the sweep directory that the (not yet run) sweep row writes",
 }
 #: README commands this test does not run yet: their inputs (a study config, a quickstart-sized sweep) have no
@@ -113,7 +109,7 @@ def test_every_readme_command_runs_on_synthetic_data(tmp_path: Path) -> None:
         concrete = concrete.strip()
         if concrete.split()[:3] in (["medvl", "data", "split"], ["medvl", "data", "subset"], ["medvl", "data", "harmonise"]):
             (tmp_path / "data/m2.parquet").unlink(missing_ok=True)
-        if "EMB_DIR" in concrete:  # the embeddings `medvl evaluate` saves (retrieval only: its probe row is known to fail)
+        if "EMB_DIR" in concrete:  # the embeddings `medvl evaluate` saves (retrieval only: fast)
             out = run("medvl evaluate --checkpoint runs/x --data data/synth/manifest.parquet --tasks retrieval "
                       "--out runs/x/eval-align")
             assert out.returncode == 0, out.stderr
