@@ -523,7 +523,8 @@ def evaluate_probe(
             metrics[f"{task}/{key}/{name}"] = summary["mean"]
     n_fits = sum(len(st.grid) for st in sets)
     not_converged = sum(st.n_not_converged for st in sets)
-    notes = [f"{task} {key}: class {name!r} has {have} training {'positives' if multilabel else 'samples'} "
+    noun = "positive" if multilabel else "sample"
+    notes = [f"{task} {key}: class {name!r} has {have} training {noun}{'' if have == 1 else 's'} "
              f"(< {key[:-4]}); all {have} used" for key, classes in shortfall.items() for name, have in classes.items()]
     if not_converged:
         notes.append(f"{task}: {not_converged} of {n_fits} logistic fits stopped at max_iter={max_iter} before "
