@@ -328,7 +328,7 @@ def _train(cfg: RunConfig, target: Path, data: TrainingData, fabric: Any, *, res
     model_dir = target / MODEL_DIR
     if fabric.is_global_zero and not (resuming and assets is not None):
         model = build_model(cfg.model, assets_dir=assets)
-        if assets is None and model.needs_tokenizer_training():
+        if model.needs_tokenizer_training():  # fresh, or started from a run without this text tower
             texts, _ = train_set.captions()
             model.train_tokenizer(texts)
         model.save_pretrained(model_dir)
