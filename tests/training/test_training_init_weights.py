@@ -34,7 +34,9 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("init"), n=16)
 
 
-def test_text_tower_added_to_an_image_only_run_gets_its_tokenizer_trained(manifest: Path, tmp_path: Path) -> None:
+def test_text_tower_added_to_an_image_only_run_gets_its_tokenizer_trained(
+    manifest: Path, tmp_path: Path
+) -> None:
     run_training(_config(manifest, image_only=True), tmp_path / "classifier")
     assert not (tmp_path / "classifier" / "model" / "text").exists()
 
