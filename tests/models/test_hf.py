@@ -83,6 +83,47 @@ def test_default_pooling_matches_the_model(name: str, saved_vision: dict[str, tu
     assert len(enc.layer_groups()) >= 3
 
 
+# The token outputs a CoCa decoder reads, computed directly from the transformers model: the last layer's
+# sequence after the final norm (CLIP applies post_layernorm outside last_hidden_state), or the last
+# feature map's positions row-major (spatial models).
+TOKENS_REFERENCE = {
+    "vit": lambda m, o: o.last_hidden_state,  # CLS + 16 patches
+    "clip": lambda m, o: m.post_layernorm(o.last_hidden_state),
+    "siglip": lambda m, o: o.last_hidden_state,
+    "dinov2": lambda m, o: o.last_hidden_state,
+    "resnet": lambda m, o: o.last_hidden_state.flatten(2).transpose(1, 2),
+    "convnext": lambda m, o: o.last_hidden_state.flatten(2).transpose(1, 2),
+    "swin": lambda m, o: o.last_hidden_state,
+}
+TOKEN_COUNTS = {"vit": 17, "clip": 17, "siglip": 16, "dinov2": 17, "resnet": 16, "convnext": 16, "swin": 16}
+
+
+@pytest.mark.parametrize("name", list(TOKENS_REFERENCE))
+def test_encode_tokens_equal_the_model_and_leave_pooled_unchanged(
+    name: str, saved_vision: dict[str, tuple[Path, Any]]
+) -> None:
+    path, ref_model = saved_vision[name]
+    enc = HFVisionEncoder(HFVisionConfig(name_or_path=str(path))).eval()
+    with torch.no_grad():
+        pooled, tokens = enc.encode_tokens({"pixel_values": X})
+        torch.testing.assert_close(tokens, TOKENS_REFERENCE[name](ref_model, ref_model(pixel_values=X)))
+        assert torch.equal(pooled, enc(X))  # the same pooled features as the tower's forward, bit for bit
+    assert tokens.shape == (2, TOKEN_COUNTS[name], enc.token_dim)
+
+
+def test_encode_tokens_follow_norm_pre_and_mean_pooling(saved_vision: dict[str, tuple[Path, Any]]) -> None:
+    path, ref_model = saved_vision["vit"]
+    pre = HFVisionEncoder(HFVisionConfig(name_or_path=str(path), pooling="cls", norm="pre")).eval()
+    clip_path = saved_vision["clip"][0]
+    mean = HFVisionEncoder(HFVisionConfig(name_or_path=str(clip_path), pooling="mean")).eval()
+    with torch.no_grad():
+        pooled, tokens = pre.encode_tokens({"pixel_values": X})
+        torch.testing.assert_close(tokens, ref_model(pixel_values=X, output_hidden_states=True).hidden_states[-1])
+        assert torch.equal(pooled, pre(X)) and torch.equal(pooled, tokens[:, 0])
+        pooled, tokens = mean.encode_tokens({"pixel_values": X})
+        assert torch.equal(pooled, mean(X)) and torch.equal(pooled, tokens[:, 1:].mean(1))
+
+
 def test_vit_pre_norm_cls_is_the_balancing_act_embedding(saved_vision: dict[str, tuple[Path, Any]]) -> None:
     # A.4: the Balancing-Act ViT embedding is hidden_states[-1][:, 0], the CLS before the final LayerNorm
     path, ref_model = saved_vision["vit"]

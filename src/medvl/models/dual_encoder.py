@@ -122,7 +122,7 @@ class DualEncoder(nn.Module):
             if vision.token_dim is None:
                 raise ValueError(
                     f"decoder: the vision tower {type(vision).__name__} has no token outputs to attend to; "
-                    "use tiny_vit or tiny_cnn"
+                    "use tiny_vit, tiny_cnn, hf, timm or open_clip"
                 )
             self.decoder = build_decoder(cfg.decoder, _vocab_capacity(text), vision.token_dim, decoder_assets)
 

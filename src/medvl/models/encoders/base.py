@@ -60,7 +60,8 @@ class ImageEncoder(nn.Module, ABC):
         """Features (B, feature_dim) and token outputs (B, N, token_dim) of one forward pass — what a
         captioning decoder cross-attends to. Towers without token outputs raise ``TypeError``."""
         raise TypeError(
-            f"{type(self).__name__} has no token outputs for a captioning decoder; use tiny_vit or tiny_cnn"
+            f"{type(self).__name__} has no token outputs for a captioning decoder (towers with them: tiny_vit, "
+            "tiny_cnn, hf, timm, open_clip)"
         )
 
 

@@ -43,7 +43,7 @@ from torch import nn
 from medvl.config.model import HFTextConfig, HFVisionConfig
 from medvl.models.encoders.base import ImageEncoder, TextEncoder, check_texts
 from medvl.models.encoders.patch_dropout import PatchDropout
-from medvl.models.encoders.pooling import pool_tokens
+from medvl.models.encoders.pooling import pool_tokens, spatial_tokens
 from medvl.models.encoders.tokenizer import HFTokenizer
 from medvl.utils.io import atomic_write_json, read_json
 
@@ -299,6 +299,8 @@ class HFVisionEncoder(ImageEncoder):
             self.feature_dim = (
                 int(sizes[-1]) if self.arch.layout == "spatial" and sizes else int(conf.hidden_size)
             )
+        # spatial towers' tokens are the positions of the map they pool; token layouts have hidden_size
+        self.token_dim = self.feature_dim if self.arch.layout == "spatial" else int(conf.hidden_size)
         self.patch_dropout = PatchDropout(cfg.patch_keep_ratio, self.arch.prefix_tokens)
         if cfg.patch_keep_ratio < 1.0:
             _get(self.core, "embeddings").register_forward_hook(self._drop_patches)
@@ -378,34 +380,50 @@ class HFVisionEncoder(ImageEncoder):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) pixel values (normalised as the checkpoint expects) → (B, feature_dim)."""
+        return self._pooled_and_tokens(pixel_values, with_tokens=False)[0]
+
+    def encode_tokens(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features (= :meth:`forward`) and the last layer's tokens (B, N, token_dim) of one pass:
+        token layouts give the sequence the pooling reads (prefix tokens included; after the final norm
+        unless ``norm: pre``), spatial ones (ResNet, ConvNeXt, ALIGN) the last feature map's positions."""
+        pooled, tokens = self._pooled_and_tokens(self._input(batch), with_tokens=True)
+        assert tokens is not None
+        return pooled, tokens
+
+    def _pooled_and_tokens(
+        self, pixel_values: torch.Tensor, with_tokens: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if pixel_values.ndim != 4:
             raise ValueError(f"pixel_values must be (B, C, H, W), got {tuple(pixel_values.shape)}")
-        need_hidden = self.norm == "pre" and not self.arch.pre_is_last_hidden
-        if self.arch.name == "siglip2":
+        a = self.arch
+        need_hidden = self.norm == "pre" and not a.pre_is_last_hidden
+        if a.name == "siglip2":
             out = self.model(**_naflex_inputs(pixel_values, int(self.model.config.patch_size)),
                              output_hidden_states=need_hidden)
         else:
             out = self.model(pixel_values=pixel_values, output_hidden_states=need_hidden)
-        if self.cfg.with_projection:
-            return out.image_embeds
-        if self.pooling == "pooler":
-            pooled = out.pooler_output
-            return pooled.flatten(1)
-        a = self.arch
         if a.layout == "spatial":
+            tokens = spatial_tokens(out.last_hidden_state) if with_tokens else None
+            if self.pooling == "pooler":
+                return out.pooler_output.flatten(1), tokens
             x = out.last_hidden_state.mean(dim=(2, 3))  # (B, C) mean over positions
             if self.norm == "post" and a.final_norm is not None:
                 x = getattr(self.core, a.final_norm)(x)
-            return x
+            return x, tokens
+        pooled = None
+        if self.pooling == "pooler":  # the model's own pooled output (or CLIP's projection of it)
+            pooled = out.image_embeds if self.cfg.with_projection else out.pooler_output.flatten(1)
+            if not with_tokens:
+                return pooled, None
         if self.norm == "pre":
-            tokens = out.last_hidden_state if a.pre_is_last_hidden else out.hidden_states[-1]
+            seq = out.last_hidden_state if a.pre_is_last_hidden else out.hidden_states[-1]
         elif a.pre_is_last_hidden:  # CLIP: last_hidden_state precedes post_layernorm
-            tokens = getattr(self.core, a.final_norm or "")(out.last_hidden_state)
+            seq = getattr(self.core, a.final_norm or "")(out.last_hidden_state)
         else:
-            tokens = out.last_hidden_state
-        if self.pooling == "cls":
-            return tokens[:, 0]
-        return tokens[:, a.prefix_tokens :].mean(dim=1)
+            seq = out.last_hidden_state
+        if pooled is None:
+            pooled = seq[:, 0] if self.pooling == "cls" else seq[:, a.prefix_tokens :].mean(dim=1)
+        return pooled, seq
 
 
 def _naflex_inputs(pixel_values: torch.Tensor, patch: int) -> dict[str, torch.Tensor]:

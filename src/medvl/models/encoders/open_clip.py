@@ -27,6 +27,8 @@ from torch import nn
 
 from medvl.models.encoders.base import ImageEncoder, TextEncoder, check_texts
 from medvl.models.encoders.groups import groups_from_names
+from medvl.models.encoders.pooling import spatial_tokens
+from medvl.models.encoders.timm import timm_tokens
 from medvl.utils.compat import import_optional
 from medvl.utils.io import atomic_write_json, read_json
 
@@ -121,6 +123,21 @@ def _save_config(model_cfg: dict[str, Any], directory: Path, hf_text: Any = None
     atomic_write_json(directory / CONFIG_FILE, {"model_cfg": saved})
 
 
+def _token_dim(visual: nn.Module) -> int | None:
+    """Width of :meth:`OpenClipVisionEncoder.encode_tokens`' tokens (None: a tower type without them)."""
+    from open_clip.modified_resnet import ModifiedResNet
+    from open_clip.timm_model import TimmModel
+    from open_clip.transformer import VisionTransformer
+
+    if isinstance(visual, VisionTransformer):  # an attentional pooler's queries, else the residual width
+        return int(visual.attn_pool.query.shape[-1]) if visual.attn_pool is not None else int(visual.transformer.width)
+    if isinstance(visual, TimmModel):
+        return int(visual.trunk.num_features)
+    if isinstance(visual, ModifiedResNet):
+        return int(visual.attnpool.k_proj.in_features)  # the last stage's channels, which it pools
+    return None
+
+
 class OpenClipVisionEncoder(ImageEncoder):
     """``model.visual`` of an open_clip model → (B, embed_dim)."""
 
@@ -133,6 +150,7 @@ class OpenClipVisionEncoder(ImageEncoder):
         if drop and not hasattr(self.visual, "patch_dropout"):
             raise ValueError("vision.open_clip: patch_keep_ratio applies to open_clip ViT towers only")
         self.feature_dim = int(self.model_cfg.get("embed_dim") or self.visual.output_dim)
+        self.token_dim = _token_dim(self.visual)
         mean, std = getattr(self.visual, "image_mean", None), getattr(self.visual, "image_std", None)
         self.preprocessing = {"image_mean": list(mean) if mean else None, "image_std": list(std) if std else None,
                               "size": self.model_cfg.get("vision_cfg", {}).get("image_size")}
@@ -148,6 +166,32 @@ class OpenClipVisionEncoder(ImageEncoder):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.visual(pixel_values)
+
+    def encode_tokens(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features (= :meth:`forward`) and token outputs (B, N, token_dim) of one pass, as open_clip
+        gives them: a ViT's ``output_tokens`` (its patch tokens after ``ln_post``, as open_clip's CoCa
+        feeds its decoder; attention-pooled queries where the tower has an attentional pooler), a timm
+        trunk's ``forward_features``, a ModifiedResNet's last stage (before its attention pool)."""
+        from open_clip.modified_resnet import ModifiedResNet
+        from open_clip.timm_model import TimmModel
+        from open_clip.transformer import VisionTransformer
+
+        x, visual = self._input(batch), self.visual
+        if isinstance(visual, VisionTransformer):
+            previous = visual.output_tokens
+            visual.output_tokens = True
+            try:
+                pooled, tokens = visual(x)
+            finally:
+                visual.output_tokens = previous
+            return pooled, tokens
+        if isinstance(visual, TimmModel):  # TimmModel.forward = head(trunk(x)), trunk(x) = head(features)
+            features = visual.trunk.forward_features(x)
+            return visual.head(visual.trunk.forward_head(features)), timm_tokens(visual.trunk, features)
+        if isinstance(visual, ModifiedResNet):
+            out = visual.forward_intermediates(x, indices=[4])  # stem, layer1..4: the last stage's map
+            return out["image_features"], spatial_tokens(out["image_intermediates"][-1])
+        raise TypeError(f"open_clip vision tower {type(visual).__name__} has no token outputs for a decoder")
 
 
 class OpenClipTextEncoder(TextEncoder):

@@ -11,6 +11,7 @@ freezes the stem and the first N−1 blocks. FLIP patch dropout uses timm's own 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,11 @@ import torch
 from medvl.config.model import TimmVisionConfig
 from medvl.models.encoders.base import ImageEncoder
 from medvl.models.encoders.groups import groups_from_names
+from medvl.models.encoders.pooling import spatial_tokens
 from medvl.utils.compat import import_optional
 from medvl.utils.io import atomic_write_json, read_json
 
-__all__ = ["TimmVisionEncoder"]
+__all__ = ["TimmVisionEncoder", "timm_tokens"]
 
 TOWER_FILE = "timm_tower.json"
 
@@ -54,7 +56,10 @@ class TimmVisionEncoder(ImageEncoder):
             raise ValueError(f"vision.timm.model_name {cfg.model_name!r}: {exc}") from None
         self.architecture = str(self.model.pretrained_cfg.get("architecture") or name)
         self.model_args = args
-        self.feature_dim = int(self.model.num_features)
+        # timm's convention: num_features = channels of forward_features (the tokens), head_hidden_size =
+        # the pre-logits width (they differ where a head conv follows the pool, e.g. MobileNetV3)
+        self.token_dim = int(self.model.num_features)
+        self.feature_dim = int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         data = timm.data.resolve_data_config({}, model=self.model)
         self.preprocessing: dict[str, Any] = {
             "size": list(data["input_size"][1:]), "image_mean": list(data["mean"]), "image_std": list(data["std"]),
@@ -78,3 +83,17 @@ class TimmVisionEncoder(ImageEncoder):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) pixel values (normalised as the checkpoint expects) → (B, feature_dim)."""
         return self.model.forward_head(self.model.forward_features(pixel_values), pre_logits=True)
+
+    def encode_tokens(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features (= :meth:`forward`) and ``forward_features``' output as tokens (B, N, token_dim):
+        a ViT's normed sequence (prefix tokens included), a CNN's last feature map positions."""
+        features = self.model.forward_features(self._input(batch))
+        return self.model.forward_head(features, pre_logits=True), timm_tokens(self.model, features)
+
+
+def timm_tokens(model: torch.nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """``model.forward_features(x)`` of a timm model as tokens (B, N, C): sequences as they are, feature
+    maps (NCHW, or NHWC for models whose ``output_fmt`` says so, e.g. Swin) flattened row-major."""
+    if features.ndim == 3:
+        return features
+    return spatial_tokens(features, channels_last=str(getattr(model, "output_fmt", "NCHW")) == "NHWC")

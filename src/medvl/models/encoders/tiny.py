@@ -14,7 +14,7 @@ from torch import nn
 from medvl.config.model import TinyCNNConfig, TinyTextConfig, TinyViTConfig
 from medvl.models.encoders.base import ImageEncoder, TextEncoder, check_texts, maybe_checkpoint
 from medvl.models.encoders.patch_dropout import PatchDropout
-from medvl.models.encoders.pooling import pool_tokens
+from medvl.models.encoders.pooling import pool_tokens, spatial_tokens
 from medvl.models.encoders.tokenizer import (
     TOKENIZER_FILE,
     HFTokenizer,
@@ -101,7 +101,7 @@ class TinyCNN(ImageEncoder):
     def encode_tokens(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled features and the last feature map's positions as tokens (B, H'·W', C)."""
         x = self._feature_map(self._input(batch))
-        return x.mean(dim=(2, 3)), x.flatten(2).transpose(1, 2)
+        return x.mean(dim=(2, 3)), spatial_tokens(x)
 
 
 # ------------------------------------------------------------------------------------- ViT
