@@ -223,7 +223,8 @@ class TimmVisionConfig(_TowerConfig):
     (``resnet50``, ``vit_small_patch16_224``, …) or a checkpoint (``local-dir:PATH`` / ``hf-hub:ID``);
     ``pretrained`` loads its weights. ``model_args`` go to ``timm.create_model`` (e.g. ``img_size: 64``,
     ``drop_path_rate``). Features are timm's pooled pre-classifier features
-    (``forward_head(forward_features(x), pre_logits=True)``; ``feature_dim = num_features``).
+    (``forward_head(forward_features(x), pre_logits=True)``; ``feature_dim`` = timm's ``head_hidden_size``,
+    the pre-logits width, which exceeds ``num_features`` where a head conv follows the pool, e.g. MobileNetV3).
     Layer groups follow timm's own ``group_matcher`` (stem, then blocks/stages, then the final norm).
     ``patch_keep_ratio`` < 1: FLIP patch dropout through timm's ``patch_drop_rate`` (ViT-style models,
     training mode only). ``grad_checkpointing``: timm's ``set_grad_checkpointing``.

@@ -47,7 +47,7 @@ class TimmImageModel:
         self.has_text = False
         self._info = ModelInfo(
             format="timm", family="timm", path=str(root), towers={"vision": self.architecture},
-            embed_dim=int(getattr(model, "num_features", 0) or 0) or None,
+            embed_dim=int(getattr(model, "head_hidden_size", 0) or getattr(model, "num_features", 0) or 0) or None,
             image_preprocessing={"by": "timm create_transform", **{k: _plain(v) for k, v in data_cfg.items()}},
             text_preprocessing=None,
         )
