@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 import torch
+from tests.models._coca_models import CORPUS, tiny_coca
 
 from medvl.config.model import ModelConfig
-from medvl.models import DualEncoder, build_model
+from medvl.models import build_model
 
 
 def _tower(vision: dict[str, Any]) -> Any:
@@ -140,33 +141,11 @@ def test_hf_clip_with_projection_and_naflex_and_align_tokens(family_dir: Callabl
 
 
 def test_coca_decoder_accepts_a_published_tower(family_dir: Callable[[str], Path]) -> None:
-    cfg = ModelConfig.model_validate(
-        {
-            "embed_dim": 8,
-            "vision": {"kind": "open_clip", "model": str(family_dir("open_clip"))},
-            "text": {
-                "kind": "tiny_text",
-                "vocab_size": 64,
-                "max_length": 16,
-                "width": 16,
-                "depth": 1,
-                "heads": 2,
-            },
-            "decoder": {
-                "kind": "tiny",
-                "width": 16,
-                "heads": 2,
-                "unimodal_layers": 1,
-                "multimodal_layers": 1,
-                "max_length": 16,
-            },
-        }
-    )
-    model = build_model(cfg)
-    model.train_tokenizer(["no acute findings.", "small left effusion.", "the heart is normal."])
-    out = model(
-        {"pixel_values": torch.randn(2, 3, 32, 32), "texts": ["no acute findings.", "small left effusion."]}
-    )
+    model = tiny_coca(vision={"kind": "open_clip", "model": str(family_dir("open_clip"))})
+    pixels = torch.randn(2, 3, 32, 32)
+    out = model({"pixel_values": pixels, "texts": list(CORPUS[:2])})
     assert out["caption_logits"].shape[:2] == out["caption_labels"].shape
-    assert len(model.generate({"pixel_values": torch.randn(2, 3, 32, 32)}, max_length=6)) == 2
-    assert isinstance(model, DualEncoder)
+    assert (
+        model.decoder is not None and model.decoder.image_proj[0].in_features == model.vision.token_dim == 32
+    )
+    assert len(model.generate({"pixel_values": pixels}, max_length=6)) == 2
