@@ -80,6 +80,8 @@ class JobsSummary:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     reattached: list[str] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)
+    """Jobs left unstarted because ``on_end`` asked to stop."""
     seconds: float = 0.0
 
     @property
@@ -166,6 +168,7 @@ def run_jobs(
     fail_fast: bool = False,
     first_alone: bool = False,
     poll_s: float = 1.0,
+    on_end: Callable[[Job, Any, BaseException | None], bool] | None = None,
 ) -> JobsSummary:
     """Run every job not already done on ``executor``, respecting ``after`` dependencies.
 
@@ -173,6 +176,10 @@ def run_jobs(
     yet), so files later jobs share (a feature cache) are filled once, in a fixed order.
     A failing job is recorded with its error and its dependants are not started; the others go on
     unless ``fail_fast`` (then the error is re-raised).
+
+    ``on_end(job, value, error)`` is called when a job ends, with its return value (``error`` None)
+    or its error; returning False starts no further job (running ones finish; the rest are
+    listed in ``not_started``).
     """
     started = time.perf_counter()
     summary = JobsSummary()
@@ -237,7 +244,7 @@ def run_jobs(
             key = next(k for k, (h, _) in running.items() if h is handle)
             _, job = running.pop(key)
             try:
-                handle.result()
+                value = handle.result()
             except Exception as exc:
                 blocked.add(key)
                 summary.failed[key] = f"{type(exc).__name__}: {exc}"
@@ -246,9 +253,14 @@ def run_jobs(
                     for other, _ in running.values():
                         other.cancel()
                     raise
-                continue
-            done.add(key)
-            summary.ran.append(key)
-            log(f"[done] {key}")
+                go_on = on_end(job, None, exc) if on_end is not None else True
+            else:
+                done.add(key)
+                summary.ran.append(key)
+                log(f"[done] {key}")
+                go_on = on_end(job, value, None) if on_end is not None else True
+            if not go_on and queue:
+                summary.not_started += [j.key for j in queue]
+                queue.clear()
     summary.seconds = time.perf_counter() - started
     return summary
