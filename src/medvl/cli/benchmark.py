@@ -21,6 +21,8 @@ def benchmark(
     tasks: str | None = typer.Option(None, "--tasks", help="auto (default) or a comma list of retrieval,zeroshot,probe,classification."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. eval.probe.shots=[1,all] (repeatable)."),
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="(model, dataset) units run in parallel."),
+    executor: str | None = typer.Option(
+        None, "--executor", help="Where units run: inline, local, submitit_local or slurm (default: config)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete earlier results in --out and start again."),
 ) -> None:
     """Evaluate every model on every dataset and task; one results JSON per run; leaderboard CSV/Markdown/heatmap."""
@@ -43,6 +45,8 @@ def benchmark(
         "datasets": [{"name": n, "manifest": v} for n, v in named(data, "data")]
                     + [{"collection": n, "data_dir": v} for n, v in named(collection, "collection")],
     }
+    if executor is not None:
+        set_ = [*set_, f"executor.kind={executor}"]
     if tasks is not None:
         simple["tasks"] = "auto" if tasks.strip() == "auto" else [t.strip() for t in tasks.split(",") if t.strip()]
     if config is not None:

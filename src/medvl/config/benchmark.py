@@ -10,7 +10,11 @@
       - {collection: cxr-transfer, data_dir: data/cxr}          # a shipped collection of manifests
     tasks: auto                                                 # or [retrieval, zeroshot, probe, classification]
     eval: {probe: {shots: [1, 4, all]}}                         # EvaluationConfig overrides for every run
-    jobs: 2
+    jobs: 2                                                     # units at once (executor.max_parallel wins)
+    executor: {kind: slurm, slurm: {partition: gpu}}            # inline | local | submitit_local | slurm
+    resources: {gpus: 1, cpus: 8, time_min: 60}                 # per (model, dataset) unit; models may override
+
+``executor`` and ``resources`` are :mod:`medvl.config.executor`'s schemas, the ones experiments use.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from medvl.config.base import StrictModel
+from medvl.config.executor import ExecutorConfig, ResourceSpec
 
 __all__ = ["BENCHMARK_TASKS", "BenchmarkConfig", "DatasetEntry", "ModelEntry"]
 
@@ -40,6 +45,8 @@ class ModelEntry(StrictModel):
     which: Literal["best", "last"] = "best"
     #: EvaluationConfig overrides for this model only (e.g. its ``data`` settings)
     eval: dict[str, Any] = Field(default_factory=dict)
+    #: what this model's units ask the scheduler for, over the benchmark's ``resources`` (a large model: more GPU memory)
+    resources: ResourceSpec | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
@@ -83,8 +90,12 @@ class BenchmarkConfig(StrictModel):
     tasks: Literal["auto"] | list[BenchTask] = "auto"
     #: EvaluationConfig overrides applied to every run (dataset and model overrides go on top)
     eval: dict[str, Any] = Field(default_factory=dict)
-    #: (model, dataset) units evaluated in parallel worker processes
+    #: (model, dataset) units run at once (``executor.max_parallel`` wins when set)
     jobs: int = Field(default=1, ge=1)
+    #: where units run: inline, local worker processes, submitit's local executor or SLURM
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    #: what each (model, dataset) unit asks the scheduler for (GPUs, CPUs, memory, time)
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
     #: split evaluated (the probe also reads train and, for its C search, val)
     split: Literal["train", "val", "test"] = "test"
     #: a failing run is recorded and the others go on (false: stop at the first failure)

@@ -12,13 +12,14 @@ dataset without captions for retrieval) is written as finished with ``skipped``:
 
 Work is scheduled per (model, dataset) *unit*: the model is loaded and each split's embeddings
 extracted once (cached under ``<out>/cache``), then the unit's unfinished tasks run one after
-another, each writing its file. Units run in parallel worker processes (``jobs``).
+another, each writing its file. Each unit is one job of the benchmark's executor (``executor:``:
+this process, local worker processes, submitit's local executor or SLURM, with ``resources:``
+per unit), scheduled by :mod:`medvl.experiments.jobs` like a sweep's cells; ``<out>/units/``
+keeps each unit's job state.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as futures
-import multiprocessing
 import os
 import time
 import traceback
@@ -34,6 +35,8 @@ from medvl import __version__
 from medvl.config.benchmark import BENCHMARK_TASKS, BenchmarkConfig, DatasetEntry, ModelEntry
 from medvl.config.evaluation import EvaluationConfig
 from medvl.config.loading import config_from_dict
+from medvl.experiments.executors import Resources, build_executor
+from medvl.experiments.jobs import Job, run_jobs
 from medvl.utils.errors import UserInputError
 from medvl.utils.hashing import hash_object
 from medvl.utils.io import atomic_write_json, atomic_write_text, read_json
@@ -53,6 +56,7 @@ __all__ = [
 CLIP_BENCHMARK_TASKS: dict[str, str] = {"retrieval": "zeroshot_retrieval", "zeroshot": "zeroshot_classification",
                                         "probe": "linear_probe", "classification": "classification"}
 RESULTS_DIR = "results"
+UNITS_DIR = "units"
 CONFIG_FILE = "benchmark.yaml"
 
 
@@ -92,6 +96,8 @@ class BenchmarkSummary:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    not_started: list[str] = field(default_factory=list)
+    """Units left unstarted after a failure when ``keep_going`` is false."""
     seconds: float = 0.0
 
     @property
@@ -203,7 +209,9 @@ def expand_units(cfg: BenchmarkConfig, base: Path) -> list[Unit]:
             runs = []
             for task in tasks:
                 resolved = _eval_config(merged, task, f"{dataset.name} × {model.name} × {task}")
-                fingerprint = hash_object({"model": model.model_dump(mode="json"), "dataset": dataset.model_dump(mode="json"),
+                # where a unit runs (resources) is not what it computes: it may change between reruns
+                fingerprint = hash_object({"model": model.model_dump(mode="json", exclude={"resources"}),
+                                           "dataset": dataset.model_dump(mode="json"),
                                            "task": task, "eval": resolved.model_dump(mode="json")})[:16]
                 runs.append(Run(model.name, str(dataset.name), task, fingerprint))
             units.append(Unit(model, dataset, tuple(runs), merged, cfg.split))
@@ -339,11 +347,14 @@ def _optional_split(get: Callable[[str], Any], part: str) -> Any | None:
         return None
 
 
-def _limit_threads(threads: int) -> None:
-    import torch
+def _unit_resources(cfg: BenchmarkConfig, unit: Unit) -> Resources:
+    """The benchmark's ``resources`` with the model's own over them."""
+    return Resources.from_spec(cfg.resources.merged(unit.model.resources))
 
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
+
+def _unit_state_dir(out: Path, unit: Unit) -> Path:
+    """Where a unit's job state (``job.json``, ``job_state.json``) is kept."""
+    return out / UNITS_DIR / unit.key
 
 
 def run_benchmark(
@@ -359,64 +370,60 @@ def run_benchmark(
 
     Everything is validated (configs of every run, manifests) before ``out_dir`` is touched;
     ``overwrite`` then removes earlier results, otherwise finished runs are kept and skipped.
+    Each (model, dataset) unit with unfinished runs is one job on ``cfg.executor``
+    (:func:`medvl.experiments.executors.build_executor`; ``jobs`` overrides ``cfg.jobs`` as its
+    capacity), scheduled by :func:`medvl.experiments.jobs.run_jobs`, which keeps each unit's job
+    state under ``<out>/units/<unit>/``: a rerun after the controller was killed resubmits only
+    units with unfinished runs (and re-attaches to SLURM jobs still queued or running). The
+    output directory is locked (:func:`medvl.utils.rundir.locked_run_dir`) while this runs.
     """
     from medvl.experiments.leaderboard import write_leaderboard
+    from medvl.utils.rundir import check_run_dir, locked_run_dir
 
     out = Path(out_dir)
     start = time.perf_counter()
+    check_run_dir(out, overwrite=overwrite, resume=not overwrite)  # in use by a live benchmark? (writes nothing)
     units = expand_units(cfg, Path(base_dir))  # validates configs and manifests before anything is written
-    if overwrite and out.exists():
-        import shutil
+    resources = {unit.key: _unit_resources(cfg, unit) for unit in units}
+    with locked_run_dir(out, overwrite=overwrite, resume=not overwrite):
+        (out / RESULTS_DIR).mkdir(exist_ok=True)
+        atomic_write_text(out / CONFIG_FILE,
+                          yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+        summary = BenchmarkSummary()
+        job_list = []
+        for unit in units:
+            done = [r.key for r in unit.runs if is_finished(out, r)]
+            summary.skipped += done
+            job_list.append(Job(key=unit.key, fn=run_unit, args=(unit, str(out)), state_dir=_unit_state_dir(out, unit),
+                                resources=resources[unit.key], done=len(done) == len(unit.runs)))
+        todo = sum(not job.done for job in job_list)
+        total = sum(len(u.runs) for u in units)
+        log(f"{total} runs ({len(cfg.models)} models × {len(units) // max(1, len(cfg.models))} datasets × tasks); "
+            f"{len(summary.skipped)} already finished; {todo} of {len(units)} (model, dataset) units to run")
+        by_key = {unit.key: unit for unit in units}
 
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RESULTS_DIR).mkdir(exist_ok=True)
-    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
-    summary = BenchmarkSummary()
-    todo = []
-    for unit in units:
-        done = [r.key for r in unit.runs if is_finished(out, r)]
-        summary.skipped += done
-        if len(done) < len(unit.runs):
-            todo.append(unit)
-    total = sum(len(u.runs) for u in units)
-    log(f"{total} runs ({len(cfg.models)} models × {len(units) // max(1, len(cfg.models))} datasets × tasks); "
-        f"{len(summary.skipped)} already finished")
-    workers = jobs or cfg.jobs
+        def record(job: Job, status: Any, error: BaseException | None) -> bool:
+            unit = by_key[job.key]
+            if error is not None:  # the job itself failed (worker died, SLURM job killed): its unfinished runs failed
+                status = {r.key: f"{type(error).__name__}: {error}" for r in unit.runs if not is_finished(out, r)}
+            for key, value in status.items():
+                if value == "ran":
+                    summary.ran.append(key)
+                elif value != "skipped":
+                    summary.failed[key] = value
+                    log(f"[failed] {key}: {value.splitlines()[0]}")
+            log(f"  {unit.key}: " + ", ".join(f"{r.task} {status.get(r.key, 'done').split(':')[0]}" for r in unit.runs))
+            return cfg.keep_going or not summary.failed
 
-    def record(unit: Unit, status: dict[str, str]) -> None:
-        for key, value in status.items():
-            if value == "ran":
-                summary.ran.append(key)
-            elif value != "skipped":
-                summary.failed[key] = value
-                log(f"[failed] {key}: {value.splitlines()[0]}")
-        log(f"[done] {unit.key}: " + ", ".join(f"{r.task} {status.get(r.key, '?').split(':')[0]}" for r in unit.runs))
-
-    if workers <= 1 or len(todo) <= 1:
-        for unit in todo:
-            log(f"[start] {unit.key}")
-            record(unit, run_unit(unit, str(out)))
-            if summary.failed and not cfg.keep_going:
-                break
-    else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        context = multiprocessing.get_context("spawn")
-        with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_limit_threads,
-                                         initargs=(threads,)) as pool:
-            running = {pool.submit(run_unit, unit, str(out)): unit for unit in todo}
-            for unit in todo:
-                log(f"[start] {unit.key}")
-            for future in futures.as_completed(running):
-                unit = running[future]
-                try:
-                    record(unit, future.result())
-                except Exception as exc:  # a worker died: every unfinished run of its unit failed
-                    record(unit, {r.key: f"{type(exc).__name__}: {exc}" for r in unit.runs if not is_finished(out, r)})
-    summary.skipped = sorted(set(summary.skipped) - set(summary.ran))
-    summary.seconds = time.perf_counter() - start
-    atomic_write_json(out / "benchmark_status.json",
-                      {"medvl_version": __version__, "ran": summary.ran, "skipped": summary.skipped,
-                       "failed": summary.failed, "seconds": summary.seconds})
-    write_leaderboard(out)
+        capacity = jobs or cfg.jobs
+        with build_executor(cfg.executor, out, jobs=max(1, min(capacity, todo))) as executor:
+            scheduled = run_jobs(job_list, executor, log=log, poll_s=cfg.executor.poll_s, on_end=record)
+        summary.skipped = sorted(set(summary.skipped) - set(summary.ran))
+        summary.not_started = scheduled.not_started
+        summary.seconds = time.perf_counter() - start
+        atomic_write_json(out / "benchmark_status.json",
+                          {"medvl_version": __version__, "executor": executor.kind, "ran": summary.ran,
+                           "skipped": summary.skipped, "failed": summary.failed, "reattached": scheduled.reattached,
+                           "not_started": summary.not_started, "seconds": summary.seconds})
+        write_leaderboard(out)
     return summary
