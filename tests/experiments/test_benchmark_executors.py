@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,6 +117,10 @@ def test_an_unknown_executor_is_refused_before_anything_is_written(tmp_path: Pat
     r = subprocess.run([MEDVL, "benchmark", "bench.yaml", "--out", "out", "--executor", "cloud"], cwd=tmp_path,
                        env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "executor.kind" in r.stderr and not (tmp_path / "out").exists(), r.stderr
+    if shutil.which("srun") is None:  # a SLURM executor without a SLURM client: exit 2, nothing left behind
+        r = subprocess.run([MEDVL, "benchmark", "bench.yaml", "--out", "out", "--executor", "slurm"], cwd=tmp_path,
+                           env=ENV, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "no SLURM client" in r.stderr and not (tmp_path / "out").exists(), r.stderr
 
 
 @pytest.mark.slow

@@ -386,9 +386,6 @@ def run_benchmark(
     units = expand_units(cfg, Path(base_dir))  # validates configs and manifests before anything is written
     resources = {unit.key: _unit_resources(cfg, unit) for unit in units}
     with locked_run_dir(out, overwrite=overwrite, resume=not overwrite):
-        (out / RESULTS_DIR).mkdir(exist_ok=True)
-        atomic_write_text(out / CONFIG_FILE,
-                          yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
         summary = BenchmarkSummary()
         job_list = []
         for unit in units:
@@ -398,8 +395,6 @@ def run_benchmark(
                                 resources=resources[unit.key], done=len(done) == len(unit.runs)))
         todo = sum(not job.done for job in job_list)
         total = sum(len(u.runs) for u in units)
-        log(f"{total} runs ({len(cfg.models)} models × {len(units) // max(1, len(cfg.models))} datasets × tasks); "
-            f"{len(summary.skipped)} already finished; {todo} of {len(units)} (model, dataset) units to run")
         by_key = {unit.key: unit for unit in units}
 
         def record(job: Job, status: Any, error: BaseException | None) -> bool:
@@ -416,7 +411,13 @@ def run_benchmark(
             return cfg.keep_going or not summary.failed
 
         capacity = jobs or cfg.jobs
+        # the executor first: one that cannot start (no SLURM client here) fails before results are written
         with build_executor(cfg.executor, out, jobs=max(1, min(capacity, todo))) as executor:
+            (out / RESULTS_DIR).mkdir(exist_ok=True)
+            atomic_write_text(out / CONFIG_FILE,
+                              yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+            log(f"{total} runs ({len(cfg.models)} models × {len(units) // max(1, len(cfg.models))} datasets × tasks); "
+                f"{len(summary.skipped)} already finished; {todo} of {len(units)} (model, dataset) units to run")
             scheduled = run_jobs(job_list, executor, log=log, poll_s=cfg.executor.poll_s, on_end=record)
         summary.skipped = sorted(set(summary.skipped) - set(summary.ran))
         summary.not_started = scheduled.not_started

@@ -34,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from medvl.config.executor import ExecutorConfig, ResourceSpec
+from medvl.utils.errors import UserInputError
 from medvl.utils.processes import ProcessIdentity, die_with
 
 __all__ = [
     "Executor",
+    "ExecutorUnavailableError",
     "InlineExecutor",
     "JobFailed",
     "JobHandle",
@@ -51,6 +53,10 @@ __all__ = [
 DEFAULT_TIME_MIN = 240
 SLURM_ALIVE_STATES = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING",
                                 "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING"})
+
+
+class ExecutorUnavailableError(UserInputError, RuntimeError):
+    """The executor the config names cannot run here (no SLURM client on this machine)."""
 
 
 class JobFailed(RuntimeError):
@@ -294,8 +300,9 @@ class SubmititExecutor(Executor):
             try:
                 self._executor = submitit.SlurmExecutor(self.folder / "%j")
             except RuntimeError as exc:  # no srun on PATH
-                raise RuntimeError(f"executor.kind=slurm, but this machine has no SLURM client ({exc}); run the "
-                                   "sweep on a login node, or use executor.kind=submitit_local") from exc
+                raise ExecutorUnavailableError(
+                    f"executor.kind=slurm, but this machine has no SLURM client ({exc}); run the sweep or "
+                    "benchmark on a login node, or use executor.kind=submitit_local") from exc
         self._controller = ProcessIdentity.current().to_dict() if cluster == "local" else None
 
     def _parameters(self, name: str, resources: Resources) -> dict[str, Any]:
