@@ -74,9 +74,10 @@ def test_keep_going_false_starts_no_unit_after_a_failure(tmp_path: Path) -> None
         exported_dataset(tmp_path, name)
     bench = write_benchmark(tmp_path, ["a", "b"], extra={"keep_going": False})
     cfg = _config(bench)
-    cfg.eval["probe"]["shots"] = [500]  # more shots than train records: the probe fails in unit a
+    train = tmp_path / "exported" / "a" / "train" / "embeddings.safetensors"
+    train.write_bytes(train.read_bytes()[:64])  # a truncated train split: the probe fails in unit a
     summary = run_benchmark(cfg, tmp_path / "out", base_dir=tmp_path, log=lambda _: None)
-    assert list(summary.failed) == ["a_exported_probe"] and "only" in summary.failed["a_exported_probe"]
+    assert list(summary.failed) == ["a_exported_probe"] and "embeddings.safetensors" in summary.failed["a_exported_probe"]
     assert summary.ran == ["a_exported_retrieval"] and summary.not_started == ["b_exported"]
     status = json.loads((tmp_path / "out" / "benchmark_status.json").read_text())
     assert status["not_started"] == ["b_exported"] and not (tmp_path / "out" / "units" / "b_exported").exists()
