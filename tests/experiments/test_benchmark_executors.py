@@ -28,7 +28,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # embeddings templates are read relative to the working directory
+    monkeypatch.chdir(tmp_path)  # the CLI tests run from the benchmark directory
 
 
 def _config(path: Path, **changes: object) -> BenchmarkConfig:

@@ -191,11 +191,70 @@ def auto_tasks(manifest: Any, split: str) -> list[str]:
     return [t for t in BENCHMARK_TASKS if t in tasks]
 
 
+#: files whose change makes a finished run stale: weights of a model directory, an exported EmbeddingSet
+_SOURCE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".npz", ".npy")
+
+
+def _resolve_models(entries: list[ModelEntry], base: Path) -> list[ModelEntry]:
+    """Relative ``spec`` paths and ``embeddings`` templates are relative to ``base`` (the YAML's directory).
+
+    A ``spec`` that names no existing path under ``base`` (an ``hf-hub:`` id, an open_clip
+    built-in name, an absolute path) is left as written.
+    """
+    out = []
+    for entry in entries:
+        update: dict[str, str] = {}
+        if entry.spec is not None and ":" not in entry.spec and not Path(entry.spec).is_absolute():
+            candidate = base / entry.spec
+            if candidate.exists():
+                update["spec"] = str(candidate)
+        if entry.embeddings is not None and not Path(entry.embeddings).is_absolute():
+            update["embeddings"] = str(base / entry.embeddings)
+        out.append(entry.model_copy(update=update) if update else entry)
+    return out
+
+
+def source_fingerprint(path: str | os.PathLike[str]) -> str | None:
+    """Size + mtime of a model's weight files or an EmbeddingSet's files (``None``: the path does not exist).
+
+    Part of each run's fingerprint, so a retrained checkpoint or re-exported embeddings under the
+    same path make the finished results stale (they are recomputed), and embeddings exported after
+    a run was recorded as skipped are picked up by the rerun.
+    """
+    root = Path(path)
+    if not root.exists():
+        return None
+    if root.is_file():
+        files = [root]
+    else:  # weights anywhere below (checkpoints/…), JSON at the top; not what `medvl evaluate` wrote inside (eval-*)
+        files = sorted(f for f in root.rglob("*") if f.is_file()
+                       and not f.relative_to(root).parts[0].startswith("eval-")
+                       and (f.suffix in _SOURCE_SUFFIXES or (f.suffix == ".json" and f.parent == root)))
+    tokens = []
+    for file in files:
+        info = file.stat()
+        tokens.append(f"{file.relative_to(root) if file != root else file.name}:{info.st_size}:{info.st_mtime_ns}")
+    return hash_object(tokens)[:16]
+
+
+def _model_sources(model: ModelEntry, dataset: str, split: str) -> dict[str, str | None]:
+    """What the runs of (model, dataset) read, fingerprinted: the model's files or the exported splits."""
+    if model.embeddings is not None:
+        return {part: source_fingerprint(str(model.embeddings).format(dataset=dataset, split=part))
+                for part in dict.fromkeys((split, "train", "val"))}
+    assert model.spec is not None
+    return {"spec": source_fingerprint(model.spec) if Path(model.spec).exists() else None}
+
+
 def expand_units(cfg: BenchmarkConfig, base: Path) -> list[Unit]:
-    """Every (model, dataset) unit with its runs; validates each run's evaluation config before anything runs."""
+    """Every (model, dataset) unit with its runs; validates each run's evaluation config before anything runs.
+
+    Relative paths (manifests, data_dir, model specs, embedding templates) are relative to ``base``.
+    """
     from medvl.data.manifest import read_manifest
 
     datasets = _expand_datasets(cfg.datasets, base)
+    models = _resolve_models(cfg.models, base)
     units = []
     for dataset in datasets:
         manifest_path = Path(str(dataset.manifest))
@@ -203,16 +262,18 @@ def expand_units(cfg: BenchmarkConfig, base: Path) -> list[Unit]:
             raise UserInputError(f"dataset {dataset.name!r}: manifest {manifest_path} does not exist")
         requested = dataset.tasks or cfg.tasks
         tasks = auto_tasks(read_manifest(manifest_path, root=dataset.root), cfg.split) if requested == "auto" else list(requested)
-        for model in cfg.models:
+        for model in models:
             merged = _deep_merge(_deep_merge(dict(cfg.eval), dataset.eval), model.eval)
             merged["split"] = cfg.split
+            sources = _model_sources(model, str(dataset.name), cfg.split)
             runs = []
             for task in tasks:
                 resolved = _eval_config(merged, task, f"{dataset.name} × {model.name} × {task}")
                 # where a unit runs (resources) is not what it computes: it may change between reruns
                 fingerprint = hash_object({"model": model.model_dump(mode="json", exclude={"resources"}),
                                            "dataset": dataset.model_dump(mode="json"),
-                                           "task": task, "eval": resolved.model_dump(mode="json")})[:16]
+                                           "task": task, "eval": resolved.model_dump(mode="json"),
+                                           "sources": sources})[:16]
                 runs.append(Run(model.name, str(dataset.name), task, fingerprint))
             units.append(Unit(model, dataset, tuple(runs), merged, cfg.split))
     return units
