@@ -155,7 +155,7 @@ def _unit_state(out: Path, unit: str) -> dict:
 @pytest.mark.slow
 def test_sigkilled_benchmark_reruns_only_unfinished_units(tmp_path: Path) -> None:
     exported_dataset(tmp_path, "small")
-    exported_dataset(tmp_path, "large", n_train=2500, dim=128, seed=1)  # its probe (96 C values) takes seconds
+    exported_dataset(tmp_path, "large", n_train=20000, dim=256, seed=1)  # its probe (96 C values) takes seconds
     write_benchmark(tmp_path, ["small", "large"])
     out, results = tmp_path / "out", tmp_path / "out" / "results"
     args = [MEDVL, "benchmark", "bench.yaml", "--out", "out", "--executor", "submitit_local"]
