@@ -137,7 +137,20 @@ def test_label_reports_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert pd.read_csv(tmp_path / "t.csv")["Pneumonia"].tolist() == [-1.0]
     bad = CliRunner().invoke(build_app(), ["data", "label-reports", str(table), "--out", str(tmp_path / "u.csv")])
-    assert bad.exit_code == 1 and "no column(s) ['report', 'id']" in bad.output
+    assert bad.exit_code == 2 and "no column(s) ['report', 'id']" in bad.output
+    # a manifest: its `report` column by default, or its list-valued `texts` (one text per list, joined)
+    manifest = tmp_path / "m.parquet"
+    pd.DataFrame({"id": ["r1", "r2"], "report": ["FINDINGS: Edema.", None],
+                  "texts": [["Large left pleural effusion.", "No pneumothorax."], []]}).to_parquet(manifest)
+    for column, expected in (("report", "Edema"), ("texts", "Pleural Effusion")):
+        out = tmp_path / f"{column}.csv"
+        result = CliRunner().invoke(build_app(), ["data", "label-reports", str(manifest), "--out", str(out),
+                                                  "--text-column", column, "--sections", "all"])
+        assert result.exit_code == 0, result.output
+        frame = pd.read_csv(out).set_index("id")
+        assert frame.loc["r1", expected] == 1.0 and frame.loc["r2"].isna().sum() == 13, column
+    if_texts = pd.read_csv(tmp_path / "texts.csv").set_index("id")
+    assert if_texts.loc["r1", "Pneumothorax"] == 0.0
 
 
 def test_label_reports_matrix_shape() -> None:

@@ -129,27 +129,24 @@ def register_data(data_app: typer.Typer) -> None:
 
         from medvl.data.adapters.image_text import read_records_file
         from medvl.data.labeller import CHEXPERT_CLASSES, ReportLabeller
+        from medvl.utils.errors import InvalidArgumentError
         from medvl.utils.io import atomic_open
 
         if input_path.is_dir():
             paths = sorted(input_path.rglob("*.txt"))
             if not paths:
-                typer.echo(f"error: no .txt reports under {input_path}", err=True)
-                raise typer.Exit(1)
+                raise InvalidArgumentError(f"no .txt reports under {input_path}")
             ids = [p.relative_to(input_path).with_suffix("").as_posix() for p in paths]
             texts = [p.read_text(encoding="utf-8", errors="replace") for p in paths]
         elif input_path.is_file():
             table = read_records_file(input_path)
             missing = [c for c in (text_column, id_column) if c not in table.columns]
             if missing:
-                typer.echo(f"error: {input_path} has no column(s) {missing}; found {list(table.columns)}", err=True)
-                raise typer.Exit(1)
+                raise InvalidArgumentError(f"{input_path} has no column(s) {missing}; found {list(table.columns)}")
             ids = [str(v) for v in table[id_column]]
-            texts = ["" if pd.isna(v) else str(v) for v in table[text_column]]
+            texts = [_report_text(v) for v in table[text_column]]
         else:
-            typer.echo(f"error: {input_path} does not exist", err=True)
-            raise typer.Exit(1)
-        from medvl.utils.errors import InvalidArgumentError
+            raise InvalidArgumentError(f"{input_path} does not exist")
 
         for flag, value, allowed in (("--fallback", fallback, ("last_paragraph", "none")),
                                      ("--old-fractures", old_fractures, ("positive", "ignore"))):
@@ -174,3 +171,13 @@ def register_data(data_app: typer.Typer) -> None:
         for code, per_class in counts.items():
             shown = ", ".join(f"{c} {n}" for c, n in per_class.items()) or "none"
             typer.echo(f"  {code:<9} {shown}")
+
+
+def _report_text(value: object) -> str:
+    """One report from a table cell: missing → ``""``; a list of texts (a manifest's ``texts``) → joined by newlines."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "\n".join(str(v) for v in value if not (isinstance(v, float) and np.isnan(v)))
+    return "" if pd.isna(value) else str(value)  # type: ignore[call-overload]
