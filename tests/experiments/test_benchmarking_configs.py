@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from medvl.config.loading import load_config
 from medvl.config.training import RunConfig
@@ -14,7 +15,8 @@ from medvl.training.logging import read_jsonl
 from medvl.training.run import run_training
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "benchmarking").glob("*.yaml"))
-RUN_CONFIGS = [p for p in CONFIGS if p.name != "experiment.yaml"]
+SWEEPS = ("experiment.yaml", "quick.yaml")  # the measured grid and its miniature on the README's demo data
+RUN_CONFIGS = [p for p in CONFIGS if p.name not in SWEEPS]
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,24 @@ def test_one_config_per_method_of_the_paper() -> None:
     names = {p.stem for p in RUN_CONFIGS}
     assert names == {"clip", "freeze_image_full", "freeze_text_full", "freeze_image_partial", "freeze_text_partial",
                      "simclr", "masked_cl", "flip", "coca"}
+
+
+def test_quick_sweep_is_the_grid_in_miniature() -> None:
+    """quick.yaml (the README's row) runs the same cells, methods, selection and tasks as experiment.yaml;
+    only the length of training, the data and the evaluation's sizes differ."""
+    full, quick = (yaml.safe_load((CONFIGS[0].parent / name).read_text(encoding="utf-8")) for name in SWEEPS)
+    miniature = ("training.epochs=", "data.manifest=", "data.fold=")
+
+    def stage(s: dict) -> tuple:
+        kept = [v for v in s.get("set", []) if not v.startswith(miniature)]
+        return s["name"], s["config"], s.get("over_lambda"), s.get("init_from"), kept
+
+    assert [stage(s) for s in quick["stages"]] == [stage(s) for s in full["stages"]]
+    for key in ("selection", "baseline", "retrieval_metric", "classification_metric", "report_metrics"):
+        assert quick[key] == full[key], key
+    assert quick["evaluation"]["tasks"] == full["evaluation"]["tasks"]
+    assert quick["evaluation"]["probe"]["task"] == full["evaluation"]["probe"]["task"]
+    assert all("training.epochs=1" in s["set"] for s in quick["stages"])
 
 
 @pytest.mark.slow
