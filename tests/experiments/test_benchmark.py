@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -165,6 +166,16 @@ def test_shipped_collections_resolve(tmp_path: Path) -> None:
         probe = EvaluationConfig.model_validate(d["eval"]).probe
         assert probe.shots == [1, 2, 4, 8, 16] and probe.c_fixed == 0.316 and probe.class_balance
     assert len(load_collection("benchmarking-25")["datasets"]) == 25
+    from medvl.data.adapters import ADAPTERS
+
+    for collection in ("cxr-transfer", "benchmarking-25"):  # every prepare command imports with a shipped adapter
+        for d in load_collection(collection)["datasets"]:
+            for name in re.findall(r"medvl data import (\S+)", str(d.get("prepare", ""))):
+                assert name in ADAPTERS, (collection, d["name"], name)
+    nih_lt = next(d for d in dlilp["datasets"] if d["name"] == "nih_lt")
+    from medvl.data.adapters.nih_lt import NOVEL
+
+    assert tuple(nih_lt["novel"]) == NOVEL and "protocol=dlilp" in nih_lt["prepare"]
     cfg = BenchmarkConfig.model_validate({"models": [{"name": "m", "spec": "x"}],
                                           "datasets": [{"collection": "cxr-transfer", "data_dir": str(tmp_path)}]})
     with pytest.raises(UserInputError, match=r"missing manifests[\s\S]*covid_balanced\.parquet[\s\S]*dlilp|prepare"):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medvl.data.adapters import DatasetFormatError, import_dataset
+from medvl.data.adapters import DatasetFormatError, DatasetLayoutError, import_dataset
 from medvl.data.adapters.chexpert import COMPETITION_TASKS
 from medvl.data.adapters.padchest import parse_label_list
 from medvl.data.labeller import CHEXPERT_CLASSES
@@ -223,3 +223,72 @@ def test_nih_official_lists_and_patients(tmp_path: Path, files) -> None:
     assert records.loc["00000003_000", "split"] == "test"
     assert records.loc["00000001_000", "split"] == records.loc["00000001_001", "split"] != "test"
     assert records.loc["00000001_001", "image"] == "images_002/images/00000001_001.png"
+
+
+def _write_nih_lt(root: Path, files, parts: dict[str, list[tuple[str, str]]], subject_id: bool = True) -> None:
+    """NIH-CXR-LT label files (id, the 20 one-hot class columns, subject_id) and the ChestX-ray14 PNGs."""
+    from medvl.data.adapters.nih_lt import CLASSES, label_file
+
+    for part, rows in parts.items():
+        table = pd.DataFrame([{"id": name, **{c: int(c == cls) for c in CLASSES}} for name, cls in rows])
+        if subject_id:
+            table["subject_id"] = [int(name.split("_")[0]) for name, _ in rows]
+        table.to_csv(root / label_file(part), index=False)
+        for k, (name, _) in enumerate(rows):
+            files.image(root / f"images_00{1 + k % 2}" / "images" / name, fmt="PNG")
+
+
+NIH_LT_PARTS = {
+    "train": [("00000001_000.png", "Hernia"), ("00000001_001.png", "No Finding"), ("00000002_000.png", "Mass")],
+    "balanced-val": [("00000003_000.png", "Pneumoperitoneum"), ("00000004_000.png", "Tortuous Aorta")],
+    "balanced-test": [("00000005_000.png", "Calcification of the Aorta"), ("00000006_000.png", "Effusion")],
+    "test": [("00000005_000.png", "Calcification of the Aorta"), ("00000007_000.png", "No Finding")],
+}
+
+
+def test_nih_lt_protocols_split_the_label_files(tmp_path: Path, files) -> None:
+    from medvl.data.adapters.nih_lt import CLASSES, NOVEL
+
+    _write_nih_lt(tmp_path, files, NIH_LT_PARTS)
+    imported = import_dataset("nih_lt", tmp_path)
+    files.check(imported, tmp_path)
+    spec = imported.tasks["nihlt"]
+    assert spec.kind == "multiclass" and spec.classes == CLASSES and len(CLASSES) == 20 and set(NOVEL) <= set(CLASSES)
+    records = imported.records.set_index("id")
+    assert len(records) == 7  # the long-tailed test file is not part of the balanced protocol
+    assert records.loc["00000001_000", "labels.nihlt"] == CLASSES.index("Hernia")
+    assert records.loc["00000005_000", "image"] == "images_001/images/00000005_000.png"
+    assert records.loc["00000001_001", "group"] == records.loc["00000001_000", "group"]
+    assert records["split"].value_counts().to_dict() == {"train": 3, "val": 2, "test": 2}
+    long_tailed = import_dataset("nih_lt", tmp_path, {"protocol": "long_tailed"}).records.set_index("id")
+    assert set(long_tailed.index[long_tailed["split"] == "test"]) == {"00000005_000", "00000007_000"}
+    dlilp = import_dataset("nih_lt", tmp_path, {"protocol": "dlilp"}).records
+    assert dlilp["split"].value_counts().to_dict() == {"train": 3, "test": 4}  # both balanced sets evaluate
+    # without subject_id, the patient is the file name's prefix
+    (tmp_path / "no_subject").mkdir()
+    _write_nih_lt(tmp_path / "no_subject", files, NIH_LT_PARTS, subject_id=False)
+    again = import_dataset("nih_lt", tmp_path / "no_subject").records.set_index("id")
+    assert (again["group"] == records["group"]).all()
+
+
+def test_nih_lt_bad_rows_and_files_are_named(tmp_path: Path, files) -> None:
+    from medvl.data.adapters.nih_lt import label_file
+
+    _write_nih_lt(tmp_path, files, NIH_LT_PARTS)
+    train = pd.read_csv(tmp_path / label_file("train"))
+    train.loc[2, "Nodule"] = 1  # two positives: not single-label
+    train.to_csv(tmp_path / label_file("train"), index=False)
+    with pytest.raises(DatasetFormatError, match=r"train.csv:00000002_000.png: not single-label"):
+        import_dataset("nih_lt", tmp_path)
+    skipped = import_dataset("nih_lt", tmp_path, {"on_bad_sample": "skip"})
+    assert len(skipped.records) == 6 and skipped.info["skipped"]["counts"] == {"not single-label": 1}
+    (tmp_path / label_file("balanced-test")).unlink()
+    with pytest.raises(DatasetLayoutError, match=r"balanced-test\.csv"):
+        import_dataset("nih_lt", tmp_path)
+    assert len(import_dataset("nih_lt", tmp_path, {"protocol": "long_tailed", "on_bad_sample": "skip"}).records) == 6
+    pd.read_csv(tmp_path / label_file("test")).drop(columns=["Hernia"]).to_csv(tmp_path / label_file("test"), index=False)
+    with pytest.raises(DatasetFormatError, match="Hernia"):
+        import_dataset("nih_lt", tmp_path, {"protocol": "long_tailed", "on_bad_sample": "skip"})
+    _write_nih_lt(tmp_path, files, {"balanced-test": [("00000001_000.png", "Hernia")]})  # an image in two files
+    with pytest.raises(DatasetFormatError, match="more than one label file"):
+        import_dataset("nih_lt", tmp_path, {"on_bad_sample": "skip"})

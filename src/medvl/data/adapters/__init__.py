@@ -29,6 +29,7 @@ from medvl.data.adapters import (
     mimic_cxr_parquet,
     nct_crc_he,
     nih_cxr14,
+    nih_lt,
     pad_ufes_20,
     padchest,
     path_vqa,
@@ -72,7 +73,7 @@ ADAPTERS: dict[str, AdapterSpec] = {
         padchest.SPEC, nih_cxr14.SPEC, rsna_pneumonia.SPEC, siim_acr.SPEC, vindr.SPEC, covid_qu.SPEC,
         medmnist.SPEC, pcam.SPEC, slides.SPEC, mimic_cxr_parquet.SPEC, deepeyenet.SPEC, vindr_mammo.SPEC,
         pad_ufes_20.SPEC, ham10000.SPEC, nct_crc_he.SPEC, lc25000.SPEC, bach.SPEC, sicapv2.SPEC,
-        vqa_rad.SPEC, slake.SPEC, path_vqa.SPEC,
+        vqa_rad.SPEC, slake.SPEC, path_vqa.SPEC, nih_lt.SPEC,
     )
 }
 

@@ -30,7 +30,7 @@ from medvl.data.adapters.base import (
 from medvl.data.adapters.captions import load_template, template_texts
 from medvl.data.manifest import TaskSpec
 
-__all__ = ["CLASSES", "LAYOUT", "SPEC", "Options", "load"]
+__all__ = ["CLASSES", "LAYOUT", "SPEC", "Options", "image_index", "load"]
 
 #: The 14 findings, in the order of the ChestX-ray14 paper / benchmark tables.
 CLASSES: tuple[str, ...] = (
@@ -51,7 +51,8 @@ class Options(CommonOptions):
     """ChestX-ray14 is all frontal (PA/AP); kept for symmetry, filters on View Position."""
 
 
-def _image_index(root: Path) -> dict[str, str]:
+def image_index(root: Path) -> dict[str, str]:
+    """Image file name → path relative to ``root``, over the ``images*`` folders (sorted walk: first wins)."""
     index: dict[str, str] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("images")):
         for path in sorted(folder.rglob("*.png")):
@@ -79,7 +80,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
     both = test & train_val
     if both:
         raise DatasetFormatError(f"images in both official lists: {sorted(both)[:5]}")
-    index = _image_index(root)
+    index = image_index(root)
     column = {c: i for i, c in enumerate(CLASSES)}
     rows = []
     for name, findings, group in zip(table["Image Index"].astype(str).str.strip(), table["Finding Labels"],
