@@ -8,7 +8,7 @@ and ``M2`` (a manifest; a new manifest) and ``/data/coco`` (the user's COCO down
 copy in COCO's public layout). A placeholder or path this test does not know makes the command
 fail, so the README and the test cannot drift apart; there is no list of tolerated failures.
 
-The demo rows are kept small in the README itself (400 images, a one-minute miniature sweep), so
+The demo rows are kept small in the README itself (400 images, miniature sweeps), so
 that this test runs them unchanged; the long runs (the quickstart study, the measured benchmarking
 grid) are documented in docs/ and tested by their own tests.
 """
