@@ -180,4 +180,4 @@ def _report_text(value: object) -> str:
 
     if isinstance(value, (list, tuple, np.ndarray)):
         return "\n".join(str(v) for v in value if not (isinstance(v, float) and np.isnan(v)))
-    return "" if pd.isna(value) else str(value)  # type: ignore[call-overload]
+    return "" if pd.isna(value) else str(value)
