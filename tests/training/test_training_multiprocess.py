@@ -3,7 +3,8 @@
 * validation on 17 records × 2 processes × batch 8 finishes and equals one process's loss and
   metrics to 1e-6 (processes get 2 and 1 validation batches; nothing waits on anything);
 * ``train/*`` step logs are global means (equal to one process on the same global batch);
-* a collective that never completes stops every process with an error naming it and the step.
+* a collective that never completes stops every process with an error naming it and the step;
+* a non-finite loss on one process stops every process at the same step, before any update.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from lightning_fabric import Fabric
 from medvl.config.loading import config_from_dict
 from medvl.config.training import RunConfig
 from medvl.evaluation.validation import build_validation_hooks
-from medvl.training import Callback, Trainer
+from medvl.training import Callback, NonFiniteLossError, Trainer
 from medvl.training.distributed import CollectiveError
 from medvl.training.fabric_setup import build_fabric
 from medvl.training.run import run_training
@@ -119,6 +120,48 @@ def test_a_stalled_collective_stops_with_an_error_naming_process_and_step(tmp_pa
     assert "collective_timeout_s=1.5" in rank0["message"]
     rank1 = json.loads((tmp_path / "rank1.json").read_text())  # the stalled one fails too, naming itself
     assert rank1["error"] == CollectiveError.__name__ and "process 1 of 2" in rank1["message"]
+
+
+NAN_CONFIG = {"epochs": 1, "batch_size": 4, "strategy": "ddp_fork", "devices": 2, "collective_timeout_s": 60,
+              "validate_at_start": False, "checkpoint": {"every_n_steps": 1}}
+
+
+def _fit_poisoned_on_rank_1(fabric: Fabric, out: Path) -> None:
+    torch.manual_seed(1)
+    model = TinyDual(dropout=0.0)
+    if fabric.global_rank == 1:
+        model.poison_at_call = 3  # optimizer step 3: NaN on process 1 only
+    try:
+        Trainer(tiny_config(**NAN_CONFIG), out, seed=0, fabric=fabric).fit(
+            model, TinyObjective(), TinyDataset(32), collate_fn=collate)
+        outcome: dict[str, Any] = {"error": None}
+    except NonFiniteLossError as exc:
+        outcome = {"error": type(exc).__name__, "message": str(exc), "step": exc.step}
+    outcome["finite"] = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    outcome["weights"] = [p.detach().flatten().tolist() for p in model.parameters()]
+    (out / f"rank{fabric.global_rank}.json").write_text(json.dumps(outcome))
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process_at_that_step(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from medvl.training import resolve_checkpoint
+
+    fabric = build_fabric(tiny_config(**NAN_CONFIG), launch=False)
+    fabric.launch(_fit_poisoned_on_rank_1, tmp_path)  # a process left waiting would hit the 60 s timeout
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for outcome in ranks:
+        assert outcome["error"] == NonFiniteLossError.__name__, outcome
+        assert outcome["step"] == 3 and "optimizer step 3" in outcome["message"]
+        assert outcome["finite"]  # no update applied with the NaN gradients
+    assert "total=nan" in ranks[1]["message"]
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    last = json.loads((tmp_path / "checkpoints" / "last.json").read_text())
+    assert last["global_step"] == 2
+    saved = load_file(str(resolve_checkpoint(tmp_path, "last") / "model.safetensors"))
+    assert all(bool(torch.isfinite(t).all()) for t in saved.values())
+    result = json.loads((tmp_path / "training_result.json").read_text())
+    assert result["status"] == "non_finite_loss" and "step 3" in result["message"]
 
 
 def test_fsdp_on_two_processes_equals_ddp(tmp_path: Path) -> None:

@@ -124,6 +124,16 @@ class _Position:
     samples: float = 0.0
 
 
+@dataclass
+class _FiniteCheck:
+    """A started non-finite check: the local flag and, with several processes, the pending all-reduce."""
+
+    finite: torch.Tensor
+    buffer: torch.Tensor | None = None
+    work: Any = None
+    has_payload: bool = False
+
+
 def _seed_worker(worker_id: int) -> None:
     """Seed NumPy and ``random`` in a DataLoader worker from torch's per-worker seed."""
     seed = torch.initial_seed() % 2**32
@@ -485,7 +495,10 @@ class Trainer:
         """Sum gradients of sample-weighted micro-batch losses; returns the group's mean terms and samples.
 
         With several processes both are global: the per-process sums ride on the last micro-batch's
-        non-finite check (one all-reduce, no extra collective).
+        non-finite check (one all-reduce, no extra collective). That all-reduce is started before
+        backward and awaited after it (before any optimizer step), so it overlaps DDP's gradient
+        reduction instead of adding a round trip; every process then stops together on the same
+        summed flag, and a stopped step applies no update.
         """
         assert self.fabric is not None
         total_planned = sum(planned)
@@ -511,11 +524,15 @@ class Trainer:
                 values = torch.stack([losses[k].detach().reshape(()).to(torch.float64) for k in names]) * n
                 sums = values if sums is None else sums + values
                 seen += n
-                reduced = self._check_finite(epoch, losses, micro=(j, len(planned)),
-                                             payload=sums if last else None, samples=seen)
-                if j == 0:
+                # the all-reduce of the check (and of the last micro-batch's sums) runs during backward
+                check = self._start_finite_check(losses, payload=sums if last else None, samples=seen)
+                probe = j == 0 and self._probe_due()
+                if probe:  # never probe (and log) a step that is about to stop: await the check first
+                    reduced = self._finish_finite_check(check, epoch, losses, micro=(j, len(planned)))
                     self._probe(epoch, losses)
                 self.fabric.backward(losses["total"] * weight)
+                if not probe:
+                    reduced = self._finish_finite_check(check, epoch, losses, micro=(j, len(planned)))
         if sums is None:  # every record of the group was skipped: no update (the caller skips the step)
             return {}, 0
         total: float = seen
@@ -565,6 +582,10 @@ class Trainer:
                 param.grad.div_(len(batches))
         return terms, samples
 
+    def _probe_due(self) -> bool:
+        probe = self.gradient_probe
+        return probe is not None and bool(probe.due(self.position.global_step))
+
     def _probe(self, epoch: int, losses: Mapping[str, torch.Tensor]) -> None:
         probe = self.gradient_probe
         if probe is None or not probe.due(self.position.global_step):
@@ -576,22 +597,39 @@ class Trainer:
 
     def _check_finite(self, epoch: int, losses: Mapping[str, torch.Tensor], micro: tuple[int, int],
                       payload: torch.Tensor | None = None, samples: float = 0.0) -> torch.Tensor | None:
-        """Stop on a non-finite total (every process together).
+        """Stop on a non-finite total (every process together); see :meth:`_start_finite_check`."""
+        check = self._start_finite_check(losses, payload=payload, samples=samples)
+        return self._finish_finite_check(check, epoch, losses, micro)
 
-        With several processes, ``payload`` (float64 sums) and ``samples`` are summed over processes
-        in the same all-reduce; returns ``[Σ samples, *Σ payload]`` then, ``None`` otherwise.
+    def _start_finite_check(self, losses: Mapping[str, torch.Tensor], payload: torch.Tensor | None = None,
+                            samples: float = 0.0) -> _FiniteCheck:
+        """Begin the non-finite check of ``losses["total"]``.
+
+        With several processes, the flag, ``samples`` and ``payload`` (float64 sums) go into one
+        asynchronous sum all-reduce on the default process group (what ``fabric.all_reduce`` reduces
+        over, without its extra barrier round trip); :meth:`_finish_finite_check` awaits it.
         """
-        assert self.fabric is not None
         finite = torch.isfinite(losses["total"].detach()).all()
-        summed: torch.Tensor | None = None
-        if self.world_size > 1:  # every process stops together
-            flag = (~finite).to(torch.float64).reshape(1)
-            parts = [flag] if payload is None else [flag, torch.tensor([samples], dtype=torch.float64,
-                                                                       device=flag.device), payload.to(flag.device)]
-            reduced = self.fabric.all_reduce(torch.cat(parts), reduce_op="sum")
-            assert isinstance(reduced, torch.Tensor)
-            finite = reduced[0] == 0
-            summed = reduced[1:] if payload is not None else None
+        if self.world_size == 1:
+            return _FiniteCheck(finite=finite)
+        flag = (~finite).to(torch.float64).reshape(1)
+        parts = [flag] if payload is None else [flag, torch.tensor([samples], dtype=torch.float64,
+                                                                   device=flag.device), payload.to(flag.device)]
+        buffer = torch.cat(parts)
+        work = torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM, async_op=True)
+        return _FiniteCheck(finite=finite, buffer=buffer, work=work, has_payload=payload is not None)
+
+    def _finish_finite_check(self, check: _FiniteCheck, epoch: int, losses: Mapping[str, torch.Tensor],
+                             micro: tuple[int, int]) -> torch.Tensor | None:
+        """Await the check; raise :class:`NonFiniteLossError` on every process when any process's
+        total was non-finite. Returns ``[Σ samples, *Σ payload]`` with a payload and several
+        processes, ``None`` otherwise."""
+        finite, summed = check.finite, None
+        if check.buffer is not None:
+            assert check.work is not None
+            check.work.wait()
+            finite = check.buffer[0] == 0
+            summed = check.buffer[1:] if check.has_payload else None
         if bool(finite):
             return summed
         terms = {k: float(v.detach()) for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
