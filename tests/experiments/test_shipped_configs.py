@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
+from medvl.config.alignment import AlignmentStudyConfig
 from medvl.config.experiment import ExperimentConfig
 from medvl.config.loading import load_config
 from medvl.config.training import RunConfig
@@ -18,10 +20,13 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_shipped_config_validates(path: Path, tmp_path: Path) -> None:
-    if path.name == "experiment.yaml":
+    keys = set(yaml.safe_load(path.read_text()))
+    if "stages" in keys:  # an experiment (sweep)
         config = load_config(path, ExperimentConfig)
         for cell in expand_cells(config)[:1]:  # the first stage resolves into a valid run config
             assert isinstance(resolve_cell_config(config, cell, tmp_path, path.parent), RunConfig)
+    elif "entries" in keys:  # an alignment study
+        assert load_config(path, AlignmentStudyConfig).entries
     else:
         run = load_config(path, RunConfig)
         # a relative data.manifest is relative to the config file: the shipped ones point into the
