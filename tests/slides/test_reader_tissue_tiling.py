@@ -48,7 +48,7 @@ def test_otsu_threshold_maximises_the_between_class_variance() -> None:
     assert 0.2 < t < 0.45
 
 
-@pytest.mark.parametrize("size", [2, 3, 4, 5])
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6])
 def test_fast_opening_and_hole_filling_equal_scipy_morphology(size: int) -> None:
     from scipy import ndimage
 
@@ -56,13 +56,67 @@ def test_fast_opening_and_hole_filling_equal_scipy_morphology(size: int) -> None
 
     rng = np.random.default_rng(size)
     for p in (0.2, 0.5, 0.8, 0.95):
-        mask = rng.random((67, 91)) > p
-        np.testing.assert_array_equal(_opening(mask, size),
-                                      ndimage.binary_opening(mask, structure=np.ones((size, size), bool)))
-        np.testing.assert_array_equal(_fill_holes(mask), ndimage.binary_fill_holes(mask))
+        for shape in ((67, 91), (3, 4), (1, 7)):  # windows wider than the image too
+            mask = rng.random(shape) > p
+            np.testing.assert_array_equal(_opening(mask, size),
+                                          ndimage.binary_opening(mask, structure=np.ones((size, size), bool)))
+            np.testing.assert_array_equal(_fill_holes(mask), ndimage.binary_fill_holes(mask))
     ring = np.zeros((9, 9), bool)
     ring[2:7, 2:7], ring[4, 4] = True, False  # a one-pixel hole
     assert _fill_holes(ring)[4, 4] and not _fill_holes(np.zeros((5, 5), bool)).any()
+
+
+def test_tissue_fraction_in_boxes_counts_exactly() -> None:
+    from medvl.slides.tiling import _fraction_in_boxes
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        h, w = rng.integers(1, 40, 2)
+        mask = rng.random((h, w)) > rng.random()
+        corners = np.sort(rng.integers(-3, max(h, w) + 3, (int(rng.integers(1, 30)), 2, 2)), axis=1)
+        boxes = corners.transpose(0, 2, 1).reshape(-1, 4)[:, [0, 2, 1, 3]]  # x0, y0, x1, y1 with x0 <= x1
+        expected = []
+        for x0, y0, x1, y1 in boxes:  # the definition: clipped to the mask, at least one pixel wide
+            x0, y0 = min(max(x0, 0), w), min(max(y0, 0), h)
+            x1, y1 = min(max(x1, x0 + 1), w), min(max(y1, y0 + 1), h)
+            expected.append(mask[y0:y1, x0:x1].sum() / max((x1 - x0) * (y1 - y0), 1))
+        np.testing.assert_array_equal(_fraction_in_boxes(mask, boxes), expected)
+
+
+#: sha256 (16 hex) of the coordinates, regions, tokens (int64), tissue fractions (float32) and thumbnail mask
+#: of the fixture slides' tilings, recorded with the tiling code before its session-3 speed-ups (scipy
+#: minimum/maximum filters, full summed-area table, np.clip on int64 bins): faster code tiles the same.
+_TILING_SPECS = {
+    "p32": TilingSpec(patch_size=32, mpp=0.5, tissue_threshold=0.25),
+    "p16_r64_mpp1.3": TilingSpec(patch_size=16, region_size=64, mpp=1.3, tissue_threshold=0.2),
+    "mag5_thumb300": TilingSpec(patch_size=16, magnification=5, thumbnail_size=300, tissue_threshold=0.01),
+}
+_TILING_DIGESTS = {
+    ("case0", "p32"): (90, "b0d73e5436d739e6"),
+    ("case0", "p16_r64_mpp1.3"): (64, "edf80fda51e0b6a6"),
+    ("case0", "mag5_thumb300"): (30, "42ba6d628d9b1950"),
+    ("case1", "p32"): (123, "850f887375d7d363"),
+    ("case1", "p16_r64_mpp1.3"): (96, "13ab99c734fcf63e"),
+    ("case1", "mag5_thumb300"): (41, "2d6d8f77b90957fb"),
+    ("case2", "p32"): (102, "3abcaf33bc56fbcf"),
+    ("case2", "p16_r64_mpp1.3"): (96, "82789c09824a0d16"),
+    ("case2", "mag5_thumb300"): (34, "4948bc5c436788ea"),
+}
+
+
+@pytest.mark.parametrize("case", ["case0", "case1", "case2"])
+def test_tile_coordinates_of_the_generated_slides_are_pinned(small_slides: tuple[Path, dict], case: str) -> None:
+    import hashlib
+
+    root, _ = small_slides
+    for name, spec in _TILING_SPECS.items():
+        with open_slide(root / f"{case}.tif", backend="openslide") as slide:
+            tiles, _, mask = plan_tiles(slide, spec)
+        digest = hashlib.sha256()
+        for array in (tiles.coords.astype("<i8"), tiles.region.astype("<i8"), tiles.token.astype("<i8"),
+                      tiles.tissue.astype("<f4"), mask):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        assert (len(tiles.coords), digest.hexdigest()[:16]) == _TILING_DIGESTS[case, name], name
 
 
 def _truth_fraction(truth: np.ndarray, x: int, y: int, side: int) -> float:
