@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from _training_data import run_config_dict, train_tokenizer_file, write_tiny_dataset
+from _training_tiny import KillAfter
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -17,7 +18,7 @@ from medvl.cli.main import build_app
 from medvl.config.loading import config_from_dict
 from medvl.config.training import RunConfig
 from medvl.models.loading import load_trained_model
-from medvl.training import Callback, resolve_checkpoint
+from medvl.training import resolve_checkpoint
 from medvl.training.run import run_training
 
 
@@ -30,15 +31,6 @@ def _config_file(tmp: Path, manifest: Path, tokenizer: Path | None = None, **tra
     path = tmp / "run.yaml"
     path.write_text(yaml.safe_dump(run_config_dict(manifest, tokenizer, **training)))
     return path
-
-
-class KillAfter(Callback):
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_train_step_end(self, trainer: Any, record: Any) -> None:
-        if record["step"] == self.k:
-            raise KeyboardInterrupt
 
 
 def test_train_command_writes_a_complete_run(tmp_path: Path, dataset: Path) -> None:

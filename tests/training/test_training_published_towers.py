@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from _training_data import run_config_dict, train_tokenizer_file, write_tiny_dataset
+from _training_tiny import KillAfter
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -19,21 +20,12 @@ from medvl.config.loading import config_from_dict
 from medvl.config.training import RunConfig
 from medvl.models import DualEncoder
 from medvl.models.loading import load_trained_model
-from medvl.training import Callback, resolve_checkpoint
+from medvl.training import resolve_checkpoint
 from medvl.training.run import run_training
 
 TINY_OPEN_CLIP = {"embed_dim": 16,
                   "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
                   "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
-
-class KillAfter(Callback):
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_train_step_end(self, trainer: Any, record: Any) -> None:
-        if record["step"] == self.k:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")

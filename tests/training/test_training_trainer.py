@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
-from _training_tiny import TinyDataset, TinyDual, TinyObjective, collate, tiny_config, weights
+from _training_tiny import KillAfter, TinyDataset, TinyDual, TinyObjective, collate, tiny_config, weights
 
 from medvl.training import Callback, NonFiniteLossError, Trainer
 from medvl.training.callbacks import ValidationContext
@@ -27,17 +27,6 @@ def _fit(run_dir: Path, cfg: Any, *, model: TinyDual | None = None, objective: T
     result = trainer.fit(model, objective, TinyDataset(n), TinyDataset(8, seed=1), collate_fn=collate,
                          resume=resume)
     return model, (trainer, result)
-
-
-class KillAfter(Callback):
-    """Simulates a crash right after optimizer step ``k``."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_train_step_end(self, trainer: Any, record: Any) -> None:
-        if record["step"] == self.k:
-            raise KeyboardInterrupt(f"killed after step {self.k}")
 
 
 def test_fit_logs_every_term_and_temperature_is_trained(tmp_path: Path) -> None:
