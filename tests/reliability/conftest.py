@@ -47,6 +47,32 @@ def write_config(path: Path, manifest: Path | str, **training: Any) -> Path:
     return path
 
 
+def medvl_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``medvl ARGS`` run in this process (``main([...])``): (exit code, stdout, stderr)."""
+    from medvl.cli.main import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    else:  # pragma: no cover - typer always exits
+        code = 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def train_one_epoch(folder: Path, manifest: Path) -> tuple[Path, Path]:
+    """(config, run dir) of a finished 1-epoch run of :func:`write_config`'s model, under ``folder``."""
+    from medvl.cli.main import main
+
+    config = write_config(folder / "run.yaml", manifest, epochs=1)
+    try:
+        main(["train", str(config), "--out", str(folder / "run")])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    return config, folder / "run"
+
+
 def medvl_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "medvl", *args]
 

@@ -8,18 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from medvl.cli.main import main
-
-
-def _medvl(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    else:  # pragma: no cover
-        code = 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from conftest import medvl_in_process
 
 
 def test_bad_entry_fails_before_writing_and_the_fixed_study_runs(tmp_path: Path,
@@ -37,14 +26,14 @@ def test_bad_entry_fails_before_writing_and_the_fixed_study_runs(tmp_path: Path,
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(study))
     out = tmp_path / "study_out"
-    code, stdout, stderr = _medvl(capsys, "align", "study", str(config), "--out", str(out))
+    code, stdout, stderr = medvl_in_process(capsys, "align", "study", str(config), "--out", str(out))
     assert code == 2, stdout + stderr
     assert "m/b" in stderr and str(tmp_path / "emb" / "typo") in stderr
     assert "--resume" not in stdout + stderr and not out.exists()  # nothing written, no option it lacks
     study["entries"][1]["embeddings"] = "emb/b"
     config.write_text(yaml.safe_dump(study))
-    code, stdout, stderr = _medvl(capsys, "align", "study", str(config), "--out", str(out))
+    code, stdout, stderr = medvl_in_process(capsys, "align", "study", str(config), "--out", str(out))
     assert code == 0, stdout + stderr
     assert (out / "results.json").is_file()
-    code, stdout, stderr = _medvl(capsys, "align", "study", str(config), "--out", str(out))
+    code, stdout, stderr = medvl_in_process(capsys, "align", "study", str(config), "--out", str(out))
     assert code == 2 and "--overwrite" in stderr and "--resume" not in stderr

@@ -10,18 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_config
-from medvl.cli.main import main
-
-
-def _medvl(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    else:  # pragma: no cover
-        code = 0
-    return code, capsys.readouterr().err
+from conftest import medvl_in_process, write_config
 
 
 def _png(path: Path, width: int, height: int, depth: int, colour: int, pixels: np.ndarray | None = None) -> None:
@@ -50,7 +39,7 @@ def test_skipped_records_are_counted_once_per_split(tmp_path: Path, tiny_data: P
     """One bad train and one bad val image, 2 epochs: 1 + 1 skipped, with or without loader workers."""
     _corrupt(tiny_data, 3, 17)  # records 0-15 are train, 16-19 val
     config = write_config(tmp_path / "run.yaml", tiny_data, epochs=2, num_workers=workers)
-    code, err = _medvl(capsys, "train", str(config), "--out", str(tmp_path / "run"),
+    code, _, err = medvl_in_process(capsys, "train", str(config), "--out", str(tmp_path / "run"),
                        "--set", "data.on_bad_sample=skip")
     assert code == 0, err
     result = json.loads((tmp_path / "run" / "training_result.json").read_text())
@@ -63,7 +52,7 @@ def test_skipped_records_are_counted_once_per_split(tmp_path: Path, tiny_data: P
 def test_skipping_every_record_is_an_error(tmp_path: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _corrupt(tiny_data, *range(16))  # every train image
     config = write_config(tmp_path / "run.yaml", tiny_data, epochs=1)
-    code, err = _medvl(capsys, "train", str(config), "--out", str(tmp_path / "run"), "--set", "data.on_bad_sample=skip")
+    code, _, err = medvl_in_process(capsys, "train", str(config), "--out", str(tmp_path / "run"), "--set", "data.on_bad_sample=skip")
     assert code == 2, err
     assert "skipped every one of the 16 records of the training split" in err and "case0" in err
 
@@ -73,12 +62,12 @@ def test_decompression_bomb_is_a_named_record_error_or_a_counted_skip(
     """A 20000 × 20000 PNG (Pillow's DecompressionBombError, not an OSError)."""
     _png(tiny_data.parent / "images" / "5.png", 20000, 20000, 8, 0)
     summary = tmp_path / "summary.json"
-    code, err = _medvl(capsys, "data", "check", str(tiny_data), "--json", str(summary))
+    code, _, err = medvl_in_process(capsys, "data", "check", str(tiny_data), "--json", str(summary))
     assert code == 1 and "Traceback" not in err  # a problem found, reported
     problems = json.loads(summary.read_text())["files"]["problems"]
     assert [p["id"] for p in problems] == ["case5"] and "too large" in problems[0]["reason"]
     config = write_config(tmp_path / "run.yaml", tiny_data, epochs=1)
-    code, err = _medvl(capsys, "train", str(config), "--out", str(tmp_path / "run"), "--set", "data.on_bad_sample=skip")
+    code, _, err = medvl_in_process(capsys, "train", str(config), "--out", str(tmp_path / "run"), "--set", "data.on_bad_sample=skip")
     assert code == 0, err
     skipped = json.loads((tmp_path / "run" / "training_result.json").read_text())["train_skipped"]
     assert skipped["n_skipped"] == 1 and "too large" in skipped["records"][0]["reason"]

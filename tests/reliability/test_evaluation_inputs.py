@@ -10,33 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_config
-from medvl.cli.main import main
-
-
-def _medvl(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    else:  # pragma: no cover
-        code = 0
-    return code, capsys.readouterr().err
+from conftest import medvl_in_process, train_one_epoch
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    tmp = tmp_path_factory.mktemp("trained")
-    config = write_config(tmp / "run.yaml", shared_data, epochs=1)
-    try:
-        main(["train", str(config), "--out", str(tmp / "run")])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    return tmp / "run"
+    return train_one_epoch(tmp_path_factory.mktemp("trained"), shared_data)[1]
 
 
 def _evaluate(capsys: pytest.CaptureFixture[str], run: Path, manifest: Path, cache: Path, out: Path) -> str:
-    code, err = _medvl(capsys, "evaluate", "--checkpoint", str(run), "--data", str(manifest), "--tasks", "retrieval",
+    code, _, err = medvl_in_process(capsys, "evaluate", "--checkpoint", str(run), "--data", str(manifest), "--tasks", "retrieval",
                        "--out", str(out), "--set", f"cache_dir={cache}", "--set", "progress=false")
     assert code == 0, err
     return err

@@ -11,30 +11,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import write_config
-from medvl.cli.main import main
-
-
-def _medvl(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    else:  # pragma: no cover
-        code = 0
-    return code, capsys.readouterr().err
+from conftest import medvl_in_process, train_one_epoch, write_config
 
 
 @pytest.fixture(scope="module")
 def one_epoch_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Path, Path]:
     """(config, run dir) of a finished 1-epoch run; tests copy it and resume with more epochs."""
-    tmp = tmp_path_factory.mktemp("base")
-    config = write_config(tmp / "run.yaml", shared_data, epochs=1)
-    try:
-        main(["train", str(config), "--out", str(tmp / "run")])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    return config, tmp / "run"
+    return train_one_epoch(tmp_path_factory.mktemp("base"), shared_data)
 
 
 def _copy_run(run: Path, tmp_path: Path) -> Path:
@@ -59,7 +42,7 @@ def test_truncated_checkpoint_file_is_named_and_config_untouched(
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])  # a write cut short (disk full, kill during a copy)
     before = (run / "config.yaml").read_bytes()
-    code, err = _medvl(capsys, "train", str(config), "--out", str(run), "--resume", "--set", "training.epochs=2")
+    code, _, err = medvl_in_process(capsys, "train", str(config), "--out", str(run), "--resume", "--set", "training.epochs=2")
     assert code == 2, err
     assert str(victim) in err and "Traceback" not in err
     assert (run / "config.yaml").read_bytes() == before  # a failed --resume rewrote nothing
@@ -87,7 +70,7 @@ def test_resume_refuses_a_manifest_edited_since_the_run_started(
     m = read_manifest(manifest)
     m.records.at[0, "texts"] = ["an edited report."]
     write_manifest(m, manifest)  # same path, new content
-    code, err = _medvl(capsys, "train", str(config), "--out", str(run), "--resume")
+    code, _, err = medvl_in_process(capsys, "train", str(config), "--out", str(run), "--resume")
     assert code == 2, err
     assert "manifest's content changed" in err
 
@@ -98,7 +81,7 @@ def test_resume_refuses_replaced_images(
     config, run, manifest = _run_on_own_data(one_epoch_run[1], tmp_path)
     image = manifest.parent / "images" / "0.png"  # a train record's image: same name, new pixels
     Image.fromarray(np.full((16, 16), 255, dtype=np.uint8)).save(image)
-    code, err = _medvl(capsys, "train", str(config), "--out", str(run), "--resume")
+    code, _, err = medvl_in_process(capsys, "train", str(config), "--out", str(run), "--resume")
     assert code == 2, err
     assert "image files of the train split changed" in err
 
@@ -112,7 +95,7 @@ def test_resume_accepts_the_same_data_at_a_new_path(
     shutil.copytree(original.parent, tmp_path / "moved")  # keeps modification times (copy2)
     moved = write_config(tmp_path / "moved.yaml", tmp_path / "moved" / original.name, epochs=2)
     run = _copy_run(base, tmp_path)
-    code, err = _medvl(capsys, "train", str(moved), "--out", str(run), "--resume")
+    code, _, err = medvl_in_process(capsys, "train", str(moved), "--out", str(run), "--resume")
     assert code == 0, err
     assert json.loads((run / "training_result.json").read_text())["epochs_completed"] == 2
 
@@ -125,7 +108,7 @@ def test_torn_log_line_is_repaired_and_reported_on_resume(
     steps = run / "logs" / "steps.jsonl"
     with steps.open("a") as handle:
         handle.write('{"epoch": 1, "step": 99, "lr": 0.00')  # torn: no closing brace, no newline
-    code, err = _medvl(capsys, "train", str(config), "--out", str(run), "--resume", "--set", "training.epochs=2")
+    code, _, err = medvl_in_process(capsys, "train", str(config), "--out", str(run), "--resume", "--set", "training.epochs=2")
     assert code == 0, err
     assert "torn last line" in err and str(steps) in err
     records = [json.loads(line) for line in steps.read_text().splitlines()]

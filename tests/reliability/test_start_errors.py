@@ -8,20 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import write_config
-from medvl.cli.main import main
-
-
-def _medvl(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """``medvl ARGS`` in process; (exit code, stderr)."""
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    else:  # pragma: no cover - typer always exits
-        code = 0
-    return code, capsys.readouterr().err
-
+from conftest import medvl_in_process, write_config
 
 BAD_STARTS = {
     "missing manifest": (["--set", "data.manifest=/nowhere/manifest.parquet"], "manifest not found: /nowhere"),
@@ -42,7 +29,7 @@ def test_bad_start_exits_2_naming_the_culprit_and_writes_nothing(
         data["objective"]["terms"][1]["options"]["task"] = "nope"
         config.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
-    code, err = _medvl(capsys, "train", str(config), "--out", str(out), *overrides)
+    code, _, err = medvl_in_process(capsys, "train", str(config), "--out", str(out), *overrides)
     assert code == 2, err
     assert err.startswith("error: ") and named in err and "Traceback" not in err
     assert not out.exists()  # nothing written: the corrected command is not blocked
@@ -53,9 +40,9 @@ def test_corrected_command_and_resume_both_work_after_a_failed_start(
     config = write_config(tmp_path / "run.yaml", shared_data, epochs=1)
     for follow_up in ([], ["--resume"]):
         out = tmp_path / f"run{len(follow_up)}"
-        code, err = _medvl(capsys, "train", str(config), "--out", str(out), "--set", "data.fold=7")
+        code, _, err = medvl_in_process(capsys, "train", str(config), "--out", str(out), "--set", "data.fold=7")
         assert code == 2, err
-        code, err = _medvl(capsys, "train", str(config), "--out", str(out), *follow_up)
+        code, _, err = medvl_in_process(capsys, "train", str(config), "--out", str(out), *follow_up)
         assert code == 0, err
         assert (out / "training_result.json").is_file()
 
@@ -72,7 +59,7 @@ def test_relative_manifest_is_relative_to_the_config_file(
     cwd = Path.cwd()
     os.chdir(elsewhere)
     try:
-        code, err = _medvl(capsys, "train", str(config), "--out", str(tmp_path / "run"))
+        code, _, err = medvl_in_process(capsys, "train", str(config), "--out", str(tmp_path / "run"))
     finally:
         os.chdir(cwd)
     assert code == 0, err
