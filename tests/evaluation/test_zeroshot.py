@@ -41,7 +41,7 @@ def test_prompt_file_rules(tmp_path: Path) -> None:
     f.write_text("templates: ['no placeholder']\nclasses: {a: [a]}\n")
     with pytest.raises(PromptError, match="templates"):
         load_prompts(f)
-    with pytest.raises(PromptError, match="built-in sets"):
+    with pytest.raises(PromptError, match="built-in prompt files"):
         load_prompts("no_such_set")
 
 

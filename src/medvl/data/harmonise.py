@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import numpy as np
 import yaml
 
 from medvl.data.manifest import Manifest, ManifestError, TaskSpec
+from medvl.utils.resources import read_yaml_source
 
 __all__ = ["HarmonisationError", "HarmonisationTable", "harmonise", "load_harmonisation"]
 
@@ -68,16 +68,7 @@ def _targets(value: Any, where: str, classes: tuple[str, ...]) -> tuple[str, ...
 
 def load_harmonisation(source: str | os.PathLike[str] = "cxr") -> HarmonisationTable:
     """Read a harmonisation table: a built-in name (``cxr``) or a YAML path."""
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise HarmonisationError(f"harmonisation table not found: {path}")
-        text, where = path.read_text(encoding="utf-8"), str(path)
-    else:
-        ref = resources.files("medvl.resources") / "harmonisation" / f"{source}.yaml"
-        if not ref.is_file():
-            raise HarmonisationError(f"no built-in harmonisation table {str(source)!r}")
-        text, where = ref.read_text(encoding="utf-8"), f"medvl:harmonisation/{source}.yaml"
+    text, where = read_yaml_source(source, "harmonisation", what="harmonisation table", error=HarmonisationError)
     data = yaml.safe_load(text)
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not isinstance(data.get("datasets"), dict):
         raise HarmonisationError(f"{where}: needs 'classes' (a list) and 'datasets' (a mapping)")
@@ -98,7 +89,7 @@ def load_harmonisation(source: str | os.PathLike[str] = "cxr") -> HarmonisationT
         annotates = entry.get("annotates")
         datasets[str(name)] = DatasetMap(str(entry["task"]), mapping,
                                          None if annotates is None else _targets(annotates, f"{where}: {name}.annotates", classes))
-    return HarmonisationTable(str(data.get("name") or path.stem), classes, datasets, where)
+    return HarmonisationTable(str(data.get("name") or Path(source).stem), classes, datasets, where)
 
 
 def harmonise(manifest: Manifest, dataset: str, table: HarmonisationTable | str = "cxr", *,

@@ -35,7 +35,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from medvl.evaluation.embeddings import (
 )
 from medvl.models.loading.medvl import PROTOTYPE_LOGITS_PREFIX
 from medvl.utils.errors import UserInputError
+from medvl.utils.resources import builtin_yaml_names, read_yaml_source
 
 __all__ = [
     "PROTOTYPE_LOGITS_PREFIX",
@@ -121,26 +121,14 @@ def _canonical(name: str) -> str:
 
 def builtin_prompt_sets() -> list[str]:
     """Names of the prompt files shipped with medvl."""
-    folder = resources.files("medvl.resources") / "prompts"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return builtin_yaml_names("prompts")
 
 
 def load_prompts(source: str | os.PathLike[str]) -> PromptSet:
     """Read a prompt YAML file, or a built-in set by name (``synthetic_findings``, ``chexpert``)."""
     import yaml
 
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise PromptError(f"prompt file not found: {path}")
-        text = path.read_text(encoding="utf-8")
-        where = str(path)
-    else:
-        ref = resources.files("medvl.resources") / "prompts" / f"{source}.yaml"
-        if not ref.is_file():
-            raise PromptError(f"no prompt file {source!r}; built-in sets: {builtin_prompt_sets()}")
-        text = ref.read_text(encoding="utf-8")
-        where = f"medvl:prompts/{source}.yaml"
+    text, where = read_yaml_source(source, "prompts", what="prompt file", error=PromptError, existing_path=True)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -228,16 +216,7 @@ def load_class_map(source: str | os.PathLike[str]) -> ClassMap:
     """
     import yaml
 
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise PromptError(f"class map not found: {path}")
-        text, where = path.read_text(encoding="utf-8"), str(path)
-    else:
-        ref = resources.files("medvl.resources") / "class_maps" / f"{source}.yaml"
-        if not ref.is_file():
-            raise PromptError(f"no built-in class map {str(source)!r}")
-        text, where = ref.read_text(encoding="utf-8"), f"medvl:class_maps/{source}.yaml"
+    text, where = read_yaml_source(source, "class_maps", what="class map", error=PromptError)
     data = yaml.safe_load(text)
     if not isinstance(data, dict) or not isinstance(data.get("source_task"), str) or not isinstance(data.get("classes"), dict):
         raise PromptError(f"{where}: needs 'source_task' (a task name) and 'classes' (a mapping)")

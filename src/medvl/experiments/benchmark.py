@@ -25,7 +25,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from medvl.experiments.jobs import Job, run_jobs
 from medvl.utils.errors import UserInputError
 from medvl.utils.hashing import hash_object
 from medvl.utils.io import atomic_write_json, atomic_write_text, read_json
+from medvl.utils.resources import read_yaml_source
 
 __all__ = [
     "CLIP_BENCHMARK_TASKS",
@@ -115,18 +115,7 @@ def result_path(out_dir: str | os.PathLike[str], run: Run) -> Path:
 
 def load_collection(name: str) -> dict[str, Any]:
     """A shipped collection (``resources/collections/<name>.yaml``) or a YAML file path."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise UserInputError(f"collection file not found: {path}")
-        text = path.read_text(encoding="utf-8")
-    else:
-        ref = resources.files("medvl.resources") / "collections" / f"{name}.yaml"
-        if not ref.is_file():
-            shipped = sorted(p.name[:-5] for p in (resources.files("medvl.resources") / "collections").iterdir()
-                             if p.name.endswith(".yaml"))
-            raise UserInputError(f"no collection {name!r}; shipped collections: {shipped}")
-        text = ref.read_text(encoding="utf-8")
+    text, _ = read_yaml_source(name, "collections", what="collection", error=UserInputError)
     data = yaml.safe_load(text)
     if not isinstance(data, dict) or not isinstance(data.get("datasets"), list):
         raise UserInputError(f"collection {name!r}: needs a 'datasets' list")
