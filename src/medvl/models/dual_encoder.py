@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import nn
@@ -51,7 +51,7 @@ from medvl.models.caching import FeatureCache
 from medvl.models.decoder import build_decoder, caption_targets, frame_captions
 from medvl.models.encoders.base import ImageEncoder, TextEncoder, check_texts
 from medvl.models.freezing import FreezeState, apply_freezing, count_parameters
-from medvl.models.generation import GenerationMethod, generate_ids
+from medvl.models.generation import GenerationOptions, generate_ids
 from medvl.models.heads import (
     ClassifierHead,
     LogitBias,
@@ -380,20 +380,10 @@ class DualEncoder(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self,
-        batch: Mapping[str, Any] | torch.Tensor,
-        *,
-        method: GenerationMethod = "greedy",
-        max_length: int | None = None,
-        num_beams: int = 4,
-        length_penalty: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        no_repeat_ngram: int = 0,
-        seed: int = 0,
-        use_cache: bool = True,
+        self, batch: Mapping[str, Any] | torch.Tensor, *, seed: int = 0, **options: Unpack[GenerationOptions]
     ) -> list[str]:
-        """One caption per image of ``batch`` (see :func:`medvl.models.generation.generate_ids`).
+        """One caption per image of ``batch``; ``options`` (``method``, ``max_length``, ``num_beams``, …)
+        as :func:`medvl.models.generation.generate_ids` takes them, with its defaults (greedy).
 
         Runs in eval mode (restored afterwards); ``sample`` draws from a generator seeded by ``seed``.
         """
@@ -403,12 +393,8 @@ class DualEncoder(nn.Module):
         self.eval()
         try:
             _, tokens = self.vision.encode_tokens(self._as_batch(batch))
-            ids = generate_ids(
-                decoder, tokens, bos=bos, eos=eos, vocab_size=int(tokenizer.vocab_size), method=method,  # type: ignore[arg-type]
-                max_length=max_length, num_beams=num_beams, length_penalty=length_penalty,
-                temperature=temperature, top_k=top_k, no_repeat_ngram=no_repeat_ngram,
-                generator=torch.Generator().manual_seed(seed), use_cache=use_cache,
-            )
+            ids = generate_ids(decoder, tokens, bos=bos, eos=eos, vocab_size=int(tokenizer.vocab_size),  # type: ignore[arg-type]
+                               generator=torch.Generator().manual_seed(seed), **options)
         finally:
             self.train(was_training)
         return [tokenizer.decode(row) for row in ids]

@@ -8,15 +8,29 @@ is pinned against). Both paths give the same captions.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypedDict
 
 import torch
 
 from medvl.models.decoder import CaptionDecoder, DecoderState
 
-__all__ = ["GenerationMethod", "generate_ids"]
+__all__ = ["GenerationMethod", "GenerationOptions", "generate_ids"]
 
 GenerationMethod = Literal["greedy", "beam", "sample"]
+
+
+class GenerationOptions(TypedDict, total=False):
+    """The decoding settings of :func:`generate_ids` (its defaults apply to those left out), as
+    callers such as :meth:`medvl.models.DualEncoder.generate` pass them on."""
+
+    method: GenerationMethod
+    max_length: int | None
+    num_beams: int
+    length_penalty: float
+    temperature: float
+    top_k: int | None
+    no_repeat_ngram: int
+    use_cache: bool
 
 
 class _Prefix:
