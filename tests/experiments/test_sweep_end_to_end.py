@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _synthetic_run import synthetic_run_config
 from medvl.config.experiment import ExperimentConfig
 from medvl.experiments.cell import run_cell
 from medvl.experiments.grid import Cell, expand_cells
@@ -27,21 +28,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, P
 
     root = tmp_path_factory.mktemp("study")
     generate_dataset(root / "data", SynthConfig(n=40, seed=1, size=32, n_folds=2, test_fraction=0.25))
-    run = {
-        "seed": 0,
-        "data": {"manifest": str(root / "data" / "manifest.parquet"), "image_size": 32, "channels": 1,
-                 "caption": {"mode": "join"}},
-        "model": {
-            "embed_dim": 16,
-            "vision": {"kind": "tiny_cnn", "in_channels": 1, "widths": [8, 16]},
-            "text": {"kind": "tiny_text", "vocab_size": 256, "max_length": 48, "width": 16, "depth": 1, "heads": 2},
-            "classifiers": {"findings": {"kind": "multilabel", "num_classes": 10}},
-        },
-        "objective": {"balance": 0.0, "terms": [{"name": "clip", "kind": "clip"},
-                                                {"name": "bce", "kind": "bce", "options": {"task": "findings"}}],
-                      "gradient_probe": {"every_n_steps": 1}},
-        "training": {"epochs": 1, "batch_size": 16, "logging": {"progress_bar": False}},
-    }
+    run = synthetic_run_config(root / "data" / "manifest.parquet", balance=0.0, epochs=1, batch_size=16)
+    run["objective"]["gradient_probe"] = {"every_n_steps": 1}
     (root / "run.yaml").write_text(yaml.safe_dump(run))
     config = ExperimentConfig.model_validate(
         {

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from _synthetic_run import synthetic_run_config
+
 CLS = "classification/findings/map_macro"
 MEDVL = str(Path(sys.executable).with_name("medvl"))
 
@@ -22,21 +24,8 @@ def write_experiment(root: Path, *, folds: list[int], epochs: int = 1, jobs: int
 
     if not (root / "data" / "manifest.parquet").is_file():
         generate_dataset(root / "data", SynthConfig(n=40, seed=1, size=32, n_folds=max(2, max(folds) + 1), test_fraction=0.25))
-    run: dict[str, Any] = {
-        "seed": 0,
-        "data": {"manifest": str(root / "data" / "manifest.parquet"), "image_size": 32, "channels": 1,
-                 "caption": {"mode": "join"}},
-        "model": {
-            "embed_dim": 16,
-            "vision": {"kind": "tiny_cnn", "in_channels": 1, "widths": [8, 16]},
-            "text": {"kind": "tiny_text", "vocab_size": 256, "max_length": 48, "width": 16, "depth": 1, "heads": 2},
-            "classifiers": {"findings": {"kind": "multilabel", "num_classes": 10}},
-        },
-        "objective": {"balance": 0.5, "terms": [{"name": "clip", "kind": "clip"},
-                                                {"name": "bce", "kind": "bce", "options": {"task": "findings"}}]},
-        "training": {"epochs": epochs, "batch_size": 8, "drop_last": True, "optimizer": {"lr": 1e-3},
-                     "logging": {"progress_bar": False}},
-    }
+    run = synthetic_run_config(root / "data" / "manifest.parquet", balance=0.5, epochs=epochs, batch_size=8,
+                               drop_last=True, optimizer={"lr": 1e-3})
     (root / "run.yaml").write_text(yaml.safe_dump(run))
     experiment = {
         "name": "tiny", "jobs": jobs, "executor": {"kind": executor, "poll_s": 0.2},
