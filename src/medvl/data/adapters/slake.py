@@ -13,7 +13,6 @@ Splits are the files'; ``group`` is the question id (the official split is by qu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,12 @@ from pydantic import Field
 from medvl.data.adapters.base import (
     AdapterSpec,
     CommonOptions,
-    DatasetFormatError,
     ImportedDataset,
     SkipCounter,
     finish_import,
     require_paths,
 )
-from medvl.data.adapters.vqa_records import answer_type_of, vqa_frame, vqa_record
+from medvl.data.adapters.vqa_records import answer_type_of, read_question_list, vqa_frame, vqa_record
 
 __all__ = ["LAYOUT", "SPEC", "Options", "load"]
 
@@ -54,17 +52,7 @@ def load(root: Path, options: Options) -> ImportedDataset:
     skips = SkipCounter(options.on_bad_sample)
     records: list[dict[str, Any]] = []
     for split, name in options.files.items():
-        path = root / name
-        try:
-            items = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DatasetFormatError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(items, list):
-            raise DatasetFormatError(f"{path}: expected a list of question objects, got {type(items).__name__}")
-        for number, item in enumerate(items):
-            missing = [k for k in ("qid", "img_name", "question", "answer") if k not in item]
-            if missing:
-                raise DatasetFormatError(f"{path}: question #{number} lacks {missing}")
+        for item in read_question_list(root / name, ("qid", "img_name", "question", "answer")):
             if str(item.get("q_lang", options.language)) != options.language:
                 skips.filter(f"q_lang is not {options.language}")
                 continue

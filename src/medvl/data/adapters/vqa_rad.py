@@ -15,21 +15,19 @@ image (grouping by image would contradict the benchmark's own split).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from medvl.data.adapters.base import (
     AdapterSpec,
     CommonOptions,
-    DatasetFormatError,
     ImportedDataset,
     SkipCounter,
     carve_val_split,
     finish_import,
     require_paths,
 )
-from medvl.data.adapters.vqa_records import answer_type_of, vqa_frame, vqa_record
+from medvl.data.adapters.vqa_records import answer_type_of, read_question_list, vqa_frame, vqa_record
 
 __all__ = ["LAYOUT", "SPEC", "Options", "load"]
 
@@ -50,19 +48,10 @@ class Options(CommonOptions):
 def load(root: Path, options: Options) -> ImportedDataset:
     """Read the public JSON; one record per question."""
     require_paths(root, "VQA-RAD", LAYOUT, [options.json_file, options.image_dir])
-    path = root / options.json_file
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetFormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(items, list):
-        raise DatasetFormatError(f"{path}: expected a list of question objects, got {type(items).__name__}")
+    items = read_question_list(root / options.json_file, ("qid", "image_name", "question", "answer"))
     skips = SkipCounter(options.on_bad_sample)
     records: list[dict[str, Any]] = []
-    for number, item in enumerate(items):
-        missing = [k for k in ("qid", "image_name", "question", "answer") if k not in item]
-        if missing:
-            raise DatasetFormatError(f"{path}: question #{number} lacks {missing}")
+    for item in items:
         image = str(item["image_name"]).strip()
         split = "test" if str(item.get("phrase_type", "")).lower().startswith("test") else "train"
         rec = vqa_record(f"vqarad-{item['qid']}", f"{options.image_dir}/{image}", item["question"], item["answer"],

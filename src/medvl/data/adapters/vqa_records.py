@@ -8,17 +8,36 @@ split intact (the image where the official split is by image, else the question)
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from medvl.data.adapters.base import SkipCounter
+from medvl.data.adapters.base import DatasetFormatError, SkipCounter
 
-__all__ = ["VQA_RECORD_COLUMNS", "answer_type_of", "vqa_frame", "vqa_record"]
+__all__ = ["VQA_RECORD_COLUMNS", "answer_type_of", "read_question_list", "vqa_frame", "vqa_record"]
 
 VQA_RECORD_COLUMNS = ["id", "image", "texts", "question", "answer", "answer_type", "question_type", "group", "split"]
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+
+
+def read_question_list(path: Path, required: tuple[str, ...]) -> list[Any]:
+    """The question objects of a VQA JSON file (VQA-RAD, SLAKE): a list whose every item has the
+    ``required`` keys. Raises :class:`DatasetFormatError` naming the file (and the question's
+    position) for invalid JSON, a top level that is not a list, or a question missing a key."""
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetFormatError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(items, list):
+        raise DatasetFormatError(f"{path}: expected a list of question objects, got {type(items).__name__}")
+    for number, item in enumerate(items):
+        missing = [k for k in required if k not in item]
+        if missing:
+            raise DatasetFormatError(f"{path}: question #{number} lacks {missing}")
+    return items
 
 
 def answer_type_of(answer: str, stated: Any = None) -> str:
