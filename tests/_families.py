@@ -109,32 +109,30 @@ def _save(model: Any, processor_parts: list[Any], out: Path) -> Path:
     return out
 
 
-def build_clip(out: Path) -> Path:
+def _clip_like(out: Path, tok: Any, model_class: Any, config_class: Any) -> Path:
+    """A CLIP-architecture model (``model_class(config_class(...))``) with ``tok`` and CLIP's image processor."""
     import torch
     import transformers as tf
 
-    tok = clip_tokenizer()
     text = _small(vocab_size=len(tok), max_position_embeddings=77, bos_token_id=tok.bos_token_id,
                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=_small(image_size=32, patch_size=8),
-                                       projection_dim=16))
+    model = model_class(config_class(text_config=text, vision_config=_small(image_size=32, patch_size=8),
+                                     projection_dim=16))
     ip = tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return _save(model, [tok, ip], out)
+
+
+def build_clip(out: Path) -> Path:
+    import transformers as tf
+
+    return _clip_like(out, clip_tokenizer(), tf.CLIPModel, tf.CLIPConfig)
 
 
 def build_metaclip2(out: Path) -> Path:
-    import torch
     import transformers as tf
 
-    tok = xlmr_tokenizer()
-    text = _small(vocab_size=len(tok), max_position_embeddings=77, bos_token_id=tok.bos_token_id,
-                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    model = tf.MetaClip2Model(tf.MetaClip2Config(text_config=text, vision_config=_small(image_size=32, patch_size=8),
-                                                 projection_dim=16))
-    ip = tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    return _save(model, [tok, ip], out)
+    return _clip_like(out, xlmr_tokenizer(), tf.MetaClip2Model, tf.MetaClip2Config)
 
 
 def build_siglip(out: Path) -> Path:
