@@ -54,6 +54,13 @@ __all__ = [
 ]
 
 
+def _heads_divide_width(config: Any) -> Any:
+    """An after-validator of the attention configs: ``width`` splits evenly over ``heads``."""
+    if config.width % config.heads:
+        raise ValueError(f"width {config.width} is not divisible by heads {config.heads}")
+    return config
+
+
 class FreezeConfig(StrictModel):
     """Which parameters of one tower are trainable.
 
@@ -186,8 +193,7 @@ class TinyViTConfig(_TowerConfig):
             raise ValueError(
                 f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
             )
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        _heads_divide_width(self)
         return self
 
 
@@ -288,8 +294,7 @@ class RegionTransformerConfig(StrictModel):
         side = math.isqrt(self.tokens)
         if side * side != self.tokens:
             raise ValueError(f"tokens must be a square number (an R×R grid of patches), got {self.tokens}")
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        _heads_divide_width(self)
         return self
 
     @property
@@ -330,8 +335,7 @@ class SlideEncoderConfig(_TowerConfig):
 
     @model_validator(mode="after")
     def _check_heads(self) -> SlideEncoderConfig:
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        _heads_divide_width(self)
         if self.region is None and self.input_dim is None:
             raise ValueError("input_dim is required (the feature dim of the bags) unless region is set")
         if self.region is not None and self.input_dim not in (None, self.region.width):
@@ -381,11 +385,7 @@ class TinyTextConfig(_TowerConfig):
     pooling: Literal["mean", "cls", "eos"] = "mean"
     norm: Literal["post", "pre"] = "post"
 
-    @model_validator(mode="after")
-    def _check_heads(self) -> TinyTextConfig:
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
-        return self
+    _check_heads = model_validator(mode="after")(_heads_divide_width)
 
 
 class HFTextConfig(_TowerConfig):
@@ -564,11 +564,7 @@ class TinyDecoderConfig(StrictModel):
     tie_embeddings: bool = True
     image_queries: int | None = Field(default=None, ge=1)
 
-    @model_validator(mode="after")
-    def _check_heads(self) -> TinyDecoderConfig:
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
-        return self
+    _check_heads = model_validator(mode="after")(_heads_divide_width)
 
 
 class HFDecoderConfig(StrictModel):
