@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -126,3 +127,17 @@ class KillAfter(Callback):
     def on_train_step_end(self, trainer: Any, record: Any) -> None:
         if record["step"] == self.k:
             raise KeyboardInterrupt(f"killed after step {self.k}")
+
+
+def assert_same_last_checkpoint(run_a: Path, run_b: Path, file: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    """The last checkpoints of two runs hold the same tensors, bit for bit, in ``file``; returns ``run_a``'s."""
+    from safetensors.torch import load_file
+
+    from medvl.training import resolve_checkpoint
+
+    a = load_file(str(resolve_checkpoint(run_a, "last") / file))
+    b = load_file(str(resolve_checkpoint(run_b, "last") / file))
+    assert a.keys() == b.keys(), file
+    for name, value in a.items():
+        assert torch.equal(b[name], value), (file, name)
+    return a

@@ -7,18 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 from _training_data import run_config_dict, train_tokenizer_file, write_tiny_dataset
-from _training_tiny import KillAfter
-from safetensors.torch import load_file
+from _training_tiny import KillAfter, assert_same_last_checkpoint
 from typer.testing import CliRunner
 
 from medvl.cli.main import build_app
 from medvl.config.loading import config_from_dict
 from medvl.config.training import RunConfig
 from medvl.models.loading import load_trained_model
-from medvl.training import resolve_checkpoint
 from medvl.training.run import run_training
 
 
@@ -82,8 +79,4 @@ def test_killed_run_resumed_from_cli_matches_uninterrupted(tmp_path: Path, datas
     assert changed.exit_code == 2 and "training.optimizer.lr" in changed.output
     resumed = runner.invoke(build_app(), ["train", str(config), "--out", str(tmp_path / "killed"), "--resume"])
     assert resumed.exit_code == 0, resumed.output
-    full = load_file(str(resolve_checkpoint(tmp_path / "full", "last") / "model.safetensors"))
-    again = load_file(str(resolve_checkpoint(tmp_path / "killed", "last") / "model.safetensors"))
-    assert full.keys() == again.keys()
-    for name, value in full.items():
-        assert torch.equal(again[name], value), name
+    assert_same_last_checkpoint(tmp_path / "full", tmp_path / "killed")

@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 import safetensors.torch as st
 import torch
-from _training_tiny import KillAfter, TinyDataset, TinyDual, TinyObjective, collate, tiny_config, weights
+from _training_tiny import (
+    KillAfter,
+    TinyDataset,
+    TinyDual,
+    TinyObjective,
+    assert_same_last_checkpoint,
+    collate,
+    tiny_config,
+    weights,
+)
 
 from medvl.models.weights import evaluation_weights
 from medvl.training import Callback, Trainer
@@ -79,10 +88,7 @@ def test_ema_resumes_exactly(tmp_path: Path) -> None:
         _fit(tmp_path / "killed", callbacks=(KillAfter(3),))
     _fit(tmp_path / "killed", resume=True)
     for file in ("ema.safetensors", "model.safetensors"):
-        full = st.load_file(str(resolve_checkpoint(tmp_path / "full", "last") / file))
-        again = st.load_file(str(resolve_checkpoint(tmp_path / "killed", "last") / file))
-        for name, value in full.items():
-            assert torch.equal(again[name], value), (file, name)
+        assert_same_last_checkpoint(tmp_path / "full", tmp_path / "killed", file)
 
 
 def test_compiled_training_matches_eager(tmp_path: Path) -> None:

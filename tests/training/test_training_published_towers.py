@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from _training_data import run_config_dict, train_tokenizer_file, write_tiny_dataset
-from _training_tiny import KillAfter
+from _training_tiny import KillAfter, assert_same_last_checkpoint
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -20,7 +20,6 @@ from medvl.config.loading import config_from_dict
 from medvl.config.training import RunConfig
 from medvl.models import DualEncoder
 from medvl.models.loading import load_trained_model
-from medvl.training import resolve_checkpoint
 from medvl.training.run import run_training
 
 TINY_OPEN_CLIP = {"embed_dim": 16,
@@ -51,11 +50,7 @@ def _train_kill_resume(data: dict[str, Any], tmp: Path) -> Path:
         run_training(cfg, tmp / "killed", callbacks=[KillAfter(3)])
     resumed = runner.invoke(build_app(), ["train", str(tmp / "run.yaml"), "--out", str(tmp / "killed"), "--resume"])
     assert resumed.exit_code == 0, resumed.output
-    a = load_file(str(resolve_checkpoint(tmp / "full", "last") / "model.safetensors"))
-    b = load_file(str(resolve_checkpoint(tmp / "killed", "last") / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for name, value in a.items():
-        assert torch.equal(b[name], value), name
+    a = assert_same_last_checkpoint(tmp / "full", tmp / "killed")
     first = load_file(str(tmp / "full" / "model" / "model.safetensors"))
     assert any(not torch.equal(first[k], a[k]) for k in a if k.startswith("vision."))  # the tower trained
     return tmp / "full"
