@@ -226,13 +226,10 @@ def source_fingerprint(path: str | os.PathLike[str]) -> str | None:
     return hash_object(tokens)[:16]
 
 
-def _model_sources(model: ModelEntry, dataset: str, split: str) -> dict[str, str | None]:
-    """What the runs of (model, dataset) read, fingerprinted: the model's files or the exported splits."""
-    if model.embeddings is not None:
-        return {part: source_fingerprint(str(model.embeddings).format(dataset=dataset, split=part))
-                for part in dict.fromkeys((split, "train", "val"))}
-    assert model.spec is not None
-    return {"spec": source_fingerprint(model.spec) if Path(model.spec).exists() else None}
+def _exported_sources(model: ModelEntry, dataset: str, split: str) -> dict[str, str | None]:
+    """The exported splits the runs of (model, dataset) read, fingerprinted."""
+    return {part: source_fingerprint(str(model.embeddings).format(dataset=dataset, split=part))
+            for part in dict.fromkeys((split, "train", "val"))}
 
 
 def expand_units(cfg: BenchmarkConfig, base: Path) -> list[Unit]:
@@ -244,6 +241,8 @@ def expand_units(cfg: BenchmarkConfig, base: Path) -> list[Unit]:
 
     datasets = _expand_datasets(cfg.datasets, base)
     models = _resolve_models(cfg.models, base)
+    # a model directory's files are fingerprinted once, not once per dataset
+    spec_sources = {m.name: {"spec": source_fingerprint(m.spec)} for m in models if m.spec is not None}
     units = []
     for dataset in datasets:
         manifest_path = Path(str(dataset.manifest))
@@ -254,7 +253,8 @@ def expand_units(cfg: BenchmarkConfig, base: Path) -> list[Unit]:
         for model in models:
             merged = _deep_merge(_deep_merge(dict(cfg.eval), dataset.eval), model.eval)
             merged["split"] = cfg.split
-            sources = _model_sources(model, str(dataset.name), cfg.split)
+            sources = (spec_sources[model.name] if model.embeddings is None
+                       else _exported_sources(model, str(dataset.name), cfg.split))
             runs = []
             for task in tasks:
                 resolved = _eval_config(merged, task, f"{dataset.name} × {model.name} × {task}")
