@@ -7,6 +7,7 @@ import pytest
 
 from medvl.evaluation.captioning import (
     caption_metrics,
+    ce_baselines,
     ce_truth_from_labels,
     clinical_efficacy,
     coco_tokenize,
@@ -74,6 +75,33 @@ def test_clinical_efficacy_against_image_labels() -> None:
     assert ce["metrics"]["recall_micro"] == pytest.approx(4 / 5)
     always_normal = clinical_efficacy(["No acute abnormality."] * 4, truth, names)["metrics"]
     assert always_normal["f1_micro"] < ce["metrics"]["f1_micro"]
+
+
+def test_ce_baselines_equal_a_normal_report_and_shuffled_truth() -> None:
+    """always-normal = the labeller's reading of a normal report for every record; shuffled = the same
+    texts against permuted truth, averaged over the seeded permutations (recomputed here by hand)."""
+    classes = ["cardiomegaly", "pleural_effusion", "consolidation", "nodule", "mass"]
+    rng = np.random.default_rng(3)
+    labels = (rng.random((24, 5)) < 0.3).astype(float)
+    truth, names = ce_truth_from_labels(labels, classes)
+    sentences = ["Small right pleural effusion.", "Moderate cardiomegaly.", "Right lower lobe pneumonia.",
+                 "No acute cardiopulmonary abnormality."]
+    generated = [sentences[i % 4] for i in range(24)]
+    base = ce_baselines(generated, truth, names, shuffles=5, seed=7)
+    normal = clinical_efficacy(["No acute cardiopulmonary abnormality."] * 24, truth, names)["metrics"]
+    assert base["always_normal/f1_micro"] == pytest.approx(normal["f1_micro"])
+    assert base["always_normal/f1_macro"] == pytest.approx(normal["f1_macro"])
+    perm_rng = np.random.default_rng(7)
+    by_hand = [clinical_efficacy(generated, truth[perm_rng.permutation(24)], names)["metrics"] for _ in range(5)]
+    assert base["shuffled/f1_micro"] == pytest.approx(np.mean([m["f1_micro"] for m in by_hand]))
+    assert base["shuffled/f1_macro"] == pytest.approx(np.mean([m["f1_macro"] for m in by_hand]))
+    # texts that follow the truth beat the shuffled baseline; 0 shuffles leaves it out
+    matched = ["Moderate cardiomegaly." if t[names.index("Cardiomegaly")] else "No acute abnormality." for t in truth]
+    assert clinical_efficacy(matched, truth, names)["metrics"]["f1_micro"] > ce_baselines(
+        matched, truth, names, shuffles=5)["shuffled/f1_micro"]
+    assert "shuffled/f1_micro" not in ce_baselines(generated, truth, names, shuffles=0)
+    with pytest.raises(ValueError, match="truth has shape"):
+        ce_baselines(generated[:3], truth, names)
 
 
 def test_unmappable_class_is_named() -> None:

@@ -145,6 +145,9 @@ class CaptioningOptions(StrictModel):
     ce_task: str | None = None
     #: count hedged ("possible …") mentions in generated text as positive
     uncertain_positive: bool = False
+    #: seeded permutations for the shuffled-images CE baseline (the generated texts scored against other
+    #: records' truth: what the same report distribution earns without looking at the image); 0 = off
+    ce_shuffles: int = Field(default=20, ge=0)
     #: generated/reference pairs stored in the results for inspection
     n_examples: int = Field(default=10, ge=0)
     batch_size: int = Field(default=32, gt=0)

@@ -16,6 +16,13 @@ observation groups the truth can express (see :func:`ce_truth_from_labels`), plu
 (no positive observation other than Support Devices).
 Micro P/R/F1 pool every (record, class) decision; macro averages per-class F1 (0 where a class
 has no positive truth or prediction).
+
+Two image-independent CE baselines come with every result (:func:`ce_baselines`): *always normal*
+(every record predicted ``No Finding`` only: the modal normal report) and *shuffled images* (the
+generated texts scored against the truth of randomly permuted records, mean over seeded
+permutations: what the same report distribution earns without looking at the image). A model
+whose reports depend on the image beats both; one that writes plausible reports regardless of the
+image only beats the first.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["caption_metrics", "ce_truth_from_labels", "clinical_efficacy", "coco_tokenize"]
+__all__ = ["caption_metrics", "ce_baselines", "ce_truth_from_labels", "clinical_efficacy", "coco_tokenize"]
 
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 NO_FINDING = "No Finding"
@@ -141,6 +148,41 @@ def clinical_efficacy(
     return _prf(pred, truth, names)
 
 
+def ce_baselines(
+    generated: Sequence[str],
+    truth: np.ndarray,
+    names: Sequence[str],
+    *,
+    shuffles: int = 20,
+    seed: int = 0,
+    uncertain_positive: bool = False,
+) -> dict[str, float]:
+    """CE F1 of two image-independent baselines on the same truth (N, K) as :func:`clinical_efficacy`.
+
+    ``always_normal/…``: every record predicted ``No Finding`` and nothing else (needs ``No Finding``
+    among ``names``). ``shuffled/…``: ``generated`` scored against the truth of permuted records,
+    mean micro/macro F1 over ``shuffles`` permutations drawn from ``numpy.random.default_rng(seed)``
+    (left out when ``shuffles`` is 0). Keys: ``always_normal/f1_micro``, ``always_normal/f1_macro``,
+    ``shuffled/f1_micro``, ``shuffled/f1_macro``.
+    """
+    truth = np.asarray(truth, dtype=bool)
+    if truth.shape != (len(generated), len(names)):
+        raise ValueError(f"truth has shape {truth.shape}, expected {(len(generated), len(names))}")
+    out: dict[str, float] = {}
+    if NO_FINDING in names:
+        normal = np.zeros_like(truth)
+        normal[:, list(names).index(NO_FINDING)] = True
+        scores = _prf(normal, truth, names)["metrics"]
+        out.update({"always_normal/f1_micro": scores["f1_micro"], "always_normal/f1_macro": scores["f1_macro"]})
+    if shuffles > 0 and len(generated):
+        pred = _labelled(generated, names, uncertain_positive)
+        rng = np.random.default_rng(seed)
+        runs = [_prf(pred, truth[rng.permutation(len(truth))], names)["metrics"] for _ in range(shuffles)]
+        out["shuffled/f1_micro"] = float(np.mean([r["f1_micro"] for r in runs]))
+        out["shuffled/f1_macro"] = float(np.mean([r["f1_macro"] for r in runs]))
+    return out
+
+
 def labeller_truth(references: Sequence[str], names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Truth for CE from the labeller's reading of the reference texts (every observation when ``names`` is None)."""
     from medvl.data.labeller.rules import CHEXPERT_CLASSES
@@ -240,6 +282,9 @@ def run_captioning(model: Any, dataset: Any, references: Sequence[Sequence[str]]
         truth_source = "labeller(reference)"
     ce = clinical_efficacy(generated, truth, names, uncertain_positive=options.uncertain_positive)
     metrics.update({f"ce/{k}": v for k, v in ce["metrics"].items()})
+    baselines = ce_baselines(generated, truth, names, shuffles=options.ce_shuffles, seed=options.seed,
+                             uncertain_positive=options.uncertain_positive)
+    metrics.update({f"ce/{k}": v for k, v in baselines.items()})
     info.update({"ce_truth": truth_source, "ce_classes": list(names), "ce_per_class": ce["per_class"],
                  "examples": [{"id": dataset.ids[i], "generated": g, "reference": r[0]}
                               for i, g, r in list(zip(kept, generated, refs, strict=True))[: options.n_examples]]})

@@ -2,7 +2,7 @@
 
 Outputs (all inside the sweep directory):
 
-* ``report.md`` — test results at the epoch of peak validation retrieval (``best``) and at the
+* ``report.md`` — test results at the best validation epoch (``best``, by the selection metric) and at the
   last epoch (``last``), each as median (Q1–Q3) and mean ± std across folds and seeds, with Δ%
   against the stage-1 baseline paired per fold (as the Balancing Act's Table 2), plus figures;
 * ``tables/test_results.csv``, ``tables/trajectories.csv``, ``tables/grad_probe.csv`` — every
@@ -112,6 +112,16 @@ def _lam_eq(column: pd.Series, lam: float) -> pd.Series:
     return column.isna() if math.isnan(lam) else column == lam
 
 
+def _selection_text(cfg: ExperimentConfig) -> str:
+    """How ``best`` was chosen, e.g. "the epoch of best validation `val/caption` (min)", per stage where stages differ."""
+    chosen = {stage.name: stage.selection or cfg.selection for stage in cfg.stages}
+    if len({(s.metric, s.mode) for s in chosen.values()}) == 1:
+        first = next(iter(chosen.values()))
+        return f"the epoch of best validation `{first.metric}` ({first.mode})"
+    per_stage = ", ".join(f"{name} `{s.metric}` ({s.mode})" for name, s in chosen.items())
+    return f"the epoch of best validation metric of each stage: {per_stage}"
+
+
 def _reading(summary: pd.DataFrame, deltas: pd.DataFrame, cfg: ExperimentConfig) -> list[str]:
     """A plain-words reading of the trade-off at the ``best`` checkpoint."""
     tuned = [s.name for s in cfg.stages if s.over_lambda]
@@ -198,7 +208,7 @@ def build_report(sweep_dir: str | os.PathLike[str], config: ExperimentConfig | N
             baseline_y = float(base["median"].iloc[0]) if len(base) else None
             paths = plot_tradeoff(best, cfg.retrieval_metric, cfg.classification_metric,
                                   figures / f"tradeoff_{stage}", baseline_y=baseline_y,
-                                  title=f"{stage}: test trade-off at peak validation retrieval")
+                                  title=f"{stage}: test trade-off at the best validation epoch")
             files.figures += paths
             sections.append(f"### Trade-off ({stage})\n\n![trade-off]({paths[0].relative_to(root)})")
         ratio_names = sorted(q for q in grads["quantity"].unique() if str(q).startswith("ratio"))
@@ -215,8 +225,8 @@ def build_report(sweep_dir: str | os.PathLike[str], config: ExperimentConfig | N
         "",
         f"medvl {__version__} · {len(results)} of {n_cells} cells finished · folds {folds} · seeds {seeds}",
         "",
-        f"Test results are aggregated across folds and seeds. `best` = the epoch of peak validation "
-        f"`{cfg.selection.metric}` ({cfg.selection.mode}); `last` = the final epoch. Δ% is computed per fold and "
+        f"Test results are aggregated across folds and seeds. `best` = {_selection_text(cfg)}; "
+        "`last` = the final epoch. Δ% is computed per fold and "
         f"seed against the `{baseline_stage}` stage ({cfg.baseline.checkpoint} checkpoint) and then aggregated. "
         "Quantiles: linear interpolation (NumPy default).",
         "",
@@ -224,7 +234,7 @@ def build_report(sweep_dir: str | os.PathLike[str], config: ExperimentConfig | N
     reading = _reading(summary, deltas, cfg)
     if reading:
         parts += ["## Reading", "", *reading, ""]
-    for checkpoint, heading in (("best", "at the epoch of peak validation retrieval"), ("last", "at the last epoch")):
+    for checkpoint, heading in (("best", "at the best validation epoch"), ("last", "at the last epoch")):
         if not (summary["checkpoint"] == checkpoint).any():
             continue
         parts += [
