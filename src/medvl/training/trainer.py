@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from medvl import __version__
@@ -59,6 +60,7 @@ from medvl.training.checkpoint import (
 from medvl.training.distributed import collective_error
 from medvl.training.ema import WeightEMA
 from medvl.training.fabric_setup import build_fabric
+from medvl.training.grad_sync import PayloadAllReduce
 from medvl.training.logging import MetricsLogger, ProgressBar, read_jsonl
 from medvl.training.optim import ParamGroupSummary, build_optimizer, build_scheduler
 from medvl.training.rng import TorchRNGSnapshot, capture_rng_state, restore_rng_state
@@ -132,6 +134,8 @@ class _FiniteCheck:
     buffer: torch.Tensor | None = None
     work: Any = None
     has_payload: bool = False
+    #: the buffer rides on DDP's gradient all-reduce (:mod:`medvl.training.grad_sync`)
+    with_gradients: bool = False
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -291,6 +295,10 @@ class Trainer:
         else:
             self.task_w, self.optimizer_w = fabric.setup(self.task, optimizer)
         self._module: nn.Module = getattr(self.task_w, "_forward_module", self.task_w)
+        self._grad_payload: PayloadAllReduce | None = None
+        if isinstance(self._module, DistributedDataParallel):  # the per-step check rides on the gradients
+            self._grad_payload = PayloadAllReduce(self._module.process_group)
+            self._module.register_comm_hook(self._grad_payload, PayloadAllReduce.hook)
         if cfg.compile.enabled:  # the training forward; validation calls the plain task
             c = cfg.compile
             compiled: Any = torch.compile(self._module, backend=c.backend, fullgraph=c.fullgraph, dynamic=c.dynamic,
@@ -524,9 +532,11 @@ class Trainer:
                 values = torch.stack([losses[k].detach().reshape(()).to(torch.float64) for k in names]) * n
                 sums = values if sums is None else sums + values
                 seen += n
-                # the all-reduce of the check (and of the last micro-batch's sums) runs during backward
-                check = self._start_finite_check(losses, payload=sums if last else None, samples=seen)
+                # the check's all-reduce (with the last micro-batch's sums) runs during backward: on the
+                # gradients' own all-reduce when this backward synchronises them, else on its own
                 probe = j == 0 and self._probe_due()
+                check = self._start_finite_check(losses, payload=sums if last else None, samples=seen,
+                                                 with_gradients=last and not probe)
                 if probe:  # never probe (and log) a step that is about to stop: await the check first
                     reduced = self._finish_finite_check(check, epoch, losses, micro=(j, len(planned)))
                     self._probe(epoch, losses)
@@ -602,12 +612,14 @@ class Trainer:
         return self._finish_finite_check(check, epoch, losses, micro)
 
     def _start_finite_check(self, losses: Mapping[str, torch.Tensor], payload: torch.Tensor | None = None,
-                            samples: float = 0.0) -> _FiniteCheck:
+                            samples: float = 0.0, with_gradients: bool = False) -> _FiniteCheck:
         """Begin the non-finite check of ``losses["total"]``.
 
-        With several processes, the flag, ``samples`` and ``payload`` (float64 sums) go into one
-        asynchronous sum all-reduce on the default process group (what ``fabric.all_reduce`` reduces
-        over, without its extra barrier round trip); :meth:`_finish_finite_check` awaits it.
+        With several processes, the flag, ``samples`` and ``payload`` (float64 sums) are summed over
+        processes in one all-reduce: with ``with_gradients`` under DDP, appended to the gradients'
+        own all-reduce of the coming backward (no extra collective); otherwise an asynchronous sum
+        all-reduce on the default process group (what ``fabric.all_reduce`` reduces over, without its
+        extra barrier round trip). :meth:`_finish_finite_check` awaits it.
         """
         finite = torch.isfinite(losses["total"].detach()).all()
         if self.world_size == 1:
@@ -616,6 +628,9 @@ class Trainer:
         parts = [flag] if payload is None else [flag, torch.tensor([samples], dtype=torch.float64,
                                                                    device=flag.device), payload.to(flag.device)]
         buffer = torch.cat(parts)
+        if with_gradients and self._grad_payload is not None:
+            self._grad_payload.attach(buffer)
+            return _FiniteCheck(finite=finite, buffer=buffer, has_payload=payload is not None, with_gradients=True)
         work = torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM, async_op=True)
         return _FiniteCheck(finite=finite, buffer=buffer, work=work, has_payload=payload is not None)
 
@@ -626,10 +641,19 @@ class Trainer:
         processes, ``None`` otherwise."""
         finite, summed = check.finite, None
         if check.buffer is not None:
-            assert check.work is not None
-            check.work.wait()
-            finite = check.buffer[0] == 0
-            summed = check.buffer[1:] if check.has_payload else None
+            buffer = check.buffer
+            if check.with_gradients:
+                assert self._grad_payload is not None
+                carried = self._grad_payload.take()
+                if carried is None:  # no bucket carried it (same on every process): reduce it now
+                    torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)
+                else:
+                    buffer = carried
+            else:
+                assert check.work is not None
+                check.work.wait()
+            finite = buffer[0] == 0
+            summed = buffer[1:] if check.has_payload else None
         if bool(finite):
             return summed
         terms = {k: float(v.detach()) for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
