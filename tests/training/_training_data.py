@@ -81,3 +81,20 @@ def run_config_dict(manifest: Path, tokenizer: Path | None = None, **training: o
                      "optimizer": {"lr": 3e-3}, "schedule": {"kind": "cosine", "warmup_steps": 1},
                      "logging": {"progress_bar": False, "every_n_steps": 1}, **training},
     }
+
+
+#: A tiny open_clip ViT CLIP (2 vision blocks of width 32, 1 text block) for ``model_cfg`` of open_clip towers.
+TINY_OPEN_CLIP = {"embed_dim": 16,
+                  "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
+                  "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+def published_run_config(manifest: Path, model: dict[str, object]) -> dict[str, object]:
+    """:func:`run_config_dict` for published-family towers: 32-px RGB images, ``model`` as given, one epoch,
+    a checkpoint every 2 steps, no validation."""
+    data = run_config_dict(manifest, epochs=1, checkpoint={"every_n_steps": 2}, validate_at_start=False)
+    data["data"] = {**data["data"], "image_size": 32, "channels": 3}  # type: ignore[dict-item]
+    data["model"] = model
+    data["evaluation"] = {"validation": {"tasks": []}}
+    return data
+
