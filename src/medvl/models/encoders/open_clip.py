@@ -158,6 +158,11 @@ class OpenClipVisionEncoder(ImageEncoder):
             self.visual.set_grad_checkpointing(True)
         self._groups = _layer_groups(self.visual)
 
+    @property
+    def core(self) -> nn.Module:
+        """open_clip's ``model.visual`` (what LoRA goes into; an exported adapter loads onto it)."""
+        return self.visual
+
     def layer_groups(self) -> list[nn.Module]:
         return list(self._groups)
 
@@ -207,6 +212,11 @@ class OpenClipTextEncoder(TextEncoder):
         if cfg.grad_checkpointing:
             self.text.set_grad_checkpointing(True)
         self._groups = _layer_groups(self.text)
+
+    @property
+    def core(self) -> nn.Module:
+        """open_clip's ``model.text`` (what LoRA goes into; an exported adapter loads onto it)."""
+        return self.text
 
     def layer_groups(self) -> list[nn.Module]:
         return list(self._groups)

@@ -72,6 +72,11 @@ class TimmVisionEncoder(ImageEncoder):
         grouped = group_parameters(self.model, self.model.group_matcher(coarse=False))
         self._groups = groups_from_names(self.model, [grouped[k] for k in sorted(grouped)])
 
+    @property
+    def core(self) -> torch.nn.Module:
+        """The timm model itself (what LoRA goes into; an exported adapter loads onto ``timm.create_model``'s model)."""
+        return self.model
+
     def layer_groups(self) -> list[torch.nn.Module]:
         return list(self._groups)
 
