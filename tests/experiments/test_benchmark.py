@@ -51,6 +51,7 @@ eval:
   batch_size: 16
   probe: {shots: [all], seeds: [0], c_grid: [0.1, 1.0], features: projected, validation: train_fraction}
 jobs: 1
+on_missing_embeddings: skip
 """
 
 
@@ -85,7 +86,7 @@ def test_benchmark_grid_resumes_after_sigkill(tmp_path: Path, tiny_hf_clip_dir: 
     (tmp_path / "train.yaml").write_text(TRAIN_YAML)
     r = _cli(["train", "train.yaml", "--out", "runs/tiny"], tmp_path)
     assert r.returncode == 0, r.stderr
-    for dataset in ("s1", "s2"):  # s3 has no exported embeddings: those runs are recorded as skipped
+    for dataset in ("s1", "s2"):  # s3 has no exported embeddings: those runs are recorded as skipped (as asked)
         _export(tmp_path, dataset)
     (tmp_path / "bench.yaml").write_text(BENCH_YAML % tiny_hf_clip_dir)
 
@@ -118,6 +119,7 @@ def test_benchmark_grid_resumes_after_sigkill(tmp_path: Path, tiny_hf_clip_dir: 
     assert doc["medvl"]["provenance"]["manifest_hash"] and doc["metrics"]
     skipped = json.loads((results / "s3_exported_retrieval.json").read_text())["medvl"]["skipped"]
     assert "no exported embeddings" in skipped
+    assert {f"s3_exported_{t}" for t in ("retrieval", "probe")} <= set(status["skipped_runs"])
     retrieval = json.loads((results / "s2_tiny-run_retrieval.json").read_text())
     assert "image_retrieval_recall@5" in retrieval["clip_benchmark_metrics"]
     for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.png", "benchmark.csv"):

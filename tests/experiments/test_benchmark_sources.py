@@ -44,10 +44,11 @@ def test_embeddings_exported_later_or_again_are_picked_up(tmp_path: Path, monkey
     exported_dataset(tmp_path, "b")
     moved = tmp_path / "later_b"
     shutil.move(tmp_path / "exported" / "b", moved)  # b's embeddings are not exported yet
-    bench = write_benchmark(tmp_path, ["a", "b"])
+    bench = write_benchmark(tmp_path, ["a", "b"], extra={"on_missing_embeddings": "skip"})  # (default: an error)
     out = tmp_path / "out"
     first = run_benchmark(_config(bench), out, base_dir=tmp_path, log=lambda _: None)
     assert first.ok and "no exported embeddings" in str(_metrics(out, "b_exported_retrieval")["skipped"])
+    assert sorted(first.skipped_runs) == ["b_exported_probe", "b_exported_retrieval"]
 
     shutil.move(moved, tmp_path / "exported" / "b")  # now exported: the skipped runs are stale, a's are not
     second = run_benchmark(_config(bench), out, base_dir=tmp_path, log=lambda _: None)

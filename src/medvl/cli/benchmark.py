@@ -27,8 +27,9 @@ def benchmark(
 ) -> None:
     """Evaluate every model on every dataset and task; one results JSON per run; leaderboard CSV/Markdown/heatmap."""
     from medvl.config.benchmark import BenchmarkConfig
-    from medvl.config.loading import apply_overrides, config_from_dict, load_config
+    from medvl.config.loading import apply_overrides, config_from_dict, load_yaml
     from medvl.experiments.benchmark import run_benchmark
+    from medvl.experiments.benchmark_paths import resolve_benchmark_paths
 
     def named(items: list[str], what: str) -> list[tuple[str, str]]:
         pairs = []
@@ -49,27 +50,28 @@ def benchmark(
         set_ = [*set_, f"executor.kind={executor}"]
     if tasks is not None:
         simple["tasks"] = "auto" if tasks.strip() == "auto" else [t.strip() for t in tasks.split(",") if t.strip()]
+    # paths written in the YAML are relative to its directory; --set and the flags, to the working directory
     if config is not None:
-        cfg = load_config(config, BenchmarkConfig, overrides=set_)
-        extra = {k: v for k, v in simple.items() if v}
-        if extra:
-            data_dict = cfg.model_dump(mode="json")
-            for key, value in extra.items():
-                data_dict[key] = data_dict.get(key, []) + value if isinstance(value, list) and key != "tasks" else value
-            cfg = config_from_dict(data_dict, BenchmarkConfig, source=f"{config} + command-line options")
-        base = config.resolve().parent
+        raw = resolve_benchmark_paths(load_yaml(config), config.resolve().parent)
+        source = str(config) + (" + command-line options" if set_ or any(simple.values()) else "")
     else:
         if not simple["models"] or not simple["datasets"]:
             raise UserInputError("give a benchmark YAML, or at least one --model/--embeddings and one --data/--collection")
-        cfg = config_from_dict(apply_overrides(simple, set_), BenchmarkConfig, source="command line")
-        base = Path.cwd()
-    summary = run_benchmark(cfg, out, base_dir=base, jobs=jobs, overwrite=overwrite, log=typer.echo)
-    typer.echo(f"benchmark: {len(summary.ran)} ran, {len(summary.skipped)} already finished, {len(summary.failed)} failed "
-               f"in {summary.seconds:.0f} s")
+        raw, source = {}, "command line"
+    raw = apply_overrides(raw, set_)
+    for key, value in simple.items():
+        if value:
+            raw[key] = list(raw.get(key) or []) + value if isinstance(value, list) and key != "tasks" else value
+    cfg = config_from_dict(resolve_benchmark_paths(raw, Path.cwd()), BenchmarkConfig, source=source)
+    summary = run_benchmark(cfg, out, base_dir=Path.cwd(), jobs=jobs, overwrite=overwrite, log=typer.echo)
+    typer.echo(f"benchmark: {len(summary.ran)} ran, {len(summary.skipped)} already finished, {len(summary.failed)} failed, "
+               f"{len(summary.skipped_runs)} recorded as skipped in {summary.seconds:.0f} s")
     leaderboard = out / "leaderboard.md"
     if leaderboard.is_file():
         typer.echo(leaderboard.read_text(encoding="utf-8"))
         typer.echo(f"leaderboard: {leaderboard} (+ leaderboard.csv, leaderboard.png, benchmark.csv)")
+    for key, reason in summary.skipped_runs.items():
+        typer.echo(f"  skipped {key}: {reason}")
     for key, error in summary.failed.items():
         typer.echo(f"  failed {key}: {error.splitlines()[0]} (details: {out / 'benchmark_status.json'})", err=True)
     if not summary.ok:

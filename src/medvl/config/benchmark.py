@@ -13,6 +13,9 @@
     jobs: 2                                                     # units at once (executor.max_parallel wins)
     executor: {kind: slurm, slurm: {partition: gpu}}            # inline | local | submitit_local | slurm
     resources: {gpus: 1, cpus: 8, time_min: 60}                 # per (model, dataset) unit; models may override
+    on_missing_embeddings: error                                # or skip: record the run as skipped, counted
+
+Relative paths are relative to the YAML file's directory (:mod:`medvl.experiments.benchmark_paths`).
 
 ``executor`` and ``resources`` are :mod:`medvl.config.executor`'s schemas, the ones experiments use.
 """
@@ -100,6 +103,9 @@ class BenchmarkConfig(StrictModel):
     split: Literal["train", "val", "test"] = "test"
     #: a failing run is recorded and the others go on (false: stop at the first failure)
     keep_going: bool = True
+    #: an exported-embeddings split a run needs is missing: ``error`` (before anything is written, naming the
+    #: model, dataset and expected file) or ``skip`` (the run is recorded as skipped, with that reason, and counted)
+    on_missing_embeddings: Literal["error", "skip"] = "error"
 
     @model_validator(mode="after")
     def _unique_names(self) -> BenchmarkConfig:

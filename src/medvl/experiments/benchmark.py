@@ -8,7 +8,10 @@ config) — marks the run finished: a rerun after a kill recomputes nothing fini
 holds CLIP_benchmark's keys (``dataset``, ``model``, ``pretrained``, ``task`` with its task
 names, ``metrics``, ``language``) and medvl's (``medvl_task``, ``summaries``, ``options``,
 ``info``, ``provenance``). A run that cannot apply (zero-shot for image-only embeddings, a
-dataset without captions for retrieval) is written as finished with ``skipped``: the reason.
+dataset without captions for retrieval) is written as finished with ``skipped``: the reason. A
+missing exported-embeddings split is an error before anything is written, or with
+``on_missing_embeddings: skip`` such a skipped run; every skipped run is counted in the summary.
+Relative paths in the config are resolved by :mod:`medvl.experiments.benchmark_paths`.
 
 Work is scheduled per (model, dataset) *unit*: the model is loaded and each split's embeddings
 extracted once (cached under ``<out>/cache``), then the unit's unfinished tasks run one after
@@ -34,6 +37,16 @@ from medvl import __version__
 from medvl.config.benchmark import BENCHMARK_TASKS, BenchmarkConfig, DatasetEntry, ModelEntry
 from medvl.config.evaluation import EvaluationConfig
 from medvl.config.loading import config_from_dict
+from medvl.experiments.benchmark_paths import (
+    check_model_specs,
+    exported_path,
+    exported_present,
+    exported_sources,
+    missing_embeddings_message,
+    needed_splits,
+    resolve_benchmark_paths,
+    source_fingerprint,
+)
 from medvl.experiments.executors import Resources, build_executor
 from medvl.experiments.jobs import Job, run_jobs
 from medvl.utils.errors import UserInputError
@@ -48,8 +61,10 @@ __all__ = [
     "Unit",
     "expand_units",
     "load_collection",
+    "resolve_config",
     "result_path",
     "run_benchmark",
+    "source_fingerprint",
 ]
 
 #: medvl task → CLIP_benchmark's task name (``clip_benchmark/cli.py``); classification has none there.
@@ -83,6 +98,7 @@ class Unit:
     runs: tuple[Run, ...]
     eval_config: dict[str, Any]
     split: str
+    on_missing_embeddings: str = "error"
 
     @property
     def key(self) -> str:
@@ -95,6 +111,9 @@ class BenchmarkSummary:
 
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    """Runs already finished before this invocation (not recomputed)."""
+    skipped_runs: dict[str, str] = field(default_factory=dict)
+    """Every run of the benchmark recorded as skipped (this invocation or earlier), with its reason."""
     failed: dict[str, str] = field(default_factory=dict)
     not_started: list[str] = field(default_factory=list)
     """Units left unstarted after a failure when ``keep_going`` is false."""
@@ -122,16 +141,20 @@ def load_collection(name: str) -> dict[str, Any]:
     return data
 
 
-def _expand_datasets(entries: list[DatasetEntry], base: Path) -> list[DatasetEntry]:
-    """Collections become one entry per member manifest ``<data_dir>/<manifest>``; paths are made absolute."""
+def resolve_config(cfg: BenchmarkConfig, base: str | os.PathLike[str]) -> BenchmarkConfig:
+    """``cfg`` with every relative path joined to ``base`` (:func:`~medvl.experiments.benchmark_paths.resolve_benchmark_paths`)."""
+    data = resolve_benchmark_paths(cfg.model_dump(mode="json"), base)
+    return config_from_dict(data, BenchmarkConfig, source=f"benchmark config (paths relative to {base})")
+
+
+def _expand_datasets(entries: list[DatasetEntry]) -> list[DatasetEntry]:
+    """Collections become one entry per member manifest ``<data_dir>/<manifest>`` (paths already resolved)."""
     out: list[DatasetEntry] = []
     for entry in entries:
         if entry.collection is None:
-            manifest = Path(str(entry.manifest))
-            out.append(entry.model_copy(update={"manifest": str(manifest if manifest.is_absolute() else base / manifest)}))
+            out.append(entry)
             continue
         data_dir = Path(str(entry.data_dir))
-        data_dir = data_dir if data_dir.is_absolute() else base / data_dir
         collection = load_collection(entry.collection)
         missing = []
         for member in collection["datasets"]:
@@ -180,81 +203,37 @@ def auto_tasks(manifest: Any, split: str) -> list[str]:
     return [t for t in BENCHMARK_TASKS if t in tasks]
 
 
-#: files whose change makes a finished run stale: weights of a model directory, an exported EmbeddingSet
-_SOURCE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".npz", ".npy")
-
-
-def _resolve_models(entries: list[ModelEntry], base: Path) -> list[ModelEntry]:
-    """Relative ``spec`` paths and ``embeddings`` templates are relative to ``base`` (the YAML's directory).
-
-    A ``spec`` that names no existing path under ``base`` (an ``hf-hub:`` id, an open_clip
-    built-in name, an absolute path) is left as written.
-    """
-    out = []
-    for entry in entries:
-        update: dict[str, str] = {}
-        if entry.spec is not None and ":" not in entry.spec and not Path(entry.spec).is_absolute():
-            candidate = base / entry.spec
-            if candidate.exists():
-                update["spec"] = str(candidate)
-        if entry.embeddings is not None and not Path(entry.embeddings).is_absolute():
-            update["embeddings"] = str(base / entry.embeddings)
-        out.append(entry.model_copy(update=update) if update else entry)
-    return out
-
-
-def source_fingerprint(path: str | os.PathLike[str]) -> str | None:
-    """Size + mtime of a model's weight files or an EmbeddingSet's files (``None``: the path does not exist).
-
-    Part of each run's fingerprint, so a retrained checkpoint or re-exported embeddings under the
-    same path make the finished results stale (they are recomputed), and embeddings exported after
-    a run was recorded as skipped are picked up by the rerun.
-    """
-    root = Path(path)
-    if not root.exists():
-        return None
-    if root.is_file():
-        files = [root]
-    else:  # weights anywhere below (checkpoints/…), JSON at the top; not what `medvl evaluate` wrote inside (eval-*)
-        files = sorted(f for f in root.rglob("*") if f.is_file()
-                       and not f.relative_to(root).parts[0].startswith("eval-")
-                       and (f.suffix in _SOURCE_SUFFIXES or (f.suffix == ".json" and f.parent == root)))
-    tokens = []
-    for file in files:
-        info = file.stat()
-        tokens.append(f"{file.relative_to(root) if file != root else file.name}:{info.st_size}:{info.st_mtime_ns}")
-    return hash_object(tokens)[:16]
-
-
-def _exported_sources(model: ModelEntry, dataset: str, split: str) -> dict[str, str | None]:
-    """The exported splits the runs of (model, dataset) read, fingerprinted."""
-    return {part: source_fingerprint(str(model.embeddings).format(dataset=dataset, split=part))
-            for part in dict.fromkeys((split, "train", "val"))}
-
-
 def expand_units(cfg: BenchmarkConfig, base: Path) -> list[Unit]:
     """Every (model, dataset) unit with its runs; validates each run's evaluation config before anything runs.
 
-    Relative paths (manifests, data_dir, model specs, embedding templates) are relative to ``base``.
+    Relative paths (manifests, data_dir, model specs, embedding templates, eval files) are relative to
+    ``base``. A missing exported-embeddings split a run needs is a :class:`UserInputError` listing
+    every one (model, dataset, expected file), unless ``cfg.on_missing_embeddings`` is ``skip``.
     """
     from medvl.data.manifest import read_manifest
 
-    datasets = _expand_datasets(cfg.datasets, base)
-    models = _resolve_models(cfg.models, base)
+    cfg = resolve_config(cfg, base)
+    datasets = _expand_datasets(cfg.datasets)
+    models = cfg.models
     # a model directory's files are fingerprinted once, not once per dataset
     spec_sources = {m.name: {"spec": source_fingerprint(m.spec)} for m in models if m.spec is not None}
     units = []
+    missing: list[str] = []
     for dataset in datasets:
         manifest_path = Path(str(dataset.manifest))
         if not manifest_path.is_file():
             raise UserInputError(f"dataset {dataset.name!r}: manifest {manifest_path} does not exist")
         requested = dataset.tasks or cfg.tasks
-        tasks = auto_tasks(read_manifest(manifest_path, root=dataset.root), cfg.split) if requested == "auto" else list(requested)
+        tasks: list[str] = auto_tasks(read_manifest(manifest_path, root=dataset.root), cfg.split) if requested == "auto" else list(requested)
         for model in models:
             merged = _deep_merge(_deep_merge(dict(cfg.eval), dataset.eval), model.eval)
             merged["split"] = cfg.split
+            if model.embeddings is not None:
+                missing += [missing_embeddings_message(model.name, str(dataset.name), part, model.embeddings)
+                            for part in needed_splits(tasks, cfg.split)
+                            if not exported_present(model.embeddings, str(dataset.name), part)]
             sources = (spec_sources[model.name] if model.embeddings is None
-                       else _exported_sources(model, str(dataset.name), cfg.split))
+                       else exported_sources(str(model.embeddings), str(dataset.name), cfg.split))
             runs = []
             for task in tasks:
                 resolved = _eval_config(merged, task, f"{dataset.name} × {model.name} × {task}")
@@ -264,7 +243,13 @@ def expand_units(cfg: BenchmarkConfig, base: Path) -> list[Unit]:
                                            "task": task, "eval": resolved.model_dump(mode="json"),
                                            "sources": sources})[:16]
                 runs.append(Run(model.name, str(dataset.name), task, fingerprint))
-            units.append(Unit(model, dataset, tuple(runs), merged, cfg.split))
+            units.append(Unit(model, dataset, tuple(runs), merged, cfg.split, cfg.on_missing_embeddings))
+    check_model_specs(models)
+    if missing and cfg.on_missing_embeddings == "error":
+        lines = "\n".join(f"  - {m}" for m in missing)
+        raise UserInputError(f"exported embeddings missing for {len(missing)} (model, dataset, split):\n{lines}\n"
+                             "export them or fix the model's embeddings template (relative to the benchmark YAML's "
+                             "directory), or set on_missing_embeddings: skip to record those runs as skipped")
     return units
 
 
@@ -302,8 +287,18 @@ def _open_model(entry: ModelEntry, device: str) -> Any:
 def _exported(entry: ModelEntry, dataset: str, split: str) -> Any | None:
     from medvl.evaluation.embeddings import EmbeddingSet
 
-    path = Path(str(entry.embeddings).format(dataset=dataset, split=split))
-    return EmbeddingSet.load(path) if (path / "embeddings.json").is_file() else None
+    template = str(entry.embeddings)
+    return EmbeddingSet.load(exported_path(template, dataset, split)) if exported_present(template, dataset, split) else None
+
+
+def _missing_exported(unit: Unit, task: str) -> str | None:
+    """Why ``task`` of an exported-embeddings unit cannot run (a split it needs is missing), or ``None``."""
+    if unit.model.embeddings is None:
+        return None
+    for part in needed_splits([task], unit.split):
+        if not exported_present(unit.model.embeddings, str(unit.dataset.name), part):
+            return missing_embeddings_message(unit.model.name, str(unit.dataset.name), part, unit.model.embeddings)
+    return None
 
 
 def _headline_provenance(unit: Unit, emb: Any, cfg: EvaluationConfig, identity: Any) -> dict[str, Any]:
@@ -349,10 +344,12 @@ def run_unit(unit: Unit, out_dir: str, device: str = "cpu") -> dict[str, str]:
         try:
             if unit.model.spec is not None and encoder is None:
                 encoder = _open_model(unit.model, cfg.device)
-            emb = split_embeddings(unit.split)
+            absent = _missing_exported(unit, run.task)  # checked up front too; a job on another node re-checks
+            if absent is not None and unit.on_missing_embeddings != "skip":
+                raise UserInputError(absent)
+            emb = None if absent is not None else split_embeddings(unit.split)
             if emb is None:
-                result = {"metrics": {}, "options": {}, "info": {"skipped": f"no exported embeddings for dataset "
-                                                                            f"{unit.dataset.name!r}, split {unit.split!r}"}}
+                result = {"metrics": {}, "options": {}, "info": {"skipped": absent or "no embeddings"}}
                 provenance: dict[str, Any] = {"medvl_version": __version__, "model_name": unit.model.name}
             else:
                 train = val = None
@@ -388,6 +385,18 @@ def run_unit(unit: Unit, out_dir: str, device: str = "cpu") -> dict[str, str]:
     return status
 
 
+def _skipped_runs(out: Path, units: list[Unit]) -> dict[str, str]:
+    """``{run key: reason}`` of the benchmark's finished runs recorded as skipped."""
+    skipped = {}
+    for unit in units:
+        for run in unit.runs:
+            if is_finished(out, run):
+                reason = (read_json(result_path(out, run)).get("medvl") or {}).get("skipped")
+                if reason:
+                    skipped[run.key] = str(reason)
+    return skipped
+
+
 def _optional_split(get: Callable[[str], Any], part: str) -> Any | None:
     from medvl.evaluation.embeddings import EmbeddingSetError
 
@@ -418,9 +427,11 @@ def run_benchmark(
 ) -> BenchmarkSummary:
     """Run every unfinished run of ``cfg`` into ``out_dir`` and rebuild the leaderboard.
 
-    Everything is validated (configs of every run, manifests) before ``out_dir`` is touched;
-    ``overwrite`` then removes earlier results, otherwise finished runs are kept and skipped.
-    Each (model, dataset) unit with unfinished runs is one job on ``cfg.executor``
+    Relative paths in ``cfg`` are relative to ``base_dir`` (the benchmark YAML's directory; the
+    command line resolves the YAML's paths against it and its own against the working directory
+    before calling this). Everything is validated (configs of every run, manifests, model specs,
+    exported embeddings) before ``out_dir`` is touched; ``overwrite`` then removes earlier results,
+    otherwise finished runs are kept and skipped. Each (model, dataset) unit with unfinished runs is one job on ``cfg.executor``
     (:func:`medvl.experiments.executors.build_executor`; ``jobs`` overrides ``cfg.jobs`` as its
     capacity), scheduled by :func:`medvl.experiments.jobs.run_jobs`, which keeps each unit's job
     state under ``<out>/units/<unit>/``: a rerun after the controller was killed resubmits only
@@ -433,6 +444,7 @@ def run_benchmark(
     out = Path(out_dir)
     start = time.perf_counter()
     check_run_dir(out, overwrite=overwrite, resume=not overwrite)  # in use by a live benchmark? (writes nothing)
+    cfg = resolve_config(cfg, base_dir)  # what benchmark.yaml records: absolute paths, readable from anywhere
     units = expand_units(cfg, Path(base_dir))  # validates configs and manifests before anything is written
     resources = {unit.key: _unit_resources(cfg, unit) for unit in units}
     with locked_run_dir(out, overwrite=overwrite, resume=not overwrite):
@@ -471,10 +483,12 @@ def run_benchmark(
             scheduled = run_jobs(job_list, executor, log=log, poll_s=cfg.executor.poll_s, on_end=record)
         summary.skipped = sorted(set(summary.skipped) - set(summary.ran))
         summary.not_started = scheduled.not_started
+        summary.skipped_runs = _skipped_runs(out, units)
         summary.seconds = time.perf_counter() - start
         atomic_write_json(out / "benchmark_status.json",
                           {"medvl_version": __version__, "executor": executor.kind, "ran": summary.ran,
-                           "skipped": summary.skipped, "failed": summary.failed, "reattached": scheduled.reattached,
-                           "not_started": summary.not_started, "seconds": summary.seconds})
+                           "skipped": summary.skipped, "skipped_runs": summary.skipped_runs, "failed": summary.failed,
+                           "reattached": scheduled.reattached, "not_started": summary.not_started,
+                           "seconds": summary.seconds})
         write_leaderboard(out)
     return summary

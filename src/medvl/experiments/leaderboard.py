@@ -158,11 +158,14 @@ def write_leaderboard(out_dir: str | Path) -> dict[str, Path]:
     table = table.sort_values(["mean_rank", "model"], na_position="last").reset_index(drop=True)
     atomic_write_text(out / "leaderboard.csv", _csv(table))
     legend = "\n".join(f"- `{task}`: {description}" for task, (description, _) in HEADLINES.items())
+    skips = sorted(f"- {data.get('dataset')}/{(data.get('medvl') or {}).get('task')} × {data.get('model')}: "
+                   f"{(data.get('medvl') or {}).get('skipped')}" for data in results if (data.get("medvl") or {}).get("skipped"))
+    skipped_section = f"\nSkipped runs ({len(skips)}):\n\n" + "\n".join(skips) + "\n" if skips else ""
     atomic_write_text(out / "leaderboard.md",
                       "# Benchmark leaderboard\n\nHeadline metric per dataset/task (higher is better), the mean over "
                       "the model's columns and its mean rank (1 = best; ties share the average rank). Empty: the run "
                       "was skipped or failed (see benchmark.csv).\n\n" + _markdown(table) + "\nHeadline metrics:\n\n"
-                      + legend + "\n")
+                      + legend + "\n" + skipped_section)
     paths.update(leaderboard_csv=out / "leaderboard.csv", leaderboard_md=out / "leaderboard.md")
     if columns:
         _heatmap(table, columns, out / "leaderboard.png")
