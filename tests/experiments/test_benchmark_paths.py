@@ -133,6 +133,7 @@ def test_every_yaml_path_is_resolved_and_references_are_left_alone(tmp_path: Pat
 
     base = tmp_path / "bench"
     (base / "models" / "local").mkdir(parents=True)
+    (base / "mine").write_text("")  # a prompt file next to the YAML, named without .yaml
     data = {
         "models": [{"name": "hub", "spec": "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"},
                    {"name": "org", "spec": "microsoft/BiomedCLIP"},  # no such directory: a hub repository
@@ -141,7 +142,7 @@ def test_every_yaml_path_is_resolved_and_references_are_left_alone(tmp_path: Pat
                    {"name": "abs", "spec": str(tmp_path / "m")},
                    {"name": "emb", "embeddings": "emb/{dataset}/{split}"}],
         "datasets": [{"name": "d", "manifest": "d/m.parquet", "root": "images",
-                      "eval": {"zeroshot": {"prompts": {"t": "chexpert", "u": "../prompts/u.yml"},
+                      "eval": {"zeroshot": {"prompts": {"t": "chexpert", "u": "../prompts/u.yml", "v": "mine", "w": "p/w"},
                                             "class_maps": {"t": "maps/t.yaml"}}}},
                      {"collection": "cxr-transfer", "data_dir": "cxr"}],
         "eval": {"cache_dir": "cache", "vqa": {"manifest": "vqa.parquet"}, "data": {"root": "/abs/images"}},
@@ -154,7 +155,8 @@ def test_every_yaml_path_is_resolved_and_references_are_left_alone(tmp_path: Pat
     assert out["models"][3]["eval"]["zeroshot"]["prompts"]["t"] == str(base / "p.yaml")
     d = out["datasets"][0]
     assert (d["manifest"], d["root"]) == (str(base / "d" / "m.parquet"), str(base / "images"))
-    assert d["eval"]["zeroshot"]["prompts"] == {"t": "chexpert", "u": str(base / ".." / "prompts" / "u.yml")}
+    assert d["eval"]["zeroshot"]["prompts"] == {"t": "chexpert", "u": str(base / ".." / "prompts" / "u.yml"),
+                                                "v": str(base / "mine"), "w": str(base / "p" / "w")}
     assert d["eval"]["zeroshot"]["class_maps"]["t"] == str(base / "maps" / "t.yaml")
     assert out["datasets"][1]["data_dir"] == str(base / "cxr")
     assert out["eval"] == {"cache_dir": str(base / "cache"), "vqa": {"manifest": str(base / "vqa.parquet")},

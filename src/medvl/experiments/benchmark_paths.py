@@ -4,8 +4,9 @@ fingerprints of those files (so a finished run is stale when they change).
 Every relative path written in a benchmark YAML — a model's ``spec`` directory, its
 ``embeddings`` template, a dataset's ``manifest``, ``root`` and a collection's ``data_dir``, and
 in any ``eval`` section (top level, per dataset, per model) ``cache_dir``, ``vqa.manifest``,
-``data.manifest``/``data.root`` and the ``.yaml`` files named by ``zeroshot.prompts`` and
-``zeroshot.class_maps`` — is relative to the YAML file's directory, wherever the command is run
+``data.manifest``/``data.root`` and the files named by ``zeroshot.prompts`` and
+``zeroshot.class_maps`` (a ``.yaml`` name, one with a ``/``, or one that exists next to the YAML;
+a bare name is a shipped set) — is relative to the YAML file's directory, wherever the command is run
 from. Paths given on the command line (``--model``, ``--embeddings``, ``--data``,
 ``--collection``, ``--set``) are relative to the working directory, as any CLI argument.
 
@@ -98,9 +99,10 @@ def _resolve_eval(section: Any, base: Path) -> Any:
     for dotted in _EVAL_YAML_SOURCES:
         group, key = dotted.split(".")
         sources = (out.get(group) or {}).get(key) if isinstance(out.get(group), dict) else None
-        if isinstance(sources, dict):  # a .yaml path is a file; a bare name is a shipped set (read_yaml_source's rule)
+        if isinstance(sources, dict):  # a path (.yaml, a folder in it, or a file next to the YAML) or a shipped name
             for task, source in sources.items():
-                if isinstance(source, str) and Path(source).suffix in (".yaml", ".yml"):
+                if isinstance(source, str) and source and (Path(source).suffix in (".yaml", ".yml") or "/" in source
+                                                           or (base / source).exists()):
                     sources[task] = resolve_path(source, base)
     return out
 
