@@ -88,7 +88,8 @@ def readme_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("readme")
     shutil.copytree(ROOT / "configs", work / "configs")  # the shipped configs, as in a checkout
     write_coco(work / PLACEHOLDERS["/data/coco"])
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # one compute thread per command: beside the suite's other worker, more would oversubscribe the cores
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     results: dict[str, Any] = {}
     for command in COMMANDS:
         args = concrete(command)

@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_report_generation_study_beats_the_image_independent_baselines(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # one compute thread: beside the suite's other worker, two threads per process would oversubscribe
+    # the cores and spin (measured 4x the CPU time of the same run alone)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     medvl = [sys.executable, "-m", "medvl.cli.main"]
     for args in (["data", "synth", "--out", "data/rg", "--n", "1500", "--size", "64"],
                  ["sweep", "configs/report_generation/experiment.yaml", "--out", "runs/rg"]):
