@@ -18,24 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from medvl import __version__
 from medvl.config.training import TrainConfig
-from medvl.data.dataset import track_skips
-from medvl.models.weights import EMA_WEIGHTS_FILE, evaluation_weights
+from medvl.models.weights import evaluation_weights
 from medvl.objectives.distributed import local_only
 from medvl.training.accumulation import (
     FeatureCacheContext,
@@ -44,6 +38,15 @@ from medvl.training.accumulation import (
     group_bounds,
     micro_batch_sizes,
 )
+from medvl.training.batches import (
+    SkipNotingLoader,
+    check_not_all_skipped,
+    detach_tree,
+    split_data,
+    to_device,
+    train_loader,
+    validation_loader,
+)
 from medvl.training.callbacks import (
     Callback,
     EarlyStopping,
@@ -51,24 +54,21 @@ from medvl.training.callbacks import (
     ValidationContext,
     ValidationHook,
 )
-from medvl.training.checkpoint import (
-    CheckpointError,
-    CheckpointManager,
-    load_model_weights,
-    resolve_checkpoint,
-)
+from medvl.training.checkpoint import CheckpointManager, resolve_checkpoint
 from medvl.training.distributed import collective_error
 from medvl.training.ema import WeightEMA
 from medvl.training.fabric_setup import build_fabric
+from medvl.training.finite_check import FiniteLossCheck, NonFiniteLossError, non_finite_message
 from medvl.training.grad_sync import PayloadAllReduce
-from medvl.training.logging import MetricsLogger, ProgressBar, read_jsonl
+from medvl.training.logging import MetricsLogger, ProgressBar
 from medvl.training.optim import ParamGroupSummary, build_optimizer, build_scheduler
-from medvl.training.rng import TorchRNGSnapshot, capture_rng_state, restore_rng_state
-from medvl.training.sampler import BatchShardSampler, ResumableSampler
+from medvl.training.result import FitResult, fit_result, write_result
+from medvl.training.rng import TorchRNGSnapshot
+from medvl.training.sampler import ResumableSampler
 from medvl.training.sharding import is_sharded
 from medvl.training.task import TrainTask
+from medvl.training.trainer_state import TrainPosition, load_weights, restore, restore_ema, save_checkpoint
 from medvl.utils.errors import UserInputError
-from medvl.utils.io import atomic_write_json, read_json, to_jsonable
 from medvl.utils.seeding import seed_everything, set_deterministic
 
 if TYPE_CHECKING:
@@ -76,120 +76,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FitResult", "NonFiniteLossError", "Trainer"]
 
-RESULT_FILE = "training_result.json"
 #: Model/objective methods called after every optimizer step when present (e.g. clamping the logit scale).
 POST_STEP_METHODS: tuple[str, ...] = ("clamp_", "after_optimizer_step", "clamp_logit_scale")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss (or gradient norm) became NaN/inf; the run stopped without writing a checkpoint."""
-
-    def __init__(self, message: str, *, epoch: int, step: int, terms: Mapping[str, float],
-                 last_checkpoint: str | None) -> None:
-        super().__init__(message)
-        self.epoch = epoch
-        self.step = step
-        self.terms = dict(terms)
-        self.last_checkpoint = last_checkpoint
-
-
-@dataclass
-class FitResult:
-    """Outcome of :meth:`Trainer.fit` (also written to ``RUN_DIR/training_result.json``)."""
-
-    status: str
-    """``completed``, ``early_stopped`` or ``non_finite_loss``."""
-    epochs_completed: int
-    global_step: int
-    best: dict[str, Any] | None
-    last_checkpoint: str | None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    message: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "epochs_completed": self.epochs_completed,
-            "global_step": self.global_step,
-            "best": self.best,
-            "last_checkpoint": self.last_checkpoint,
-            "message": self.message,
-        }
-
-
-@dataclass
-class _Position:
-    epoch: int = 1
-    batch: int = 0
-    global_step: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
-    samples: float = 0.0
-
-
-@dataclass
-class _FiniteCheck:
-    """A started non-finite check: the local flag and, with several processes, the pending all-reduce."""
-
-    finite: torch.Tensor
-    buffer: torch.Tensor | None = None
-    work: Any = None
-    has_payload: bool = False
-    #: the buffer rides on DDP's gradient all-reduce (:mod:`medvl.training.grad_sync`)
-    with_gradients: bool = False
-
-
-def _seed_worker(worker_id: int) -> None:
-    """Seed NumPy and ``random`` in a DataLoader worker from torch's per-worker seed."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def _split_data(data: Dataset[Any] | DataLoader[Any], collate_fn: Callable[..., Any] | None
-                ) -> tuple[Dataset[Any], Callable[..., Any] | None]:
-    if isinstance(data, DataLoader):
-        return data.dataset, collate_fn or data.collate_fn
-    return data, collate_fn
-
-
-def _to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value if value.device == device else value.to(device, non_blocking=True)
-    if isinstance(value, Mapping):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_device(v, device) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_to_device(v, device) for v in value)
-    return value
-
-
-class _SkipNotingLoader:
-    """A re-iterable loader whose batches' ``skipped`` records are noted in ``dataset`` (main process)."""
-
-    def __init__(self, loader: DataLoader[Any], dataset: Any) -> None:
-        self.loader = loader
-        self.dataset = dataset
-
-    def __iter__(self) -> Any:
-        return track_skips(iter(self.loader), self.dataset)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-
-def _check_not_all_skipped(dataset: Any, what: str) -> None:
-    check = getattr(dataset, "check_not_all_skipped", None)
-    if callable(check):
-        check(what)
-
-
-def _detach_tree(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _detach_tree(v) for k, v in value.items()}
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    return value
 
 
 class Trainer:
@@ -232,7 +120,7 @@ class Trainer:
         self.gradient_probe = gradient_probe
         self.param_groups: ParamGroupSummary | None = None
         self.history: list[dict[str, Any]] = []
-        self.position = _Position()
+        self.position = TrainPosition()
         self.phase = "setup"
         """What the processes are doing (named by collective errors): training step, validation, checkpoint."""
 
@@ -261,13 +149,13 @@ class Trainer:
             set_deterministic(True)
         seed_everything(self.seed + self.rank)
 
-        train_set, train_collate = _split_data(train_data, collate_fn)
+        train_set, train_collate = split_data(train_data, collate_fn)
         self.train_set, self.train_collate = train_set, train_collate
         self.val_set: Dataset[Any] | None = None
         self.val_collate: Callable[..., Any] | None = None
         self.init_missing: list[str] = []
         if val_data is not None:
-            self.val_set, self.val_collate = _split_data(val_data, collate_fn)
+            self.val_set, self.val_collate = split_data(val_data, collate_fn)
         self.model, self.objective = model, objective
         self.task = TrainTask(model, objective)
         self.sharded = is_sharded(fabric)
@@ -299,6 +187,7 @@ class Trainer:
         if isinstance(self._module, DistributedDataParallel):  # the per-step check rides on the gradients
             self._grad_payload = PayloadAllReduce(self._module.process_group)
             self._module.register_comm_hook(self._grad_payload, PayloadAllReduce.hook)
+        self.finite_check = FiniteLossCheck(self.world_size, self._grad_payload, stop=self._stop_non_finite)
         if cfg.compile.enabled:  # the training forward; validation calls the plain task
             c = cfg.compile
             compiled: Any = torch.compile(self._module, backend=c.backend, fullgraph=c.fullgraph, dynamic=c.dynamic,
@@ -316,11 +205,11 @@ class Trainer:
         self.early_stopping = EarlyStopping(es.metric, es.mode, es.patience, es.min_epochs, es.min_delta)
         self.best_tracker = EarlyStopping(cfg.monitor, cfg.monitor_mode, patience=1)
         self.last_checkpoint: str | None = None
-        self.position = _Position()
+        self.position = TrainPosition()
 
         resumed = False
         if resume and self.checkpoints.has_checkpoint():
-            self._restore()
+            restore(self)
             resumed = True
         else:
             # a fresh start (also --resume of a run killed before its first checkpoint): no old records
@@ -328,12 +217,13 @@ class Trainer:
             if cfg.init_weights is not None:
                 init = Path(cfg.init_weights)  # a run or checkpoint: the weights it was evaluated with (its EMA)
                 weights = init if init.is_file() else evaluation_weights(resolve_checkpoint(init, "best"))
-                self.init_missing = self._load_weights(model, weights, allow_missing=cfg.init_allow_missing)
+                self.init_missing = load_weights(model, weights, sharded=self.sharded,
+                                                 allow_missing=cfg.init_allow_missing)
         self.ema: WeightEMA | None = None
         if cfg.ema.enabled:
             self.ema = WeightEMA(model, cfg.ema.decay, warmup=cfg.ema.warmup)
             if resumed:
-                self._restore_ema()
+                restore_ema(self)
 
         try:
             for callback in self.callbacks:
@@ -349,8 +239,8 @@ class Trainer:
             raise failure from exc
         finally:
             self.progress.close()
-        result = self._result(status)
-        self._write_result(result)
+        result = fit_result(self, status)
+        write_result(self, result)
         self.logger.close()
         for callback in self.callbacks:
             callback.on_fit_end(self, result)
@@ -394,38 +284,20 @@ class Trainer:
             best = {"metric": monitor, "value": record[monitor], "epoch": epoch, "mode": self.cfg.monitor_mode}
         if validated and self.cfg.early_stopping.enabled:
             self.early_stopping.update(epoch, record)
-        self.position = _Position(epoch=epoch + 1, batch=0, global_step=self.position.global_step)
-        self._save_checkpoint(epoch, best)
+        self.position = TrainPosition(epoch=epoch + 1, batch=0, global_step=self.position.global_step)
+        save_checkpoint(self, epoch, best)
         for callback in self.callbacks:
             callback.on_epoch_end(self, record)
 
     # ------------------------------------------------------------------------------------
-    def _train_loader(self, epoch: int, start_batch: int) -> DataLoader[Any]:
-        start = sum(self.batch_sizes[:start_batch])
-        self.sampler.set_epoch(epoch, start)
-        set_epoch = getattr(self.train_set, "set_epoch", None)
-        if callable(set_epoch):  # per-item seeds (caption choice, augmentation) follow the epoch
-            set_epoch(epoch)
-        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch * 10_007 + start) % 2**63)
-        return DataLoader(
-            self.train_set,
-            batch_size=self.cfg.batch_size,
-            sampler=self.sampler,
-            drop_last=self.cfg.drop_last,
-            collate_fn=self.train_collate,
-            num_workers=self.cfg.num_workers,
-            pin_memory=self.cfg.pin_memory,
-            generator=generator,
-            worker_init_fn=_seed_worker if self.cfg.num_workers > 0 else None,
-        )
-
     def _train_epoch(self, epoch: int) -> None:
         cfg, pos = self.cfg, self.position
         self.task_w.train()
         self.optimizer_w.zero_grad(set_to_none=True)  # never carry gradients into an epoch
         if pos.batch >= self.n_batches:
             return
-        loader = track_skips(iter(self._train_loader(epoch, pos.batch)), self.train_set)
+        loader = train_loader(self.train_set, self.sampler, cfg, self.train_collate, seed=self.seed, epoch=epoch,
+                              start=sum(self.batch_sizes[:pos.batch]))
         self.progress.start(epoch, self.n_batches, pos.batch)
         window_start, window_samples = time.perf_counter(), 0.0
         while pos.batch < self.n_batches:
@@ -468,13 +340,13 @@ class Trainer:
                 callback.on_train_step_end(self, step_record)
             every = cfg.checkpoint.every_n_steps
             if every is not None and pos.global_step % every == 0 and pos.batch < self.n_batches:
-                self._save_checkpoint(epoch, None)
+                save_checkpoint(self, epoch, None)
         self.progress.close()
-        _check_not_all_skipped(self.train_set, "training split")
+        check_not_all_skipped(self.train_set, "training split")
 
     def to_device(self, batch: Any) -> Any:
         """Move a batch (nested dicts/lists of tensors) to this process's device."""
-        return _to_device(batch, self.device)
+        return to_device(batch, self.device)
 
     def forward(self, batch: Any, **kwargs: Any) -> Any:
         """``(outputs, losses)`` of the task under the precision's autocast context.
@@ -535,14 +407,15 @@ class Trainer:
                 # the check's all-reduce (with the last micro-batch's sums) runs during backward: on the
                 # gradients' own all-reduce when this backward synchronises them, else on its own
                 probe = j == 0 and self._probe_due()
-                check = self._start_finite_check(losses, payload=sums if last else None, samples=seen,
-                                                 with_gradients=last and not probe)
+                check = self.finite_check.start(losses, payload=sums if last else None, samples=seen,
+                                                with_gradients=last and not probe)
+                step, micro = self.position.global_step + 1, (j, len(planned))
                 if probe:  # never probe (and log) a step that is about to stop: await the check first
-                    reduced = self._finish_finite_check(check, epoch, losses, micro=(j, len(planned)))
+                    reduced = self.finite_check.finish(check, losses, epoch=epoch, step=step, micro=micro)
                     self._probe(epoch, losses)
                 self.fabric.backward(losses["total"] * weight)
                 if not probe:
-                    reduced = self._finish_finite_check(check, epoch, losses, micro=(j, len(planned)))
+                    reduced = self.finite_check.finish(check, losses, epoch=epoch, step=step, micro=micro)
         if sums is None:  # every record of the group was skipped: no update (the caller skips the step)
             return {}, 0
         total: float = seen
@@ -565,7 +438,7 @@ class Trainer:
             for batch in batches:
                 snapshots.append(TorchRNGSnapshot(device))
                 outputs, _ = self.forward(batch, features_only=True)
-                cached.append(_detach_tree(outputs))
+                cached.append(detach_tree(outputs))
         shared = frozenset(getattr(self.model, "shared_output_keys", ()))
         cache = FeatureCacheContext(cached, [batch_size_of(b) for b in batches], concat_batches(batches), shared)
         terms: dict[str, float] = {}
@@ -578,8 +451,9 @@ class Trainer:
                 assert losses is not None
                 names = [k for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1]
                 values = torch.stack([losses[k].detach().reshape(()).to(torch.float64) for k in names])
-                reduced = self._check_finite(epoch, losses, micro=(j, len(batches)),
-                                             payload=values * samples if j == 0 else None, samples=samples)
+                reduced = self.finite_check.check(losses, epoch=epoch, step=self.position.global_step + 1,
+                                                  micro=(j, len(batches)),
+                                                  payload=values * samples if j == 0 else None, samples=samples)
                 if j == 0:
                     self._probe(epoch, losses)
                 self.fabric.backward(losses["total"])
@@ -605,71 +479,12 @@ class Trainer:
                   **probe.measure(losses, self.task, weights=weights)}
         self.logger.log_probe(record)
 
-    def _check_finite(self, epoch: int, losses: Mapping[str, torch.Tensor], micro: tuple[int, int],
-                      payload: torch.Tensor | None = None, samples: float = 0.0) -> torch.Tensor | None:
-        """Stop on a non-finite total (every process together); see :meth:`_start_finite_check`."""
-        check = self._start_finite_check(losses, payload=payload, samples=samples)
-        return self._finish_finite_check(check, epoch, losses, micro)
-
-    def _start_finite_check(self, losses: Mapping[str, torch.Tensor], payload: torch.Tensor | None = None,
-                            samples: float = 0.0, with_gradients: bool = False) -> _FiniteCheck:
-        """Begin the non-finite check of ``losses["total"]``.
-
-        With several processes, the flag, ``samples`` and ``payload`` (float64 sums) are summed over
-        processes in one all-reduce: with ``with_gradients`` under DDP, appended to the gradients'
-        own all-reduce of the coming backward (no extra collective); otherwise an asynchronous sum
-        all-reduce on the default process group (what ``fabric.all_reduce`` reduces over, without its
-        extra barrier round trip). :meth:`_finish_finite_check` awaits it.
-        """
-        finite = torch.isfinite(losses["total"].detach()).all()
-        if self.world_size == 1:
-            return _FiniteCheck(finite=finite)
-        flag = (~finite).to(torch.float64).reshape(1)
-        parts = [flag] if payload is None else [flag, torch.tensor([samples], dtype=torch.float64,
-                                                                   device=flag.device), payload.to(flag.device)]
-        buffer = torch.cat(parts)
-        if with_gradients and self._grad_payload is not None:
-            self._grad_payload.attach(buffer)
-            return _FiniteCheck(finite=finite, buffer=buffer, has_payload=payload is not None, with_gradients=True)
-        work = torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM, async_op=True)
-        return _FiniteCheck(finite=finite, buffer=buffer, work=work, has_payload=payload is not None)
-
-    def _finish_finite_check(self, check: _FiniteCheck, epoch: int, losses: Mapping[str, torch.Tensor],
-                             micro: tuple[int, int]) -> torch.Tensor | None:
-        """Await the check; raise :class:`NonFiniteLossError` on every process when any process's
-        total was non-finite. Returns ``[Σ samples, *Σ payload]`` with a payload and several
-        processes, ``None`` otherwise."""
-        finite, summed = check.finite, None
-        if check.buffer is not None:
-            buffer = check.buffer
-            if check.with_gradients:
-                assert self._grad_payload is not None
-                carried = self._grad_payload.take()
-                if carried is None:  # no bucket carried it (same on every process): reduce it now
-                    torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)
-                else:
-                    buffer = carried
-            else:
-                assert check.work is not None
-                check.work.wait()
-            finite = buffer[0] == 0
-            summed = buffer[1:] if check.has_payload else None
-        if bool(finite):
-            return summed
-        terms = {k: float(v.detach()) for k, v in losses.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
-        shown = ", ".join(f"{k}={v:.6g}" for k, v in terms.items())
-        self._stop_non_finite(
-            f"non-finite loss at epoch {epoch}, optimizer step {self.position.global_step + 1} "
-            f"(micro-batch {micro[0] + 1} of {micro[1]}); terms: {shown}",
-            epoch, terms,
-        )
-
     def _stop_non_finite(self, what: str, epoch: int, terms: Mapping[str, float]) -> NoReturn:
+        """Write the result and raise :class:`NonFiniteLossError` (``what``: the non-finite loss or norm)."""
         last = self.last_checkpoint
-        message = (f"{what}. Training stopped; no update was applied for this step and the last good "
-                   f"checkpoint is intact: {last or 'none was written yet'}")
-        result = self._result("non_finite_loss", message)
-        self._write_result(result)
+        message = non_finite_message(what, last)
+        result = fit_result(self, "non_finite_loss", message)
+        write_result(self, result)
         self.progress.close()
         self.logger.close()
         raise NonFiniteLossError(message, epoch=epoch, step=self.position.global_step + 1, terms=terms,
@@ -711,24 +526,13 @@ class Trainer:
     def _validate(self, epoch: int) -> dict[str, float]:
         assert self.fabric is not None
         self.phase = "validation"
-        loader = None
+        loader: SkipNotingLoader | None = None
         padding: list[bool] = []
-        if self.val_set is not None:
-            # FSDP gathers parameters in every forward: processes then run equally many batches
-            batches = BatchShardSampler(len(self.val_set), self.cfg.batch_size,  # type: ignore[arg-type,unused-ignore]
-                                        num_replicas=self.world_size, rank=self.rank, pad=self.sharded)
-            padding = batches.padding
-            loader = DataLoader(
-                self.val_set,
-                batch_sampler=batches,
-                collate_fn=self.val_collate,
-                num_workers=self.cfg.num_workers,
-                pin_memory=self.cfg.pin_memory,
-            )
+        if self.val_set is not None:  # FSDP gathers parameters in every forward: equally many batches
+            loader, padding = validation_loader(self.val_set, self.cfg, self.val_collate, world_size=self.world_size,
+                                                rank=self.rank, pad=self.sharded)
         ctx = ValidationContext(model=self.model, forward=self._eval_forward, fabric=self.fabric, epoch=epoch,
-                                global_step=self.position.global_step,
-                                loader=None if loader is None else _SkipNotingLoader(loader, self.val_set),
-                                run_dir=self.run_dir, to_device=self.to_device, padding=padding)
+                                global_step=self.position.global_step, loader=loader, run_dir=self.run_dir, to_device=self.to_device, padding=padding)
         metrics: dict[str, float] = {}
         cpu_rng = torch.get_rng_state()  # validation must not shift the training RNG stream
         self.task_w.eval()
@@ -742,147 +546,5 @@ class Trainer:
             self.task_w.train()
             torch.set_rng_state(cpu_rng)
         if self.val_set is not None:
-            _check_not_all_skipped(self.val_set, "validation split")
+            check_not_all_skipped(self.val_set, "validation split")
         return metrics
-
-    # ------------------------------------------------------------------------------------
-    def _trainer_state(self) -> dict[str, Any]:
-        pos = self.position
-        return {
-            "epoch": pos.epoch,
-            "batch_in_epoch": pos.batch,
-            "global_step": pos.global_step,
-            "epoch_sums": pos.sums,
-            "epoch_samples": pos.samples,
-            "n_batches": self.n_batches,
-            "steps_per_epoch": self.steps_per_epoch,
-            "sampler": self.sampler.state_dict(),
-            "scheduler": to_jsonable(self.scheduler.state_dict()),
-            "early_stopping": self.early_stopping.state_dict(),
-            "best_tracker": self.best_tracker.state_dict(),
-            "seed": self.seed,
-            "grad_scaler": to_jsonable(self._scaler.state_dict()) if self._scaler is not None else None,
-            "ema_updates": self.ema.updates if self.ema is not None else None,
-        }
-
-    def _restore_ema(self) -> None:
-        """The weight average of the checkpoint being resumed (exact), or a fresh one when it has none."""
-        import safetensors.torch as st
-
-        assert self.ema is not None and self.last_checkpoint is not None
-        file = Path(self.last_checkpoint) / EMA_WEIGHTS_FILE
-        state = read_json(Path(self.last_checkpoint) / "state.json")["trainer"]
-        if file.is_file():
-            self.ema.load_state_tensors(st.load_file(str(file)), int(state.get("ema_updates") or 0))
-
-    @property
-    def _scaler(self) -> Any:
-        """The fp16 GradScaler of ``16-mixed`` (``None`` otherwise)."""
-        precision = getattr(self.fabric, "_precision", None)
-        return getattr(precision, "scaler", None)
-
-    def _save_checkpoint(self, epoch: int, best: dict[str, Any] | None) -> None:
-        self.phase = "a checkpoint"
-        states: dict[str, Any] = {}
-        if self.sharded:  # gathered on every process, written by process 0
-            from medvl.training.sharding import full_state_dict
-
-            states = {"model_state": full_state_dict(self.model), "objective_state": full_state_dict(self.objective)}
-        saved = self.checkpoints.save(
-            epoch=epoch,
-            global_step=self.position.global_step,
-            model=self.model,
-            objective=self.objective,
-            optimizer=self.optimizer,
-            state=self._trainer_state(),
-            rng=capture_rng_state(),
-            best=best,
-            extra_tensors={EMA_WEIGHTS_FILE: self.ema.state_tensors()} if self.ema is not None else None,
-            **states,
-        )
-        self.last_checkpoint = str(saved.path)
-
-    def _load_weights(self, module: nn.Module, file: Path, allow_missing: bool = False) -> list[str]:
-        """Load a weights file into ``module`` (into its shards under FSDP); returns the parameters it lacked."""
-        if not self.sharded:
-            return load_model_weights(module, file, allow_missing=allow_missing)
-        import safetensors.torch as st
-
-        from medvl.training.sharding import load_full_state_dict
-
-        if allow_missing:
-            raise CheckpointError("training.init_allow_missing is not supported with training.strategy=fsdp yet")
-        try:
-            load_full_state_dict(module, st.load_file(str(file)))
-        except ValueError as exc:
-            raise CheckpointError(f"{file}: {exc}") from exc
-        return []
-
-    def _restore(self) -> None:
-        payload, rng = self.checkpoints.load("last", model=self.model, objective=self.objective,
-                                             optimizer=self.optimizer, load_weights=self._load_weights)
-        state = payload["trainer"]
-        if state["n_batches"] != self.n_batches:
-            raise CheckpointError(
-                f"cannot resume from {payload['_path']}: it has {state['n_batches']} batches per epoch, "
-                f"this run {self.n_batches} (dataset, batch size or number of processes changed)"
-            )
-        self.sampler.load_state_dict(state["sampler"])
-        sizing = dict(vars(self.schedule))
-        self.scheduler.load_state_dict(state["scheduler"])
-        if vars(self.schedule) != sizing:
-            # training.epochs (or the schedule) changed: continue on the new curve from this step
-            vars(self.schedule).update(sizing)
-            lrs = [base * self.schedule(self.scheduler.last_epoch) for base in self.scheduler.base_lrs]
-            for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
-                group["lr"] = lr
-            self.scheduler._last_lr = lrs
-        self.early_stopping.load_state_dict(state["early_stopping"])
-        self.best_tracker.load_state_dict(state["best_tracker"])
-        if self._scaler is not None and state.get("grad_scaler"):
-            self._scaler.load_state_dict(state["grad_scaler"])
-        self.position = _Position(epoch=state["epoch"], batch=state["batch_in_epoch"],
-                                  global_step=state["global_step"], sums=dict(state["epoch_sums"]),
-                                  samples=float(state["epoch_samples"]))
-        es, stop = self.cfg.early_stopping, self.early_stopping  # patience etc. may change on resume
-        stop.should_stop = es.enabled and stop.bad_validations >= es.patience \
-            and self.position.epoch - 1 >= es.min_epochs
-        self.last_checkpoint = payload["_path"]
-        self.logger.truncate(max_step=self.position.global_step, max_epoch=self.position.epoch - 1)
-        for repair in self.logger.repairs:
-            warnings.warn(f"log repaired on resume: {repair}", stacklevel=2)
-        self.history = [r for r in read_jsonl(self.logger.epochs_path) if r["epoch"] < self.position.epoch] \
-            if self.logger.enabled else []
-        if rng is not None and payload.get("world_size") == self.world_size:
-            restore_rng_state(*rng)
-
-    # ------------------------------------------------------------------------------------
-    def _result(self, status: str, message: str = "") -> FitResult:
-        best = self.checkpoints.best_info() if self.rank == 0 else None
-        return FitResult(status=status, epochs_completed=max(self.position.epoch - 1, 0),
-                         global_step=self.position.global_step, best=best,
-                         last_checkpoint=self.last_checkpoint, history=list(self.history), message=message)
-
-    def _write_result(self, result: FitResult) -> None:
-        if self.rank != 0:
-            return
-        payload = {
-            **result.to_dict(),
-            "medvl_version": __version__,
-            "seed": self.seed,
-            "world_size": self.world_size,
-            "steps_per_epoch": self.steps_per_epoch,
-            "total_steps": self.schedule.total_steps,
-            "param_groups": {k: len(v) for k, v in (self.param_groups.names if self.param_groups else {}).items()},
-            "frozen_params": len(self.param_groups.frozen) if self.param_groups else 0,
-            "provenance": self.provenance,
-        }
-        if self.logger.repairs:
-            payload["log_repairs"] = list(self.logger.repairs)
-        for key, dataset in (("train_skipped", self.train_set), ("val_skipped", self.val_set)):
-            skip_report = getattr(dataset, "skip_report", None)
-            if callable(skip_report):
-                payload[key] = skip_report()
-        if self.init_missing:
-            payload["init_missing_parameters"] = self.init_missing
-        atomic_write_json(self.run_dir / RESULT_FILE, payload)
