@@ -168,16 +168,22 @@ def ce_baselines(
     truth = np.asarray(truth, dtype=bool)
     if truth.shape != (len(generated), len(names)):
         raise ValueError(f"truth has shape {truth.shape}, expected {(len(generated), len(names))}")
+    found = _labelled(generated, names, uncertain_positive) if shuffles > 0 else np.zeros_like(truth)
+    return _baselines(found, truth, names, shuffles=shuffles, seed=seed)
+
+
+def _baselines(found: np.ndarray, truth: np.ndarray, names: Sequence[str], *, shuffles: int,
+               seed: int) -> dict[str, float]:
+    """:func:`ce_baselines` from the labeller's findings ``found`` (N, K) of the generated texts."""
     out: dict[str, float] = {}
     if NO_FINDING in names:
         normal = np.zeros_like(truth)
         normal[:, list(names).index(NO_FINDING)] = True
         scores = _prf(normal, truth, names)["metrics"]
         out.update({"always_normal/f1_micro": scores["f1_micro"], "always_normal/f1_macro": scores["f1_macro"]})
-    if shuffles > 0 and len(generated):
-        pred = _labelled(generated, names, uncertain_positive)
+    if shuffles > 0 and len(found):
         rng = np.random.default_rng(seed)
-        runs = [_prf(pred, truth[rng.permutation(len(truth))], names)["metrics"] for _ in range(shuffles)]
+        runs = [_prf(found, truth[rng.permutation(len(truth))], names)["metrics"] for _ in range(shuffles)]
         out["shuffled/f1_micro"] = float(np.mean([r["f1_micro"] for r in runs]))
         out["shuffled/f1_macro"] = float(np.mean([r["f1_macro"] for r in runs]))
     return out
@@ -280,10 +286,11 @@ def run_captioning(model: Any, dataset: Any, references: Sequence[Sequence[str]]
     if truth is None or names is None:
         truth, names = labeller_truth([" ".join(r) for r in refs])
         truth_source = "labeller(reference)"
-    ce = clinical_efficacy(generated, truth, names, uncertain_positive=options.uncertain_positive)
+    found = _labelled(generated, names, options.uncertain_positive)  # read once: CE and its baselines
+    ce = _prf(found, np.asarray(truth, dtype=bool), names)
     metrics.update({f"ce/{k}": v for k, v in ce["metrics"].items()})
-    baselines = ce_baselines(generated, truth, names, shuffles=options.ce_shuffles, seed=options.seed,
-                             uncertain_positive=options.uncertain_positive)
+    baselines = _baselines(found, np.asarray(truth, dtype=bool), names, shuffles=options.ce_shuffles,
+                           seed=options.seed)
     metrics.update({f"ce/{k}": v for k, v in baselines.items()})
     info.update({"ce_truth": truth_source, "ce_classes": list(names), "ce_per_class": ce["per_class"],
                  "examples": [{"id": dataset.ids[i], "generated": g, "reference": r[0]}
