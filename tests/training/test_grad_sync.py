@@ -96,7 +96,7 @@ def _fit_counting(fabric: Fabric, out: Path) -> dict[str, Any]:
         result = trainer.fit(TinyDual(dropout=0.0), TinyObjective(), TinyDataset(16), collate_fn=collate)
     finally:
         counter.restore()
-    return {"steps": result.global_step, "small": counter.small, "hooked": trainer._grad_payload is not None}
+    return {"steps": result.global_step, "small": counter.small, "hooked": trainer.finite_check.grad_payload is not None}
 
 
 def test_trainer_adds_no_collective_per_step(tmp_path: Path) -> None:

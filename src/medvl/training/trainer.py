@@ -183,11 +183,11 @@ class Trainer:
         else:
             self.task_w, self.optimizer_w = fabric.setup(self.task, optimizer)
         self._module: nn.Module = getattr(self.task_w, "_forward_module", self.task_w)
-        self._grad_payload: PayloadAllReduce | None = None
+        grad_payload: PayloadAllReduce | None = None
         if isinstance(self._module, DistributedDataParallel):  # the per-step check rides on the gradients
-            self._grad_payload = PayloadAllReduce(self._module.process_group)
-            self._module.register_comm_hook(self._grad_payload, PayloadAllReduce.hook)
-        self.finite_check = FiniteLossCheck(self.world_size, self._grad_payload, stop=self._stop_non_finite)
+            grad_payload = PayloadAllReduce(self._module.process_group)
+            self._module.register_comm_hook(grad_payload, PayloadAllReduce.hook)
+        self.finite_check = FiniteLossCheck(self.world_size, grad_payload, stop=self._stop_non_finite)
         if cfg.compile.enabled:  # the training forward; validation calls the plain task
             c = cfg.compile
             compiled: Any = torch.compile(self._module, backend=c.backend, fullgraph=c.fullgraph, dynamic=c.dynamic,
